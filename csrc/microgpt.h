@@ -1,0 +1,97 @@
+/*
+ * microgpt.h -- the C API of microgpt's native backend, and the single source of truth for it:
+ * build_ext.py feeds this file to cffi's cdef, and every .c file includes it, so the compiler
+ * checks the binding against the implementation. Keep it plain C declarations only (no macros
+ * with values other than the ones below, no includes): cffi parses it.
+ *
+ * The graph: one arena (mg_arena) owns every scalar node in struct-of-arrays form. A node is an
+ * integer index; its children and their local gradients are a slice of one edge array. Nodes
+ * made before mg_arena_keep() (the model's parameters) persist; a training step appends its
+ * nodes after them, and mg_arena_reset() drops the step by moving the counts back.
+ *
+ * Handles: what Python holds is a handle, an int64 = index | (generation << 32). Every reset
+ * bumps the generation, so a handle from an earlier step is refused (MG_ERR_STALE) instead of
+ * reading whatever node now sits at its index. Handles of persistent nodes never go stale.
+ * Vectors ("vecs") are runs of node indices in a second buffer, addressed the same way; a vec
+ * handle plus k is the vec starting k elements later (a slice).
+ *
+ * Errors: functions that make something return its handle (>= 0) or a negative MG_ERR_* code;
+ * functions that only act return 0 or a negative code. Nothing here exits or aborts.
+ *
+ * Numbers: every value and local gradient is computed by the same double expression CPython
+ * evaluates for the seed's microgpt.py, so results are bit-identical to the Python backend.
+ */
+
+/* error codes (Python maps them to exceptions) */
+#define MG_ERR_NOMEM    -1  /* an allocation failed: MemoryError */
+#define MG_ERR_STALE    -2  /* handle from a reset step, or not a handle of this arena */
+#define MG_ERR_DOMAIN   -3  /* math.log of 0 or a negative number: ValueError */
+#define MG_ERR_OVERFLOW -4  /* exp or pow overflowed from finite input: OverflowError */
+#define MG_ERR_ZERODIV  -5  /* 0.0 to a negative power: ZeroDivisionError */
+#define MG_ERR_COMPLEX  -6  /* negative base to a fractional power (Python gives a complex) */
+#define MG_ERR_ARG      -7  /* a size, index or argument out of range */
+
+typedef struct mg_arena mg_arena;
+
+/* --- lifecycle ---------------------------------------------------------------------------- */
+mg_arena *mg_arena_new(void);                 /* NULL when out of memory */
+void mg_arena_free(mg_arena *a);              /* NULL is fine */
+int64_t mg_arena_keep(mg_arena *a);           /* everything made so far persists; returns node count */
+int64_t mg_arena_reset(mg_arena *a);          /* drop nodes and vecs made since keep; returns generation */
+int64_t mg_arena_nodes(const mg_arena *a);    /* nodes alive (persistent + this step) */
+int64_t mg_arena_edges(const mg_arena *a);    /* child links alive */
+int64_t mg_arena_kept(const mg_arena *a);     /* persistent nodes */
+int64_t mg_arena_bytes(const mg_arena *a);    /* bytes of memory the arena holds */
+int mg_arena_set_fused(mg_arena *a, int on);  /* kernels build fused dot nodes (see below) */
+int mg_arena_set_limit(mg_arena *a, int64_t max_bytes); /* cap on memory held; 0 = none */
+
+/* --- scalar nodes (one per Value op) -------------------------------------------------------- */
+int64_t mg_leaf(mg_arena *a, double x);                   /* a Value(x) */
+int64_t mg_add(mg_arena *a, int64_t x, int64_t y);        /* x + y */
+int64_t mg_add_const(mg_arena *a, int64_t x, double c);   /* x + c, c not a node */
+int64_t mg_mul(mg_arena *a, int64_t x, int64_t y);        /* x * y */
+int64_t mg_mul_const(mg_arena *a, int64_t x, double c);   /* x * c */
+int64_t mg_pow(mg_arena *a, int64_t x, double k);         /* x ** k, k a number */
+int64_t mg_log(mg_arena *a, int64_t x);
+int64_t mg_exp(mg_arena *a, int64_t x);
+int64_t mg_relu(mg_arena *a, int64_t x);
+
+double mg_get_data(const mg_arena *a, int64_t x, int *err);   /* *err = 0 or MG_ERR_* */
+double mg_get_grad(const mg_arena *a, int64_t x, int *err);
+int mg_set_data(mg_arena *a, int64_t x, double v);
+int mg_set_grad(mg_arena *a, int64_t x, double v);
+int64_t mg_children(const mg_arena *a, int64_t x, int64_t *out, int64_t cap); /* count; handles to out */
+
+/* topological order (iterative depth-first, children in order, post-order), then the chain rule
+ * in reverse: grad[child] += local_grad * grad[node]. Sets grad[root] = 1 first. */
+int mg_backward(mg_arena *a, int64_t root);
+
+/* --- bulk access to the persistent nodes (parameters) --------------------------------------- */
+int mg_read_data(const mg_arena *a, int64_t first, int64_t n, double *out);  /* node indices */
+int mg_write_data(mg_arena *a, int64_t first, int64_t n, const double *in);
+int mg_read_grad(const mg_arena *a, int64_t first, int64_t n, double *out);
+
+/* --- Adam over the first nparams nodes (moments live in the arena) --------------------------- */
+int mg_adam_init(mg_arena *a, int64_t nparams);           /* zero moments; nparams <= kept */
+int mg_adam_step(mg_arena *a, double lr, double beta1, double beta2, double eps,
+                 int64_t step, int64_t num_steps);        /* the seed's update incl. lr decay; zeroes grads */
+int mg_adam_read(const mg_arena *a, double *m, double *v);   /* nparams each */
+int mg_adam_write(mg_arena *a, const double *m, const double *v);
+
+/* --- vectors of nodes --------------------------------------------------------------------- */
+int64_t mg_vec_range(mg_arena *a, int64_t first, int64_t n);           /* nodes first..first+n-1 */
+int64_t mg_vec_of(mg_arena *a, const int64_t *nodes, int64_t n);       /* from node handles */
+int64_t mg_vec_get(const mg_arena *a, int64_t vec, int64_t i);         /* node handle of element i */
+int mg_vec_data(const mg_arena *a, int64_t vec, int64_t n, double *out);
+
+/* --- layer kernels: each builds exactly the nodes the seed's Python builds, in its order ------ */
+int64_t mg_k_add(mg_arena *a, int64_t x, int64_t y, int64_t n);          /* [xi + yi] */
+int64_t mg_k_scale(mg_arena *a, int64_t x, int64_t n, double c);         /* [xi * c] */
+int64_t mg_k_relu(mg_arena *a, int64_t x, int64_t n);                    /* [xi.relu()] */
+int64_t mg_k_linear(mg_arena *a, int64_t x, int64_t nin, int64_t w, int64_t nout); /* w: nout*nin row-major */
+int64_t mg_k_rmsnorm(mg_arena *a, int64_t x, int64_t n);
+int64_t mg_k_softmax(mg_arena *a, int64_t x, int64_t n);
+int64_t mg_k_attention_head(mg_arena *a, int64_t q, const int64_t *keys, const int64_t *values,
+                            int64_t t, int64_t head_dim);              /* keys/values: t vec handles */
+int64_t mg_k_cross_entropy(mg_arena *a, int64_t logits, int64_t n, int64_t target); /* a node */
+int64_t mg_k_mean(mg_arena *a, const int64_t *nodes, int64_t n);        /* (1/n) * sum(nodes): a node */

@@ -1,0 +1,63 @@
+"""The seed's layers, written over scalar Values: the python backend's kernels.
+
+Each function is the seed's expression, so it builds the seed's graph node for node. They work
+with any Value class (the python backend's, or the c backend's op-by-op handles), which is how
+the c backend is checked against this file. A vector is a list of Values; a matrix a list of rows.
+"""
+
+
+def add(x, y):
+    return [a + b for a, b in zip(x, y)]
+
+
+def scale(x, c):
+    return [xi * c for xi in x]
+
+
+def relu(x):
+    return [xi.relu() for xi in x]
+
+
+def linear(x, w):
+    return [sum(wi * xi for wi, xi in zip(wo, x)) for wo in w]
+
+
+def softmax(logits):
+    max_val = max(val.data for val in logits)
+    exps = [(val - max_val).exp() for val in logits]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+def rmsnorm(x):
+    ms = sum(xi * xi for xi in x) / len(x)
+    scale = (ms + 1e-5) ** -0.5
+    return [xi * scale for xi in x]
+
+
+def attention_head(q_h, k_h, v_h):
+    """One head over the KV cache: k_h and v_h hold this head's slice of every past position."""
+    head_dim = len(q_h)
+    attn_logits = [sum(q_h[j] * k_h[t][j] for j in range(head_dim)) / head_dim**0.5 for t in range(len(k_h))]
+    attn_weights = softmax(attn_logits)
+    return [sum(attn_weights[t] * v_h[t][j] for t in range(len(v_h))) for j in range(head_dim)]
+
+
+def attention(q, keys, values, n_head):
+    head_dim = len(q) // n_head
+    x_attn = []
+    for h in range(n_head):
+        hs = h * head_dim
+        k_h = [ki[hs:hs + head_dim] for ki in keys]
+        v_h = [vi[hs:hs + head_dim] for vi in values]
+        x_attn.extend(attention_head(q[hs:hs + head_dim], k_h, v_h))
+    return x_attn
+
+
+def cross_entropy(logits, target):
+    probs = softmax(logits)
+    return -probs[target].log()
+
+
+def mean(losses):
+    return (1 / len(losses)) * sum(losses)

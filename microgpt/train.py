@@ -1,0 +1,81 @@
+"""Training and sampling loops, as the seed runs them."""
+import gc
+import hashlib
+import random
+import struct
+from contextlib import contextmanager
+
+
+@contextmanager
+def gc_paused():
+    """Pause the cyclic garbage collector while a step builds its graph.
+
+    The graph holds no reference cycles, so reference counting frees all of it when the step
+    ends; the collector only re-scans the growing graph, which was most of the seed's run time.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def learning_rate(lr, step, num_steps):
+    return lr * (1 - step / num_steps)
+
+
+def train_step(model, tokens, step, num_steps, lr):
+    """One step on one document: forward, backward, Adam. Returns the loss."""
+    graph = model.graph
+    with gc_paused():
+        graph.begin_step()
+        loss = model.loss(tokens)
+        graph.backward(loss)
+        value = graph.item(loss)
+        graph.adam_step(step, num_steps, lr)
+        del loss
+    return value
+
+
+def train(model, tokenizer, docs, num_steps, lr, start=0, stop=None, on_step=None, should_stop=None):
+    """Steps start..stop-1 of a num_steps schedule; one document a step, in order, wrapping."""
+    for step in range(start, num_steps if stop is None else stop):
+        if should_stop and should_stop():
+            break
+        tokens = tokenizer.document(docs[step % len(docs)])
+        loss = train_step(model, tokens, step, num_steps, lr)
+        if on_step:
+            on_step(step, loss)
+
+
+def sample(model, tokenizer, temperature, prefix=""):
+    """One name: from BOS (then the prefix's letters, forced) until BOS or block_size tokens."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    graph, cfg = model.graph, model.config
+    forced = tokenizer.encode(prefix)
+    if len(forced) >= cfg.block_size:
+        raise ValueError(f"prefix {prefix!r} leaves no room: block_size is {cfg.block_size}")
+    with gc_paused():
+        graph.begin_step()
+        keys, values = model.empty_cache()
+        token_id, out = tokenizer.bos, []
+        for pos_id in range(cfg.block_size):
+            logits = model.forward(token_id, pos_id, keys, values)
+            if pos_id < len(forced):
+                token_id = forced[pos_id]
+            else:
+                probs = graph.softmax(graph.scale(logits, temperature ** -1))  # the seed's l / temperature
+                token_id = random.choices(range(cfg.vocab_size), weights=graph.data(probs))[0]
+                if token_id == tokenizer.bos:
+                    break
+            out.append(token_id)
+        del keys, values, logits
+    return tokenizer.decode(out)
+
+
+def params_sha256(values):
+    """sha256 of every parameter as a little-endian double, state_dict order, row by row."""
+    return hashlib.sha256(struct.pack(f"<{len(values)}d", *values)).hexdigest()
