@@ -12,7 +12,7 @@ from . import checkpoint
 from .backend import CHOICES, BackendError, resolve
 from .checkpoint import CheckpointError
 from .data import DataError, default_docs, docs_sha256, load_docs
-from .graphs import LEARNING_RATE, new_graph
+from .graphs import GRAPH_MODES, LEARNING_RATE, new_graph
 from .model import GPT, Config, ConfigError
 from .tokenizer import Tokenizer, VocabularyError
 from .train import learning_rate, params_sha256, sample, train
@@ -23,9 +23,9 @@ USER_ERRORS = (DataError, ConfigError, CheckpointError, VocabularyError, Backend
 def add_backend_flags(p):
     p.add_argument("--backend", choices=CHOICES, default=None,
                    help="python, c, or auto (default: $MICROGPT_BACKEND, else auto)")
-    p.add_argument("--graph", choices=("ops", "kernels", "fused"), default="fused",
-                   help="how the c backend builds the graph: one C call per scalar op, one per layer, "
-                        "or one per layer with fused dot nodes (default; all give the same bits)")
+    p.add_argument("--graph", choices=GRAPH_MODES, default="fused",
+                   help="how the graph is built: seed (node for node, one op at a time), kernels (c only: "
+                        "one C call per layer), fused (default: linear rows as fused dot nodes); same bits")
 
 
 def build_parser():

@@ -6,8 +6,11 @@ neither of which changes a bit:
 - A plain number in an operation is folded into the node (`x + 2` is one node with one child)
   instead of becoming a constant leaf: a leaf with no children receives a gradient nobody reads.
 - backward() is iterative, so graphs deeper than Python's recursion limit work.
+
+dot() is the one addition: the seed's `sum(w * x for w, x in zip(ws, xs))` as a single node.
 """
 import math
+from itertools import chain
 
 _COMPLEX_POW = "negative base to a fractional power: the result would be complex"
 
@@ -18,6 +21,9 @@ def real_pow(x, k):
     if type(r) is complex:
         raise ValueError(_COMPLEX_POW)
     return r
+
+
+_DONE = object()  # stack marker in backward(): the node below it has had all its children searched
 
 
 class Value:
@@ -61,21 +67,41 @@ class Value:
 
     def backward(self):
         # Topological order by depth-first search, children in order, post-order, exactly as the
-        # seed's recursive build_topo; an explicit stack of (node, next child) replaces recursion.
-        topo, visited = [], {id(self)}
-        stack = [(self, iter(self._children))]
+        # seed's recursive build_topo. Iterative: a node's children go on the stack in reverse so
+        # the first is searched first, above a marker that appends the node once they are done.
+        topo, visited, stack = [], set(), [self]
         while stack:
-            node, children = stack[-1]
-            for child in children:
-                if id(child) not in visited:
-                    visited.add(id(child))
-                    stack.append((child, iter(child._children)))
-                    break
-            else:
-                stack.pop()
-                topo.append(node)
+            v = stack.pop()
+            if v is _DONE:
+                topo.append(stack.pop())
+            elif v not in visited:
+                visited.add(v)
+                if v._children:
+                    stack += (v, _DONE)
+                    stack += reversed(v._children)
+                else:
+                    topo.append(v)
         # then the chain rule, one node at a time, from the output back
         self.grad = 1
         for v in reversed(topo):
+            grad = v.grad
             for child, local_grad in zip(v._children, v._local_grads):
-                child.grad += local_grad * v.grad
+                child.grad += local_grad * grad
+
+
+def dot(ws, xs):
+    """sum(w * x for w, x in zip(ws, xs)) as one node, with the same value and gradients.
+
+    The value is summed in the seed's order (0 + w0*x0, then + w1*x1, ...). Its children are
+    (w0, x0, w1, x1, ...), which the search in backward() visits in the order the chain of
+    products would. Each child receives its one gradient term, local_grad * grad, exactly as
+    through the chain (whose sum and product nodes pass grad on unchanged), so when the
+    children are distinct Values, as in a linear layer, every bit of every gradient is the
+    chain's. It saves two nodes per term, which is most of the seed's graph.
+    """
+    wd = [w.data for w in ws]
+    xd = [x.data for x in xs]
+    total = 0
+    for a, b in zip(wd, xd):
+        total += a * b
+    return Value(total, tuple(chain.from_iterable(zip(ws, xs))), tuple(chain.from_iterable(zip(xd, wd))))

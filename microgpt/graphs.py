@@ -5,7 +5,8 @@ attention, ...), runs backward and the Adam update. The model definition (model.
 once against this interface; every graph class builds the same scalar nodes, so every one gives
 the same bits.
 
-- PythonGraph: the python backend, the seed's Values and layers in plain Python.
+- PythonGraph: the python backend, the seed's Values and layers in plain Python (by default
+               with each linear row one fused dot node, engine.dot: same bits, fewer nodes).
 - COpsGraph:   Values are handles into a C arena, one C call per scalar op; layers are the same
                Python functions as PythonGraph's. Backward and Adam run in C.
 - CKernelGraph: each layer is one C call that builds that layer's nodes; vectors stay in C as
@@ -19,10 +20,14 @@ LEARNING_RATE, BETA1, BETA2, EPS = 0.01, 0.85, 0.99, 1e-8
 
 
 class PythonGraph:
-    backend, mode = "python", "python"
+    """fused=True (the default) builds each linear row as one dot node (engine.dot): same bits."""
+    backend = "python"
 
-    def __init__(self):
+    def __init__(self, fused=True):
         self.params = []
+        self.mode = "fused" if fused else "seed"
+        if fused:
+            self.linear = layers.linear_fused
 
     # --- parameters
     def param(self, x):
@@ -136,7 +141,7 @@ class _CGraph:
 
 class COpsGraph(_CGraph, PythonGraph):
     """C arena, but the layers are the seed's Python, one C call per scalar op."""
-    mode = "ops"
+    mode = "seed"
 
     def param(self, x):
         from .native import CValue
@@ -232,16 +237,20 @@ class CKernelGraph(_CGraph):
         self._check(self._lib.mg_backward(self.arena.ptr, loss))
 
 
-def new_graph(backend=None, mode=None):
-    """A graph for backend 'python', 'c' or 'auto' (None: the live choice); the c backend builds
-    its graph in mode 'ops', 'kernels' or 'fused' (the default)."""
-    from .backend import resolve
-    if resolve(backend) == "python":
-        return PythonGraph()
-    mode = mode or "fused"
-    if mode == "ops":
-        return COpsGraph()
-    if mode in ("kernels", "fused"):
-        return CKernelGraph(fused=(mode == "fused"))
-    raise ValueError(f"unknown c backend mode {mode!r}: choose ops, kernels or fused")
+GRAPH_MODES = ("seed", "kernels", "fused")
 
+
+def new_graph(backend=None, mode="fused"):
+    """A graph for backend 'python', 'c' or 'auto' (None: the live choice), built in one of
+    GRAPH_MODES: 'seed', the seed's graph one scalar op at a time; 'kernels' (c only), the same
+    graph one C call per layer; 'fused' (default), linear rows as fused dot nodes. Same bits."""
+    from .backend import resolve
+    if mode not in GRAPH_MODES:
+        raise ValueError(f"unknown graph mode {mode!r}: choose one of {', '.join(GRAPH_MODES)}")
+    if resolve(backend) == "python":
+        if mode == "kernels":
+            raise ValueError("graph mode 'kernels' needs the c backend")
+        return PythonGraph(fused=(mode == "fused"))
+    if mode == "seed":
+        return COpsGraph()
+    return CKernelGraph(fused=(mode == "fused"))
