@@ -53,3 +53,19 @@ def shared():
 def small_data(tmp_path):
     from small_data import write_small_data
     return write_small_data(tmp_path / "small.txt")
+
+
+def run_microgpt(*args, check=False, timeout=900, env=None, code=None):
+    """Run `python -m microgpt ARGS` (or `python -c CODE`) on the very package these tests
+    imported: a subprocess started in the source tree would otherwise import ./microgpt."""
+    import subprocess
+    import sys
+    import tempfile
+
+    import microgpt
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = str(pathlib.Path(microgpt.__file__).resolve().parents[1])
+    argv = ["-c", code] if code is not None else ["-m", "microgpt", *map(str, args)]
+    with tempfile.TemporaryDirectory() as cwd:
+        return subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=timeout,
+                              env=env, cwd=cwd, check=check)

@@ -1,9 +1,9 @@
 """Checkpoints: round trip, resume bit-identical to an uninterrupted run, corrupt files refused."""
 import json
-import subprocess
-import sys
 
 import pytest
+
+from conftest import run_microgpt
 
 from microgpt import checkpoint
 from microgpt.checkpoint import CheckpointError
@@ -11,8 +11,7 @@ from microgpt.model import parameter_shapes
 
 
 def run(*args):
-    result = subprocess.run([sys.executable, "-m", "microgpt", *map(str, args)], capture_output=True, text=True,
-                            timeout=600)
+    result = run_microgpt(*args)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -66,7 +65,7 @@ def test_corrupt_checkpoint_is_refused(tmp_path, small_data, damage):
                       "header": b"PK\x03\x04" + raw, "empty": b""}[damage])
     with pytest.raises(CheckpointError):
         checkpoint.load(path)
-    result = subprocess.run([sys.executable, "-m", "microgpt", "sample", str(path)], capture_output=True, text=True)
+    result = run_microgpt("sample", path)
     assert result.returncode == 2 and "Traceback" not in result.stderr and "checkpoint" in result.stderr
 
 
@@ -74,6 +73,5 @@ def test_resume_with_other_data_is_refused(tmp_path, small_data):
     run("train", "--data", small_data, "--steps", 2, "--stop-after", 1, "--samples", 0, "--save", tmp_path / "ck")
     other = tmp_path / "other.txt"
     other.write_text("anna\nbob\n")
-    result = subprocess.run([sys.executable, "-m", "microgpt", "train", "--resume", str(tmp_path / "ck"),
-                             "--data", str(other)], capture_output=True, text=True)
+    result = run_microgpt("train", "--resume", tmp_path / "ck", "--data", other)
     assert result.returncode == 2 and "other data" in result.stderr

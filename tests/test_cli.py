@@ -1,16 +1,16 @@
 """The command line: its errors are one line on stderr with exit code 2, never a traceback."""
 import json
-import subprocess
-import sys
+import os
 
 import pytest
+
+from conftest import run_microgpt
 
 from microgpt.model import Config, ConfigError
 
 
-def microgpt(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "microgpt", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=600)
+def microgpt(*args):
+    return run_microgpt(*args)
 
 
 def assert_clean_error(result, *fragments):
@@ -97,18 +97,14 @@ def test_metrics_file(tmp_path, small_data):
 
 
 def test_backend_env_var_and_get_backend(backend):
-    import os
     env = dict(os.environ, MICROGPT_BACKEND=backend)
-    result = subprocess.run([sys.executable, "-c", "import microgpt; print(microgpt.get_backend())"],
-                            capture_output=True, text=True, env=env)
+    result = run_microgpt(code="import microgpt; print(microgpt.get_backend())", env=env)
     assert result.stdout.strip() == backend, result.stderr
 
 
 def test_unknown_backend_env_var_is_an_error():
-    import os
     env = dict(os.environ, MICROGPT_BACKEND="cuda")
-    result = subprocess.run([sys.executable, "-c", "import microgpt; microgpt.get_backend()"],
-                            capture_output=True, text=True, env=env)
+    result = run_microgpt(code="import microgpt; microgpt.get_backend()", env=env)
     assert result.returncode != 0 and "unknown backend 'cuda'" in result.stderr
 
 

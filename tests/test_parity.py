@@ -4,7 +4,7 @@ import re
 import subprocess
 import sys
 
-from conftest import GOLDEN
+from conftest import GOLDEN, run_microgpt
 
 
 def golden(path):
@@ -17,9 +17,8 @@ def golden(path):
 
 def train(data, steps, backend, mode, tmp_path):
     metrics = tmp_path / f"{backend}-{mode}.jsonl"
-    result = subprocess.run([sys.executable, "-m", "microgpt", "train", "--data", str(data), "--steps", str(steps),
-                             "--backend", backend, "--graph", mode, "--metrics", str(metrics)],
-                            capture_output=True, text=True, timeout=900)
+    result = run_microgpt("train", "--data", data, "--steps", steps, "--backend", backend, "--graph", mode,
+                          "--metrics", metrics)
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in metrics.read_text().splitlines()]
     losses = [r["loss"] for r in records if "step" in r]
@@ -51,7 +50,7 @@ def test_names_20_steps_match_the_seed_golden(shared, graph_mode, tmp_path):
 def test_golden_comparison_can_fail(small_data, tmp_path):
     """Another seed gives another run: the comparison above is not vacuous."""
     metrics = tmp_path / "m.jsonl"
-    subprocess.run([sys.executable, "-m", "microgpt", "train", "--data", str(small_data), "--steps", "3",
-                    "--seed", "7", "--metrics", str(metrics), "--backend", "python"], check=True, capture_output=True)
+    run_microgpt("train", "--data", small_data, "--steps", 3, "--seed", 7, "--metrics", metrics, "--backend", "python",
+                 check=True)
     losses = [json.loads(line)["loss"] for line in metrics.read_text().splitlines()[:3]]
     assert losses != golden(GOLDEN / "seed_small_30steps.txt")[0][:3]
