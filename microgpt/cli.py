@@ -66,6 +66,9 @@ def build_parser():
     p.add_argument("--json", metavar="FILE", help="write the numbers as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="draw a bar chart (needs matplotlib)")
     p.add_argument("--rungs", help="comma-separated subset of rungs to run")
+    p.add_argument("--seed-script", metavar="PATH",
+                   help="the seed's microgpt.py to time as the first rung (default: ../shared/reference/"
+                        "seed_microgpt.py when present)")
     return parser
 
 

@@ -1,0 +1,285 @@
+"""`microgpt profile`: the same training steps on every rung, from the seed's algorithm to native
+kernels, with where each rung's time goes and a check that every rung computes the same bits.
+
+A rung is a way of building and differentiating the graph. Each one runs the seed's setup
+(random.seed, shuffle, parameter draws) and the same N steps, timed in three phases: forward
+(building the graph), backward, Adam. Time in the cyclic garbage collector is measured with
+gc.callbacks; nodes per step are the scalar nodes the forward creates.
+"""
+import gc
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+from .backend import c_status
+from .data import default_docs, load_docs
+from .graphs import new_graph
+from .model import GPT, Config
+from .tokenizer import Tokenizer
+from .train import params_sha256
+
+
+@dataclass
+class Rung:
+    name: str
+    backend: str
+    mode: str
+    gc_paused: bool
+    what: str
+
+
+RUNGS = [
+    Rung("seed", "python", "seed", False, "the seed's algorithm as published: python Values, cyclic GC on"),
+    Rung("python-nogc", "python", "seed", True, "the same graph with the cyclic GC paused during a step"),
+    Rung("python", "python", "fused", True, "python backend: each linear row one fused dot node"),
+    Rung("c-ops", "c", "seed", True, "c backend, the seed's Python layers, one C call per scalar op"),
+    Rung("c-kernels", "c", "kernels", True, "c backend, one C call per layer, the seed's graph node for node"),
+    Rung("c-fused", "c", "fused", True, "c backend, one C call per layer, fused dot nodes"),
+]
+
+
+@dataclass
+class Result:
+    rung: str
+    what: str
+    steps: int
+    ms_step: float = 0.0
+    speedup: float = 1.0
+    ms_forward: float = 0.0
+    ms_backward: float = 0.0
+    ms_adam: float = 0.0
+    nodes_step: float = 0.0
+    ns_node: float = 0.0
+    calls_step: float | None = None
+    gc_share: float = 0.0
+    losses: list = field(default_factory=list)
+    params_sha256: str = ""
+
+
+class GCTimer:
+    """Seconds spent inside cyclic garbage collections while installed."""
+
+    def __init__(self):
+        self.seconds, self._start = 0.0, None
+
+    def __call__(self, phase, info):
+        if phase == "start":
+            self._start = time.perf_counter()
+        elif self._start is not None:
+            self.seconds += time.perf_counter() - self._start
+            self._start = None
+
+    def __enter__(self):
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        gc.callbacks.remove(self)
+
+
+def count_python_nodes(model, tokens):
+    """Values one forward creates (counted by wrapping Value.__init__ for one untimed pass)."""
+    from .engine import Value
+    created = [0]
+    original = Value.__init__
+
+    def counting_init(self, *args):
+        created[0] += 1
+        original(self, *args)
+
+    Value.__init__ = counting_init
+    try:
+        model.graph.begin_step()
+        model.loss(tokens)
+    finally:
+        Value.__init__ = original
+    return created[0]
+
+
+def calls_so_far(graph):
+    from .native import lib
+    return lib.mg_arena_calls(graph.arena.ptr) if hasattr(lib, "mg_arena_calls") else None
+
+
+def run_rung(rung, docs, steps):
+    random.seed(42)
+    docs = list(docs)
+    random.shuffle(docs)
+    tokenizer = Tokenizer.from_docs(docs)
+    model = GPT(Config(vocab_size=tokenizer.vocab_size), new_graph(rung.backend, rung.mode))
+    graph = model.graph
+    result = Result(rung.name, rung.what, steps)
+    forward = backward = adam = 0.0
+    nodes = 0
+    calls_start = calls_so_far(graph) if rung.backend == "c" else None
+    was_enabled = gc.isenabled()
+    gc.collect()
+    with GCTimer() as gc_timer:
+        for step in range(steps):
+            tokens = tokenizer.document(docs[step % len(docs)])
+            if rung.gc_paused:
+                gc.disable()
+            t0 = time.perf_counter()
+            graph.begin_step()
+            loss = model.loss(tokens)
+            t1 = time.perf_counter()
+            graph.backward(loss)
+            t2 = time.perf_counter()
+            result.losses.append(graph.item(loss))
+            graph.adam_step(step, steps)
+            t3 = time.perf_counter()
+            if rung.backend == "c":
+                nodes += graph.arena.nodes - model.num_params
+            del loss
+            if rung.gc_paused and was_enabled:
+                gc.enable()
+            forward, backward, adam = forward + t1 - t0, backward + t2 - t1, adam + t3 - t2
+    if calls_start is not None:
+        result.calls_step = (calls_so_far(graph) - calls_start) / steps
+    if rung.backend == "python":
+        for step in range(steps):  # an untimed pass to count nodes, on copies of the same documents
+            nodes += count_python_nodes(model, tokenizer.document(docs[step % len(docs)]))
+    total = forward + backward + adam
+    result.ms_step = total / steps * 1e3
+    result.ms_forward, result.ms_backward, result.ms_adam = (x / steps * 1e3 for x in (forward, backward, adam))
+    result.nodes_step = nodes / steps
+    result.ns_node = total / nodes * 1e9 if nodes else 0.0
+    result.gc_share = gc_timer.seconds / total if total else 0.0
+    result.params_sha256 = params_sha256(graph.param_data())
+    return result
+
+
+def find_seed_script(path=None):
+    """The seed's own script: --seed-script, else ../shared/reference/seed_microgpt.py beside the
+    current directory or the source tree, where a checkout of this project has it."""
+    if path:
+        return path
+    here = os.path.dirname(os.path.abspath(__file__))
+    for base in (os.getcwd(), os.path.dirname(here)):
+        candidate = os.path.join(base, "..", "shared", "reference", "seed_microgpt.py")
+        if os.path.exists(candidate):
+            return os.path.normpath(candidate)
+    return None
+
+
+def run_seed_script(script, data_path, steps):
+    """Time the seed's script as published (GC on): unbuffered, each step line is stamped as it
+    arrives, and a step's time is the gap between consecutive lines (no start-up, no sampling)."""
+    proc = subprocess.Popen([sys.executable, "-u", script, data_path, str(steps), "--full"],
+                            stdout=subprocess.PIPE, text=True)
+    stamps, out = [], []
+    for line in proc.stdout:
+        if line.startswith("step"):
+            stamps.append(time.perf_counter())
+        out.append(line)
+    if proc.wait() != 0:
+        raise RuntimeError(f"the seed's script {script} failed (exit code {proc.returncode})")
+    out = "".join(out)
+    result = Result("seed-script", f"the seed's own script, as published ({os.path.basename(script)})", steps)
+    if len(stamps) > 1:
+        result.ms_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) * 1e3
+    result.losses = [float(x) for x in re.findall(r"^step\s+\d+ /\s*\d+ \| loss \S+ \| (\S+)$", out, re.M)]
+    result.params_sha256 = re.search(r"^params sha256 ([0-9a-f]{64})$", out, re.M).group(1)
+    return result
+
+
+def format_table(results):
+    header = ["rung", "ms/step", "speedup", "forward", "backward", "adam", "nodes/step", "ns/node",
+              "C calls/step", "GC share"]
+    dash = lambda x, f: f.format(x) if x else "-"  # noqa: E731 (the seed's script reports no breakdown)
+    rows = [[r.rung, f"{r.ms_step:.3f}", f"{r.speedup:.1f}x", dash(r.ms_forward, "{:.3f}"),
+             dash(r.ms_backward, "{:.3f}"), dash(r.ms_adam, "{:.3f}"), dash(r.nodes_step, "{:,.0f}"),
+             dash(r.ns_node, "{:.1f}"),
+             "-" if r.calls_step is None else f"{r.calls_step:,.0f}",
+             f"{100 * r.gc_share:.0f}%" if r.ms_forward else "-"] for r in results]
+    widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
+    fmt = lambda row: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))  # noqa: E731
+    lines = [fmt(header), "  ".join("-" * w for w in widths)] + [fmt(row) for row in rows]
+    lines.append("")
+    lines += [f"{r.rung:12s} {r.what}" for r in results]
+    return "\n".join(lines)
+
+
+def plot(results, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("microgpt: --plot needs matplotlib: pip install 'microgpt[plot]' (or pip install matplotlib)",
+              file=sys.stderr)
+        return False
+    names = [r.rung for r in results]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    bottom = [0.0] * len(results)
+    for label, key in (("forward", "ms_forward"), ("backward", "ms_backward"), ("adam", "ms_adam")):
+        heights = [getattr(r, key) for r in results]
+        ax.bar(names, heights, bottom=bottom, label=label)
+        bottom = [b + h for b, h in zip(bottom, heights)]
+    ax.set_yscale("log")
+    ax.set_ylabel("ms per training step (log scale)")
+    ax.set_title("microgpt: one training step on each rung")
+    for i, r in enumerate(results):
+        ax.annotate(f"{r.speedup:.0f}x", (i, r.ms_step), ha="center", va="bottom", fontsize=8)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def cmd_profile(args):
+    if args.steps < 2:
+        raise ValueError(f"--steps must be at least 2, got {args.steps}")
+    docs = load_docs(args.data) if args.data else default_docs()
+    rungs = RUNGS
+    if args.rungs:
+        wanted = args.rungs.split(",")
+        unknown = set(wanted) - {r.name for r in RUNGS}
+        if unknown:
+            raise ValueError(f"unknown rung(s) {', '.join(sorted(unknown))}: choose from "
+                             f"{', '.join(r.name for r in RUNGS)}")
+        rungs = [r for r in RUNGS if r.name in wanted]
+    c_ok, why = c_status()
+    if not c_ok:
+        print(f"microgpt: note: skipping the c rungs: {why}", file=sys.stderr)
+        rungs = [r for r in rungs if r.backend != "c"]
+    results = []
+    script = find_seed_script(args.seed_script)
+    if script and not args.rungs:
+        print(f"running the seed's script {script} ({args.steps} steps)...",
+              file=sys.stderr, flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            data_path = args.data or os.path.join(tmp, "docs.txt")
+            if not args.data:
+                with open(data_path, "w") as f:
+                    f.write("\n".join(docs) + "\n")
+            results.append(run_seed_script(script, data_path, args.steps))
+    for rung in rungs:
+        print(f"running {rung.name} ({args.steps} steps)...", file=sys.stderr, flush=True)
+        results.append(run_rung(rung, docs, args.steps))
+    for r in results:
+        r.speedup = results[0].ms_step / r.ms_step
+    print(f"{args.steps} training steps per rung, {len(docs)} documents; times are ms per step")
+    print(format_table(results))
+    same = all(r.losses == results[0].losses and r.params_sha256 == results[0].params_sha256 for r in results)
+    print()
+    if same:
+        print(f"bit-identical: yes, all {len(results)} rungs give the same {args.steps} losses and "
+              f"parameters (sha256 {results[0].params_sha256[:16]}...)")
+    else:
+        for r in results:
+            print(f"  {r.rung}: losses {r.losses[:3]}... params {r.params_sha256[:16]}")
+        print("bit-identical: NO, the rungs above disagree")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"steps": args.steps, "documents": len(docs), "bit_identical": same,
+                       "rungs": [asdict(r) for r in results]}, f, indent=1)
+    if args.plot and plot(results, args.plot):
+        print(f"plot written to {args.plot}")
+    return 0 if same else 1
