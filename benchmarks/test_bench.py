@@ -1,0 +1,48 @@
+"""Speed, side by side in one run: a training step per rung, backward alone, Adam alone, sampling.
+
+Run with: pytest benchmarks --benchmark-only  (ratios within one run are what to read)."""
+import gc
+
+import pytest
+
+from conftest import Trainer
+from microgpt.train import sample
+
+
+@pytest.mark.benchmark(group="train step")
+def test_train_step(benchmark, trainer):
+    trainer.step()  # warm up
+    # every rung steps through the same documents, so their times compare
+    benchmark.pedantic(trainer.step, rounds=12, iterations=1)
+
+
+@pytest.mark.benchmark(group="backward")
+@pytest.mark.parametrize("rung", ["python-seed", "python", "c-ops", "c-kernels", "c-fused"])
+def test_backward(benchmark, rung):
+    t = Trainer(rung)
+
+    def setup():
+        return (t.forward(),), {}
+
+    gc.disable()
+    try:
+        benchmark.pedantic(t.graph.backward, setup=setup, rounds=10, iterations=1)
+    finally:
+        gc.enable()
+
+
+@pytest.mark.benchmark(group="adam")
+@pytest.mark.parametrize("rung", ["python", "c-fused"])
+def test_adam(benchmark, rung):
+    t = Trainer(rung)
+    counter = iter(range(10**9))
+    benchmark(lambda: t.graph.adam_step(next(counter) % 1000, 1000))
+
+
+@pytest.mark.benchmark(group="sample")
+@pytest.mark.parametrize("rung", ["python", "c-ops", "c-fused"])
+def test_sample(benchmark, rung):
+    t = Trainer(rung)
+    for _ in range(20):
+        t.step()
+    benchmark.pedantic(lambda: sample(t.model, t.tokenizer, 0.5), rounds=20, iterations=1)
