@@ -1,11 +1,14 @@
 """The python backend's scalar autograd: the seed's Value, in plain Python.
 
 Every value and local gradient is the same Python expression the seed evaluates, and backward()
-visits nodes in the seed's order, so results match the seed to the last bit. Two differences,
-neither of which changes a bit:
+visits nodes in the seed's order, so results match the seed to the last bit. Differences that
+change no bit of the seed's model:
 - A plain number in an operation is folded into the node (`x + 2` is one node with one child)
   instead of becoming a constant leaf: a leaf with no children receives a gradient nobody reads.
 - backward() is iterative, so graphs deeper than Python's recursion limit work.
+- Data are floats: a leaf made from an int holds a float, and relu gives 0.0 where the seed's
+  max(0, x) gives the int 0. An int zero differs from 0.0 only in int-only arithmetic
+  (0 * -1 is +0, 0.0 * -1 is -0.0), which the model never does, and the c backend holds doubles.
 
 dot() is the one addition: the seed's `sum(w * x for w, x in zip(ws, xs))` as a single node.
 """
@@ -31,6 +34,8 @@ class Value:
     __slots__ = ('data', 'grad', '_children', '_local_grads')
 
     def __init__(self, data, children=(), local_grads=()):
+        if not children and type(data) is not float:
+            data = float(data)  # leaves hold doubles, as on the c backend, so ints never do int arithmetic
         self.data = data
         self.grad = 0
         self._children = children
@@ -53,7 +58,7 @@ class Value:
 
     def log(self): return Value(math.log(self.data), (self,), (1 / self.data,))
     def exp(self): return Value(math.exp(self.data), (self,), (math.exp(self.data),))
-    def relu(self): return Value(max(0, self.data), (self,), (float(self.data > 0),))
+    def relu(self): return Value(self.data if self.data > 0 else 0.0, (self,), (float(self.data > 0),))
     def __neg__(self): return self * -1
     def __radd__(self, other): return self + other
     def __sub__(self, other): return self + (-other)
