@@ -44,7 +44,7 @@ class Trainer:
 
     def forward(self):
         self.graph.begin_step()
-        return self.model.loss(self.tokens())
+        return self.graph.training_loss(self.model, self.tokens())
 
     def step(self):
         if self.gc_paused:

@@ -19,7 +19,13 @@ from .engine import Value
 LEARNING_RATE, BETA1, BETA2, EPS = 0.01, 0.85, 0.99, 1e-8
 
 
-class PythonGraph:
+class Graph:
+    def training_loss(self, model, tokens):
+        """The loss of one document; a graph may build it its own way (see replay.py)."""
+        return model.loss(tokens)
+
+
+class PythonGraph(Graph):
     """fused=True (the default) builds each linear row as one dot node (engine.dot): same bits."""
     backend = "python"
 
@@ -57,11 +63,13 @@ class PythonGraph:
         pass
 
     add, scale, relu, linear = (staticmethod(f) for f in (layers.add, layers.scale, layers.relu, layers.linear))
+    embed = staticmethod(layers.embed)
     rmsnorm, softmax, attention = (staticmethod(f) for f in (layers.rmsnorm, layers.softmax, layers.attention))
     cross_entropy, mean = staticmethod(layers.cross_entropy), staticmethod(layers.mean)
 
     def item(self, node):
         return node.data
+
 
     def data(self, vec):
         return [v.data for v in vec]
@@ -91,7 +99,7 @@ class PythonGraph:
         return None
 
 
-class _CGraph:
+class _CGraph(Graph):
     """What both C graphs share: the arena, the parameters at its start, backward and Adam."""
     backend = "c"
 
@@ -175,6 +183,9 @@ class CKernelGraph(_CGraph):
         if not 0 <= i < nrows:
             raise IndexError(f"row {i} out of range for a matrix of {nrows} rows")
         return (h + i * ncols, ncols)
+
+    def embed(self, wte, wpe, token_id, pos_id):
+        return self.add(self.row(wte, token_id), self.row(wpe, pos_id))
 
     def add(self, x, y):
         lib, ptr, check = self._k

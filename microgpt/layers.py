@@ -11,6 +11,10 @@ def add(x, y):
     return [a + b for a, b in zip(x, y)]
 
 
+def embed(wte, wpe, token_id, pos_id):
+    return [t + p for t, p in zip(wte[token_id], wpe[pos_id])]
+
+
 def scale(x, c):
     return [xi * c for xi in x]
 

@@ -58,7 +58,7 @@ class GPT:
     def forward(self, token_id, pos_id, keys, values):
         """Logits for the next token; appends this position's keys and values to the cache."""
         g, sd, cfg = self.graph, self.state_dict, self.config
-        x = g.add(g.row(sd['wte'], token_id), g.row(sd['wpe'], pos_id))
+        x = g.embed(sd['wte'], sd['wpe'], token_id, pos_id)  # token embedding + position embedding
         x = g.rmsnorm(x)
         for li in range(cfg.n_layer):
             x_residual = x

@@ -127,7 +127,7 @@ def run_rung(rung, docs, steps):
                 gc.disable()
             t0 = time.perf_counter()
             graph.begin_step()
-            loss = model.loss(tokens)
+            loss = graph.training_loss(model, tokens)
             t1 = time.perf_counter()
             graph.backward(loss)
             t2 = time.perf_counter()

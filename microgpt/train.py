@@ -31,7 +31,7 @@ def train_step(model, tokens, step, num_steps, lr):
     graph = model.graph
     with gc_paused():
         graph.begin_step()
-        loss = model.loss(tokens)
+        loss = graph.training_loss(model, tokens)
         graph.backward(loss)
         value = graph.item(loss)
         graph.adam_step(step, num_steps, lr)
