@@ -9,7 +9,8 @@ import pytest
 
 from microgpt.backend import c_status
 
-SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
+# ../shared beside the project's root (MICROGPT_SHARED overrides, for runs from a copied tree)
+SHARED = pathlib.Path(os.environ.get("MICROGPT_SHARED") or pathlib.Path(__file__).resolve().parents[2] / "shared")
 GOLDEN = pathlib.Path(__file__).resolve().parent / "golden"
 C_OK, C_WHY = c_status()
 

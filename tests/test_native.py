@@ -1,0 +1,101 @@
+"""What only the c backend has: the arena's handles, its memory limit, its size across steps."""
+import random
+
+import pytest
+
+from conftest import require
+
+
+@pytest.fixture(autouse=True)
+def c_backend():
+    require("c")
+
+
+def test_stale_handle_after_reset_is_refused():
+    from microgpt.native import Arena, CValue
+    arena = Arena()
+    kept = CValue(1.5, arena)
+    arena.keep()
+    step_value = kept * 2.0
+    assert step_value.data == 3.0
+    arena.reset()
+    fresh = kept + 1.0  # reuses the index step_value had
+    assert fresh.data == 2.5
+    with pytest.raises(ValueError, match="stale"):
+        step_value.data
+    with pytest.raises(ValueError, match="stale"):
+        step_value + 1.0
+    with pytest.raises(ValueError, match="stale"):
+        step_value.backward()
+    assert kept.data == 1.5  # persistent nodes stay valid
+
+
+def test_values_of_two_arenas_do_not_mix():
+    from microgpt.native import Arena, CValue
+    with pytest.raises(ValueError, match="two different graph arenas"):
+        CValue(1.0, Arena()) + CValue(2.0, Arena())
+
+
+def test_out_of_memory_is_memory_error_and_the_arena_survives():
+    from microgpt.native import Arena, CValue
+    arena = Arena()
+    x = CValue(1.0, arena)
+    arena.keep()
+    arena.set_limit(arena.nbytes + 4096)
+    y = x
+    with pytest.raises(MemoryError):
+        for _ in range(100_000):
+            y = y + 1.0
+    arena.set_limit(0)
+    arena.reset()
+    z = x * 3.0
+    z.backward()
+    assert (z.data, x.grad) == (3.0, 3.0)
+
+
+def test_kernel_out_of_memory_mid_training_loses_nothing():
+    from microgpt.graphs import new_graph
+    from microgpt.model import GPT, Config
+    random.seed(0)
+    model = GPT(Config(vocab_size=5, n_embd=8, n_head=2, block_size=4), new_graph("c", "fused"))
+    g = model.graph
+    before = g.param_data()
+    g.arena.set_limit(g.arena.nbytes + 1024)
+    g.begin_step()
+    with pytest.raises(MemoryError):
+        g.training_loss(model, [4, 0, 1, 2, 4])
+    assert g.param_data() == before
+    g.arena.set_limit(0)
+    g.begin_step()
+    loss = g.training_loss(model, [4, 0, 1, 2, 4])
+    g.backward(loss)
+    assert g.item(loss) > 0
+
+
+def test_arena_size_is_flat_across_steps(shared):
+    from microgpt.data import load_docs
+    from microgpt.graphs import new_graph
+    from microgpt.model import GPT, Config
+    from microgpt.tokenizer import Tokenizer
+    from microgpt.train import train_step
+    random.seed(42)
+    docs = load_docs(shared / "data" / "names.txt")
+    random.shuffle(docs)
+    tok = Tokenizer.from_docs(docs)
+    model = GPT(Config(vocab_size=tok.vocab_size), new_graph("c", "fused"))
+    longest = max(docs[:200], key=len)
+    train_step(model, tok.document(longest), 0, 200, 0.01)  # the largest graph first
+    size = model.graph.arena.nbytes
+    for step in range(1, 200):
+        train_step(model, tok.document(docs[step]), step, 200, 0.01)
+        assert model.graph.arena.nbytes == size
+    model.graph.begin_step()
+    assert model.graph.arena.nodes == model.num_params
+
+
+def test_c_value_children_and_repr():
+    from microgpt.native import CValue
+    a, b = CValue(2.0), CValue(3.0)
+    c = a * b
+    assert [v.data for v in c._children] == [2.0, 3.0]
+    assert repr(c) == "Value(data=6.0, grad=0.0)"
