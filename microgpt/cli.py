@@ -4,6 +4,7 @@
 samples) so its output diffs against the seed's."""
 import argparse
 import json
+import os
 import random
 import signal
 import sys
@@ -87,6 +88,9 @@ def main(argv=None):
     except MemoryError as e:
         print(f"microgpt: error: out of memory: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"microgpt: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         return 1
 
@@ -94,6 +98,20 @@ def main(argv=None):
 def _positive(name, value):
     if value < 0:
         raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def check_sampling_args(args, tokenizer, config):
+    """Refuse bad sampling flags before training, not after it."""
+    if not args.temperature > 0:
+        raise ValueError(f"--temperature must be > 0, got {args.temperature}")
+    if len(tokenizer.encode(args.prefix)) >= config.block_size:
+        raise ValueError(f"--prefix {args.prefix!r} leaves no room: block_size is {config.block_size}")
+
+
+def check_writable(path, flag):
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise ValueError(f"{flag} {path}: cannot write in {folder}")
 
 
 def cmd_train(args):
@@ -111,6 +129,9 @@ def cmd_train(args):
         num_steps = 1000 if args.steps is None else args.steps
         data_source = args.data
     _positive("--steps", num_steps)
+    for path, flag in ((args.save, "--save"), (args.metrics, "--metrics")):
+        if path:
+            check_writable(path, flag)
 
     random.seed(seed)
     docs = load_docs(data_source) if data_source else default_docs()
@@ -127,6 +148,7 @@ def cmd_train(args):
     else:
         config = Config(vocab_size=tokenizer.vocab_size, n_layer=args.n_layer, n_embd=args.n_embd,
                         n_head=args.n_head, block_size=args.block_size)
+    check_sampling_args(args, tokenizer, config)
     model = GPT(config, new_graph(backend, args.graph))
     print(f"num params: {model.num_params}")
     if ck:
@@ -214,6 +236,7 @@ def cmd_sample(args):
     _positive("--samples", args.samples)
     ck = checkpoint.load(args.checkpoint)
     tokenizer = Tokenizer(ck["chars"])
+    check_sampling_args(args, tokenizer, ck["config"])
     model = GPT(ck["config"], new_graph(resolve(args.backend), args.graph))  # draws are overwritten below
     model.graph.set_param_data(ck["params"])
     if args.seed is None:

@@ -116,3 +116,11 @@ def test_programmatic_switch(backend):
         assert microgpt.Value(2.0).data == 2.0
     finally:
         microgpt.set_backend(None)
+
+
+def test_bad_sampling_flags_fail_before_training(small_data, tmp_path):
+    # 10,000 steps would take minutes: the error must come first
+    assert_clean_error(microgpt("train", "--data", small_data, "--steps", "10000", "--prefix", "abcdefghijklmnop"),
+                       "no room")
+    assert_clean_error(microgpt("train", "--data", small_data, "--steps", "10000", "--save",
+                                tmp_path / "missing-dir" / "ck"), "--save")
