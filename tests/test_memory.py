@@ -39,3 +39,17 @@ def test_gc_state_is_restored_after_a_step():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_c_backend_peak_rss_no_higher_than_python(small_data):
+    """Peak resident memory of a whole training run, each backend in its own process."""
+    from conftest import require, run_microgpt
+    require("c")
+    code = ("import resource, sys; from microgpt.cli import main; "
+            f"main(['train', '--data', {str(small_data)!r}, '--steps', '300', '--samples', '0', '--backend', sys.argv[1]]); "
+            "print('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    peaks = {}
+    for backend in ("python", "c"):
+        result = run_microgpt(code=code.replace("sys.argv[1]", repr(backend)), check=True)
+        peaks[backend] = int(result.stdout.split("peak ")[-1])
+    assert peaks["c"] <= peaks["python"], peaks
