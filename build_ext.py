@@ -34,7 +34,7 @@ with open(os.path.join(HERE, "csrc", "microgpt.h"), encoding="utf-8") as f:
 ffibuilder.set_source(
     "microgpt._cmg",
     '#include <stdint.h>\n#include "microgpt.h"\n',
-    sources=[_path("csrc/arena.c"), _path("csrc/kernels.c")],
+    sources=[_path("csrc/arena.c"), _path("csrc/kernels.c"), _path("csrc/tape.c")],
     include_dirs=[_path("csrc")],
     extra_compile_args=compile_args,
     extra_link_args=link_args,

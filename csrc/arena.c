@@ -12,8 +12,12 @@
  * arrays are grown before anything is written, and handles are validated (generation and index)
  * before any array is read, so a stale handle can never reach another node's memory.
  *
- * Not here: the layer kernels (kernels.c), anything about Python objects, threads (an arena is
- * used by one thread at a time), or freeing memory before mg_arena_free (capacity only grows).
+ * Every exported function counts itself (mg_arena_calls) and, if it changes the arena other than
+ * through a kernel, spoils a tape being recorded (internal.h: mg_count, mg_count_change).
+ *
+ * Not here: the layer kernels (kernels.c), the tape and its programs (tape.c), anything about
+ * Python objects, threads (an arena is used by one thread at a time), or freeing memory before
+ * mg_arena_free (capacity only grows).
  */
 #include <stdint.h>
 #include <stddef.h>
@@ -126,6 +130,35 @@ static int grow_scratch(mg_arena *a, int64_t need) {
     return 0;
 }
 
+// --- memory for the other files (tape.c): the same accounting, one array at a time
+
+void *mgi_alloc(mg_arena *a, int64_t n, size_t size) {
+    if (n < 0 || (uint64_t)n > SIZE_MAX / size || !fits(a, n * (int64_t)size)) return NULL;
+    void *p = malloc(n ? (size_t)n * size : 1);
+    if (p) a->bytes += n * (int64_t)size;
+    return p;
+}
+
+void mgi_free(mg_arena *a, void *p, int64_t n, size_t size) {
+    if (!p) return;
+    free(p);
+    a->bytes -= n * (int64_t)size;
+}
+
+// p (*cap elements of `size` bytes) grown to hold need >= 1 elements: the array (p itself if it
+// is big enough), with *cap updated; NULL if there is no room (p and *cap are then unchanged)
+void *mgi_grow(mg_arena *a, void *p, int64_t *cap, int64_t need, size_t size) {
+    if (need <= *cap) return p;
+    if (need > MG_EDGE_LIMIT || (uint64_t)MG_EDGE_LIMIT > SIZE_MAX / size) return NULL;
+    int64_t c = next_cap(a, *cap, need, MG_EDGE_LIMIT, (int64_t)size);
+    if (!fits(a, (c - *cap) * (int64_t)size)) return NULL;
+    void *q = resize(p, c, size);
+    if (!q) return NULL;
+    a->bytes += (c - *cap) * (int64_t)size;
+    *cap = c;
+    return q;
+}
+
 // room for that many more nodes, edges, vec entries, and kernel scratch entries (from 0)
 int mg_arena_reserve(mg_arena *a, int64_t nodes, int64_t edges, int64_t vecs, int64_t tmp) {
     if (nodes < 0 || edges < 0 || vecs < 0 || tmp < 0) return MG_ERR_ARG;
@@ -143,12 +176,16 @@ mg_arena *mg_arena_new(void) {
     mg_arena *a = calloc(1, sizeof *a);
     if (!a) return NULL;
     a->edge_begin = calloc(1, sizeof *a->edge_begin);    // edge_begin[0] = 0 for 0 nodes
-    if (!a->edge_begin) {
+    a->calls = calloc(1, sizeof *a->calls);
+    if (!a->edge_begin || !a->calls) {
+        free(a->edge_begin);
+        free(a->calls);
         free(a);
         return NULL;
     }
     a->nparams = -1;
-    a->bytes = (int64_t)(sizeof *a + sizeof *a->edge_begin);
+    a->cur_prog = -1;
+    a->bytes = (int64_t)(sizeof *a + sizeof *a->edge_begin + sizeof *a->calls);
     return a;
 }
 
@@ -159,10 +196,13 @@ void mg_arena_free(mg_arena *a) {
     free(a->vec_ids);
     free(a->stack_node); free(a->stack_edge); free(a->topo); free(a->tmp);
     free(a->adam_m); free(a->adam_v); free(a->next_m); free(a->next_v); free(a->next_p);
+    mgi_tape_free(a);
+    free(a->calls);
     free(a);
 }
 
 int64_t mg_arena_keep(mg_arena *a) {
+    mg_count_change(a);
     if (!a) return MG_ERR_ARG;
     a->keep = a->count;
     a->edges_keep = a->nedges;
@@ -171,10 +211,13 @@ int64_t mg_arena_keep(mg_arena *a) {
 }
 
 int64_t mg_arena_reset(mg_arena *a) {
+    mg_count(a);
     if (!a) return MG_ERR_ARG;
     a->count = a->keep;                 // edge_begin[keep] == edges_keep still holds
     a->nedges = a->edges_keep;
     a->vcount = a->vkeep;
+    a->recording = 0;                   // a tape being recorded named nodes that are gone now
+    a->cur_prog = -1;
     a->generation = (a->generation + 1) & MG_GEN_MASK;   // wraps after 2^31 resets
     return a->generation;
 }
@@ -183,14 +226,17 @@ int64_t mg_arena_nodes(const mg_arena *a) { return a ? a->count : MG_ERR_ARG; }
 int64_t mg_arena_edges(const mg_arena *a) { return a ? a->nedges : MG_ERR_ARG; }
 int64_t mg_arena_kept(const mg_arena *a) { return a ? a->keep : MG_ERR_ARG; }
 int64_t mg_arena_bytes(const mg_arena *a) { return a ? a->bytes : MG_ERR_ARG; }
+int64_t mg_arena_calls(const mg_arena *a) { return a ? *a->calls : MG_ERR_ARG; }
 
-int mg_arena_set_fused(mg_arena *a, int on) {
+int mg_arena_set_fused(mg_arena *a, int on) {     // recorded per kernel call: a tape survives it
+    mg_count(a);
     if (!a) return MG_ERR_ARG;
     a->fused = on != 0;
     return 0;
 }
 
 int mg_arena_set_limit(mg_arena *a, int64_t max_bytes) {
+    mg_count(a);
     if (!a || max_bytes < 0) return MG_ERR_ARG;
     a->limit = max_bytes;
     return 0;
@@ -208,12 +254,14 @@ static int prepare(mg_arena *a, int64_t x, int64_t *i, int64_t edges) {
 }
 
 int64_t mg_leaf(mg_arena *a, double x) {
+    mg_count_change(a);
     if (!a) return MG_ERR_ARG;
     int rc = mg_arena_reserve(a, 1, 0, 0, 0);
     return rc ? rc : made(a, nd_leaf(a, x));
 }
 
 int64_t mg_add(mg_arena *a, int64_t x, int64_t y) {
+    mg_count_change(a);
     int64_t i = 0, j = 0;
     int rc = mg_node_check(a, y, &j);
     if (!rc) rc = prepare(a, x, &i, 2);
@@ -221,6 +269,7 @@ int64_t mg_add(mg_arena *a, int64_t x, int64_t y) {
 }
 
 int64_t mg_mul(mg_arena *a, int64_t x, int64_t y) {
+    mg_count_change(a);
     int64_t i = 0, j = 0;
     int rc = mg_node_check(a, y, &j);
     if (!rc) rc = prepare(a, x, &i, 2);
@@ -228,36 +277,42 @@ int64_t mg_mul(mg_arena *a, int64_t x, int64_t y) {
 }
 
 int64_t mg_add_const(mg_arena *a, int64_t x, double c) {
+    mg_count_change(a);
     int64_t i = 0;
     int rc = prepare(a, x, &i, 1);
     return rc ? rc : made(a, nd_addc(a, i, c));
 }
 
 int64_t mg_mul_const(mg_arena *a, int64_t x, double c) {
+    mg_count_change(a);
     int64_t i = 0;
     int rc = prepare(a, x, &i, 1);
     return rc ? rc : made(a, nd_mulc(a, i, c));
 }
 
 int64_t mg_pow(mg_arena *a, int64_t x, double k) {
+    mg_count_change(a);
     int64_t i = 0;
     int rc = prepare(a, x, &i, 1);
     return rc ? rc : made(a, nd_pow(a, i, k));
 }
 
 int64_t mg_log(mg_arena *a, int64_t x) {
+    mg_count_change(a);
     int64_t i = 0;
     int rc = prepare(a, x, &i, 1);
     return rc ? rc : made(a, nd_log(a, i));
 }
 
 int64_t mg_exp(mg_arena *a, int64_t x) {
+    mg_count_change(a);
     int64_t i = 0;
     int rc = prepare(a, x, &i, 1);
     return rc ? rc : made(a, nd_exp(a, i));
 }
 
 int64_t mg_relu(mg_arena *a, int64_t x) {
+    mg_count_change(a);
     int64_t i = 0;
     int rc = prepare(a, x, &i, 1);
     return rc ? rc : made(a, nd_relu(a, i));
@@ -266,6 +321,7 @@ int64_t mg_relu(mg_arena *a, int64_t x) {
 // --- one node's fields
 
 double mg_get_data(const mg_arena *a, int64_t x, int *err) {
+    mg_count(a);
     int64_t i = 0;
     int rc = mg_node_check(a, x, &i);
     if (err) *err = rc;
@@ -273,6 +329,7 @@ double mg_get_data(const mg_arena *a, int64_t x, int *err) {
 }
 
 double mg_get_grad(const mg_arena *a, int64_t x, int *err) {
+    mg_count(a);
     int64_t i = 0;
     int rc = mg_node_check(a, x, &i);
     if (err) *err = rc;
@@ -280,6 +337,7 @@ double mg_get_grad(const mg_arena *a, int64_t x, int *err) {
 }
 
 int mg_set_data(mg_arena *a, int64_t x, double v) {
+    mg_count_change(a);
     int64_t i = 0;
     int rc = mg_node_check(a, x, &i);
     if (!rc) a->data[i] = v;
@@ -287,6 +345,7 @@ int mg_set_data(mg_arena *a, int64_t x, double v) {
 }
 
 int mg_set_grad(mg_arena *a, int64_t x, double v) {
+    mg_count_change(a);
     int64_t i = 0;
     int rc = mg_node_check(a, x, &i);
     if (!rc) a->grad[i] = v;
@@ -294,6 +353,7 @@ int mg_set_grad(mg_arena *a, int64_t x, double v) {
 }
 
 int64_t mg_children(const mg_arena *a, int64_t x, int64_t *out, int64_t cap) {
+    mg_count(a);
     int64_t i = 0;
     int rc = mg_node_check(a, x, &i);
     if (rc) return rc;
@@ -344,13 +404,25 @@ static int64_t topo_sort(mg_arena *a, int64_t root) {
     return nt;
 }
 
+// A step built by a recorded program (tape.c) comes with its order cached: the search is skipped
+// (tape.c says why the cached order is the one topo_sort would find, node for node).
 int mg_backward(mg_arena *a, int64_t root) {
-    int64_t r = 0;
+    mg_count_change(a);
+    int64_t r = 0, nt = 0;
     int rc = mg_node_check(a, root, &r);
-    if (!rc) rc = grow_scratch(a, r + 1);       // everything reachable has an index <= r
     if (rc) return rc;
-    int64_t nt = topo_sort(a, r);
-    const int64_t *eb = a->edge_begin, *child = a->edge_child, *topo = a->topo;
+    const int64_t *topo;
+    mg_program *p = mgi_program_of(a, r);
+    if (p && p->topo_state == 1) {
+        topo = p->topo;
+        nt = p->ntopo;
+    } else {
+        if ((rc = grow_scratch(a, r + 1))) return rc;   // everything reachable has an index <= r
+        nt = topo_sort(a, r);
+        topo = a->topo;
+        if (p && p->topo_state == 0) mgi_program_keep_topo(a, p, topo, nt);
+    }
+    const int64_t *eb = a->edge_begin, *child = a->edge_child;
     const double *lgrad = a->edge_lgrad;
     const uint8_t *op = a->op;
     double *grad = a->grad;
@@ -381,18 +453,21 @@ static int persistent_range(const mg_arena *a, int64_t first, int64_t n, const v
 }
 
 int mg_read_data(const mg_arena *a, int64_t first, int64_t n, double *out) {
+    mg_count(a);
     int rc = persistent_range(a, first, n, out);
     if (!rc && n > 0) memcpy(out, a->data + first, (size_t)n * sizeof *out);
     return rc;
 }
 
 int mg_write_data(mg_arena *a, int64_t first, int64_t n, const double *in) {
+    mg_count_change(a);
     int rc = persistent_range(a, first, n, in);
     if (!rc && n > 0) memcpy(a->data + first, in, (size_t)n * sizeof *in);
     return rc;
 }
 
 int mg_read_grad(const mg_arena *a, int64_t first, int64_t n, double *out) {
+    mg_count(a);
     int rc = persistent_range(a, first, n, out);
     if (!rc && n > 0) memcpy(out, a->grad + first, (size_t)n * sizeof *out);
     return rc;
@@ -401,6 +476,7 @@ int mg_read_grad(const mg_arena *a, int64_t first, int64_t n, double *out) {
 // --- Adam
 
 int mg_adam_init(mg_arena *a, int64_t nparams) {
+    mg_count_change(a);
     if (!a || nparams < 0 || nparams > a->keep) return MG_ERR_ARG;
     if (nparams > a->acap) {                     // on failure the old nparams stays usable
         if (!fits(a, (nparams - a->acap) * ADAM_BYTES)) return MG_ERR_NOMEM;
@@ -425,6 +501,7 @@ int mg_adam_init(mg_arena *a, int64_t nparams) {
 // values go to next_* first and are committed only after every parameter has succeeded.
 int mg_adam_step(mg_arena *a, double lr, double beta1, double beta2, double eps,
                  int64_t step, int64_t num_steps) {
+    mg_count_change(a);
     if (!a || a->nparams < 0 || num_steps <= 0 || step < 0 || step == INT64_MAX) return MG_ERR_ARG;
     int err_b1 = 0, err_b2 = 0, err = 0;
     double lr_t = lr * (1.0 - (double)step / (double)num_steps);
@@ -459,6 +536,7 @@ int mg_adam_step(mg_arena *a, double lr, double beta1, double beta2, double eps,
 }
 
 int mg_adam_read(const mg_arena *a, double *m, double *v) {
+    mg_count(a);
     if (!a || a->nparams < 0 || (a->nparams > 0 && (!m || !v))) return MG_ERR_ARG;
     if (a->nparams > 0) {
         memcpy(m, a->adam_m, (size_t)a->nparams * sizeof *m);
@@ -468,6 +546,7 @@ int mg_adam_read(const mg_arena *a, double *m, double *v) {
 }
 
 int mg_adam_write(mg_arena *a, const double *m, const double *v) {
+    mg_count_change(a);
     if (!a || a->nparams < 0 || (a->nparams > 0 && (!m || !v))) return MG_ERR_ARG;
     if (a->nparams > 0) {
         memcpy(a->adam_m, m, (size_t)a->nparams * sizeof *m);
@@ -479,6 +558,7 @@ int mg_adam_write(mg_arena *a, const double *m, const double *v) {
 // --- vecs
 
 int64_t mg_vec_range(mg_arena *a, int64_t first, int64_t n) {
+    mg_count_change(a);
     int64_t i = 0;
     int rc = mg_node_check(a, first, &i);
     if (rc) return rc;
@@ -492,6 +572,7 @@ int64_t mg_vec_range(mg_arena *a, int64_t first, int64_t n) {
 }
 
 int64_t mg_vec_of(mg_arena *a, const int64_t *nodes, int64_t n) {
+    mg_count_change(a);
     if (!a || n < 0 || n > MG_IDX_LIMIT || (n > 0 && !nodes)) return MG_ERR_ARG;
     int rc = mg_arena_reserve(a, 0, 0, n, 0);
     if (rc) return rc;
@@ -503,6 +584,7 @@ int64_t mg_vec_of(mg_arena *a, const int64_t *nodes, int64_t n) {
 }
 
 int64_t mg_vec_get(const mg_arena *a, int64_t vec, int64_t i) {
+    mg_count(a);
     int64_t off = 0;
     if (i < 0 || i >= MG_IDX_LIMIT) return MG_ERR_ARG;
     int rc = mg_vec_check(a, vec, i + 1, &off);
@@ -510,6 +592,7 @@ int64_t mg_vec_get(const mg_arena *a, int64_t vec, int64_t i) {
 }
 
 int mg_vec_data(const mg_arena *a, int64_t vec, int64_t n, double *out) {
+    mg_count(a);
     int64_t off = 0;
     int rc = mg_vec_check(a, vec, n, &off);
     if (rc) return rc;

@@ -1,16 +1,20 @@
 /*
- * internal.h -- the arena's layout, handle checks and the scalar node constructors, shared by
- * arena.c and kernels.c. Not part of the API (that is microgpt.h, which cffi sees; this is not).
+ * internal.h -- the arena's layout, handle checks, the scalar node constructors, and the
+ * functions the C files share (kernel bodies, the tape, memory accounting). Not part of the API
+ * (that is microgpt.h, which cffi sees; this is not).
  *
  * The arena is a struct of arrays. Node i has data[i], grad[i], op[i], and its children are the
  * edges edge_begin[i] .. edge_begin[i+1]-1: edge e links to node edge_child[e] with the local
  * gradient edge_lgrad[e] (d node / d child), computed when the node is made, as the seed does.
  * Invariant: edge_begin[count] == nedges, so dropping nodes is moving the two counts back.
+ * A child always has a smaller index than its parent (nodes are made after their children).
  *
  * Rules: the nd_* constructors do no checks at all: the caller has validated the child indices
  * and reserved room (mg_arena_reserve) for every node and edge it will make. A constructor that
  * can fail (pow, log, exp) computes everything first and returns the negative error code before
- * writing anything. Include after <stdint.h>, <errno.h>, <math.h> and "microgpt.h".
+ * writing anything. The mgi_k_* kernel bodies take raw offsets and indices (validated by the
+ * caller) and return raw ones; the exported mg_k_* turn handles into them and back. Include after
+ * <stdint.h>, <errno.h>, <math.h> and "microgpt.h".
  */
 #ifndef MG_INTERNAL_H
 #define MG_INTERNAL_H
@@ -23,6 +27,51 @@
 
 enum { MG_OP_LEAF, MG_OP_ADD, MG_OP_ADDC, MG_OP_MUL, MG_OP_MULC, MG_OP_POW, MG_OP_LOG, MG_OP_EXP,
        MG_OP_RELU, MG_OP_DOT };      // DOT: a fused sum(w_j * x_j), children (w0, x0, w1, x1, ...)
+
+// --- the tape (tape.c): one instruction per recorded kernel call
+
+// the kernels a tape records (mg_k_attention_head is MG_T_ATTENTION with one head)
+enum { MG_T_EMBED, MG_T_ADD, MG_T_SCALE, MG_T_RELU, MG_T_LINEAR, MG_T_RMSNORM, MG_T_SOFTMAX,
+       MG_T_ATTENTION, MG_T_CROSS_ENTROPY, MG_T_MEAN };
+
+// One kernel call with its operands as raw offsets (no generation: a replay runs in a later
+// generation). Which fields an op uses, by op:
+//   EMBED:         x wte, y wpe (vec offsets), n n_embd, m wte rows, k wpe rows, index pos, token
+//   ADD:           x, y, n            SCALE: x, n, c        RELU, RMSNORM, SOFTMAX: x, n
+//   LINEAR:        x input, y w, n nin, m nout, fused
+//   ATTENTION:     x q, list: t key offsets then t value offsets, n t, m n_head, k head_dim
+//   CROSS_ENTROPY: x logits, n, index ordinal among the tape's cross-entropies, token target, fused
+//   MEAN:          list: n node indices
+typedef struct {
+    int32_t op;             // MG_T_*
+    int32_t fused;          // the arena's fused flag when recorded (linear, cross-entropy)
+    int64_t x, y;           // operands: vec offsets
+    int64_t n, m, k;        // sizes (see above)
+    int64_t list;           // first entry of this call's operand list in the tape's list array
+    int64_t index;          // embed: the position; cross-entropy: its ordinal j (target tokens[j+1])
+    int64_t token;          // embed: the token id; cross-entropy: the target (as recorded)
+    double c;               // scale: the constant
+    int64_t base;           // first node index the call made
+    int64_t out;            // what it made: vec offset, or node index (cross-entropy, mean)
+} mg_instr;
+
+// A recorded training step, replayable for any tokens of the same length (mg_tape_replay).
+typedef struct {
+    int64_t ninstr;         // instructions
+    mg_instr *instr;        // (ninstr) the kernel calls, in order
+    int64_t nlist;          // operand list entries
+    int64_t *list;          // (nlist) attention's key/value offsets, mean's node indices
+    int64_t ntokens;        // tokens the step is a function of
+    int64_t *tokens;        // (ntokens) the tokens of the program's latest graph (record or replay)
+    int64_t nce;            // cross-entropy instructions
+    int64_t *ce_at;         // (nce) where each one's own nodes start in topo (topo_state 1)
+    int64_t keep, edges_keep, vkeep;   // the persistent counts it starts from
+    int64_t count, nedges, vcount;     // the counts it ends at
+    int64_t loss;           // the loss node (the last instruction's)
+    int topo_state;         // 0: no order cached yet; 1: cached in topo; -1: never (search each time)
+    int64_t ntopo;          // nodes in topo
+    int64_t *topo;          // (ntopo) topological order of the latest graph, for mg_backward
+} mg_program;
 
 struct mg_arena {
     // --- nodes
@@ -63,13 +112,75 @@ struct mg_arena {
     double *next_m;         // (acap) a step's new first moments, swapped in if the step succeeds
     double *next_v;         // (acap) same, second moments
     double *next_p;         // (acap) same, parameter values (copied into data)
+    // --- the tape being recorded (mg_tape_begin .. mg_tape_end)
+    int recording;          // 1 while kernel calls are being recorded
+    int tape_ok;            // while recording: 0 once something happened that a replay cannot redo
+    int64_t tlen;           // instructions recorded
+    int64_t tape_cap;       // instructions allocated
+    mg_instr *tape;         // (tape_cap) the instructions
+    int64_t tlist;          // operand list entries recorded
+    int64_t tlist_cap;      // entries allocated
+    int64_t *tape_list;     // (tlist_cap) operand lists of attention and mean
+    int64_t tape_nce;       // cross-entropy calls recorded (the next one's ordinal)
+    // --- programs: recorded steps (mg_tape_end), freed with the arena
+    int64_t nprogs;         // programs stored
+    int64_t progs_cap;      // programs allocated
+    mg_program *progs;      // (progs_cap) program i is id i
+    int64_t cur_prog;       // the program that built the current step's graph, or -1
     // --- memory and modes
     int64_t bytes;          // bytes held (the struct and every array at its capacity)
     int64_t limit;          // cap on bytes; 0 = none
     int fused;              // kernels make fused DOT nodes for linear layers
+    int64_t *calls;         // (1) API calls made on this arena; behind a pointer so that the
+                            // const getters can count themselves without casting const away
 };
 
+// --- memory (arena.c): every allocation goes through these, so a->bytes and a->limit hold
+
 int mg_arena_reserve(mg_arena *a, int64_t nodes, int64_t edges, int64_t vecs, int64_t tmp);
+void *mgi_alloc(mg_arena *a, int64_t n, size_t size);      // n elements, counted; NULL: no room
+void mgi_free(mg_arena *a, void *p, int64_t n, size_t size);   // release what mgi_alloc gave
+// p (*cap elements) grown geometrically to hold need >= 1: the array, or NULL (p unchanged)
+void *mgi_grow(mg_arena *a, void *p, int64_t *cap, int64_t need, size_t size);
+
+// --- kernel bodies (kernels.c): raw vec offsets and node indices in and out, inputs validated
+// by the caller; each reserves its own room and returns its result or an MG_ERR_* code
+
+int64_t mgi_k_embed(mg_arena *a, int64_t wte, int64_t wpe, int64_t n, int64_t token, int64_t pos);
+int64_t mgi_k_add(mg_arena *a, int64_t x, int64_t y, int64_t n);
+int64_t mgi_k_scale(mg_arena *a, int64_t x, int64_t n, double c);
+int64_t mgi_k_relu(mg_arena *a, int64_t x, int64_t n);
+int64_t mgi_k_linear(mg_arena *a, int64_t x, int64_t nin, int64_t w, int64_t nout, int fused);
+int64_t mgi_k_rmsnorm(mg_arena *a, int64_t x, int64_t n);
+int64_t mgi_k_softmax(mg_arena *a, int64_t x, int64_t n);
+// keys, values: t vec offsets each; they may sit in a->tmp past 3*t entries (the scratch used)
+int64_t mgi_k_attention(mg_arena *a, int64_t q, const int64_t *keys, const int64_t *values,
+                        int64_t t, int64_t n_head, int64_t head_dim);
+int64_t mgi_k_cross_entropy(mg_arena *a, int64_t logits, int64_t n, int64_t target, int fused);
+int64_t mgi_k_mean(mg_arena *a, const int64_t *nodes, int64_t n);   // nodes: indices (may be in a->tmp)
+
+// --- the tape (tape.c)
+
+void mgi_tape_record(mg_arena *a, mg_instr in, const int64_t *list, int64_t nlist);
+void mgi_tape_free(mg_arena *a);                           // the tape and every program
+mg_program *mgi_program_of(mg_arena *a, int64_t root);      // program that built root's graph, or NULL
+void mgi_program_keep_topo(mg_arena *a, mg_program *p, const int64_t *topo, int64_t nt);
+
+// --- call counting: every exported function that takes an arena starts with one of these
+
+// a call that reads, or changes nothing a recorded step depends on
+static inline void mg_count(const mg_arena *a) {
+    if (a) ++*a->calls;
+}
+
+// a call that changes the arena other than through a kernel: a step being recorded can then no
+// longer be replayed from its kernel calls alone, so the tape is spoiled
+static inline void mg_count_change(mg_arena *a) {
+    if (a) {
+        ++*a->calls;
+        a->tape_ok = 0;
+    }
+}
 
 // --- handles
 

@@ -18,6 +18,11 @@
  * Errors: functions that make something return its handle (>= 0) or a negative MG_ERR_* code;
  * functions that only act return 0 or a negative code. Nothing here exits or aborts.
  *
+ * Calls: every function below that takes an arena counts one call on it (mg_arena_calls), the
+ * const ones too, except the five statistics getters mg_arena_nodes/edges/kept/bytes/calls
+ * (they observe the arena, they do no work in it) and mg_arena_free. Work a function does inside
+ * C, such as the kernels a replay runs, is not a call: the count is Python-to-C crossings.
+ *
  * Numbers: every value and local gradient is computed by the same double expression CPython
  * evaluates for the seed's microgpt.py, so results are bit-identical to the Python backend.
  */
@@ -42,6 +47,7 @@ int64_t mg_arena_nodes(const mg_arena *a);    /* nodes alive (persistent + this 
 int64_t mg_arena_edges(const mg_arena *a);    /* child links alive */
 int64_t mg_arena_kept(const mg_arena *a);     /* persistent nodes */
 int64_t mg_arena_bytes(const mg_arena *a);    /* bytes of memory the arena holds */
+int64_t mg_arena_calls(const mg_arena *a);    /* API calls made on this arena so far (see Calls) */
 int mg_arena_set_fused(mg_arena *a, int on);  /* kernels build fused dot nodes (see below) */
 int mg_arena_set_limit(mg_arena *a, int64_t max_bytes); /* cap on memory held; 0 = none */
 
@@ -85,6 +91,9 @@ int64_t mg_vec_get(const mg_arena *a, int64_t vec, int64_t i);         /* node h
 int mg_vec_data(const mg_arena *a, int64_t vec, int64_t n, double *out);
 
 /* --- layer kernels: each builds exactly the nodes the seed's Python builds, in its order ------ */
+/* wte[token] + wpe[pos]: wte, wpe are vecs of whole matrices (rows * n_embd, row-major) */
+int64_t mg_k_embed(mg_arena *a, int64_t wte, int64_t wte_rows, int64_t wpe, int64_t wpe_rows,
+                   int64_t n_embd, int64_t token, int64_t pos);
 int64_t mg_k_add(mg_arena *a, int64_t x, int64_t y, int64_t n);          /* [xi + yi] */
 int64_t mg_k_scale(mg_arena *a, int64_t x, int64_t n, double c);         /* [xi * c] */
 int64_t mg_k_relu(mg_arena *a, int64_t x, int64_t n);                    /* [xi.relu()] */
@@ -93,5 +102,26 @@ int64_t mg_k_rmsnorm(mg_arena *a, int64_t x, int64_t n);
 int64_t mg_k_softmax(mg_arena *a, int64_t x, int64_t n);
 int64_t mg_k_attention_head(mg_arena *a, int64_t q, const int64_t *keys, const int64_t *values,
                             int64_t t, int64_t head_dim);              /* keys/values: t vec handles */
+/* every head, head h on elements h*head_dim ..: one vec of n_head*head_dim, the heads' outputs
+ * in order; keys/values: t vec handles of n_head*head_dim elements each */
+int64_t mg_k_attention(mg_arena *a, int64_t q, const int64_t *keys, const int64_t *values,
+                       int64_t t, int64_t n_head, int64_t head_dim);
 int64_t mg_k_cross_entropy(mg_arena *a, int64_t logits, int64_t n, int64_t target); /* a node */
 int64_t mg_k_mean(mg_arena *a, const int64_t *nodes, int64_t n);        /* (1/n) * sum(nodes): a node */
+
+/* --- the tape: a training step recorded once, replayed in C for other tokens of its length --
+ * mg_tape_begin (right after mg_arena_reset: MG_ERR_ARG otherwise) starts recording: each kernel
+ * call above runs as usual and is also recorded. Anything else that makes or changes something
+ * (mg_leaf, mg_add, mg_vec_of, mg_set_data, mg_backward, mg_arena_keep, ...) spoils the
+ * recording, and mg_arena_reset abandons it. mg_tape_end stops it and keeps it as a program if
+ * it is a function of tokens[0..ntokens-1]: every mg_k_embed's token is tokens[pos], the j-th
+ * mg_k_cross_entropy's target is tokens[j+1], and loss is what the last call, an mg_k_mean,
+ * returned. It returns the program's id (>= 0), or MG_ERR_ARG (nothing kept) or MG_ERR_NOMEM.
+ * mg_tape_replay, right after mg_arena_reset, runs the program again with these tokens (ntokens
+ * as recorded) and returns its loss node: the same nodes the kernel calls would make, at the
+ * same indices. On an error the partial step is dropped. A backward from a program's loss
+ * reuses the topological order the program cached at its first backward (see tape.c). Programs
+ * live until mg_arena_free. */
+int mg_tape_begin(mg_arena *a);
+int64_t mg_tape_end(mg_arena *a, const int64_t *tokens, int64_t ntokens, int64_t loss);
+int64_t mg_tape_replay(mg_arena *a, int64_t program, const int64_t *tokens, int64_t ntokens);

@@ -24,9 +24,10 @@ USER_ERRORS = (DataError, ConfigError, CheckpointError, VocabularyError, Backend
 def add_backend_flags(p):
     p.add_argument("--backend", choices=CHOICES, default=None,
                    help="python, c, or auto (default: $MICROGPT_BACKEND, else auto)")
-    p.add_argument("--graph", choices=GRAPH_MODES, default="fused",
+    p.add_argument("--graph", choices=GRAPH_MODES, default="auto",
                    help="how the graph is built: seed (node for node, one op at a time), kernels (c only: "
-                        "one C call per layer), fused (default: linear rows as fused dot nodes); same bits")
+                        "one C call per layer), fused (linear rows as fused dot nodes), replay (c only: fused, "
+                        "each step replayed in C); auto (default): replay on c, fused on python; same bits")
 
 
 def build_parser():

@@ -12,6 +12,8 @@ the same bits.
 - CKernelGraph: each layer is one C call that builds that layer's nodes; vectors stay in C as
                runs of node ids. With fused=True a linear row is one fused dot node instead of a
                chain of products and sums (same bits; see csrc/kernels.c).
+- CReplayGraph (replay.py): CKernelGraph, fused, whose training steps are recorded once per
+               document length and replayed by one C call (csrc/tape.c).
 """
 from . import layers
 from .engine import Value
@@ -185,7 +187,11 @@ class CKernelGraph(_CGraph):
         return (h + i * ncols, ncols)
 
     def embed(self, wte, wpe, token_id, pos_id):
-        return self.add(self.row(wte, token_id), self.row(wpe, pos_id))
+        lib, ptr, check = self._k
+        h = lib.mg_k_embed(ptr, wte[0], wte[1], wpe[0], wpe[1], wte[2], token_id, pos_id)
+        if h < 0:
+            self.row(wte, token_id), self.row(wpe, pos_id)  # an index out of range: IndexError
+        return (check(h), wte[2])
 
     def add(self, x, y):
         lib, ptr, check = self._k
@@ -217,16 +223,9 @@ class CKernelGraph(_CGraph):
     def attention(self, q, keys, values, n_head):
         lib, ptr, check = self._k
         qh, n = q
-        head_dim = n // n_head
-        t = len(keys)
-        key_handles = [k[0] for k in keys]
-        value_handles = [v[0] for v in values]
-        heads = []
-        for hs in range(0, n, head_dim):
-            out = check(lib.mg_k_attention_head(ptr, qh + hs, [k + hs for k in key_handles],
-                                                [v + hs for v in value_handles], t, head_dim))
-            heads.extend(lib.mg_vec_get(ptr, out, j) for j in range(head_dim))
-        return (check(lib.mg_vec_of(ptr, heads, n)), n)
+        out = lib.mg_k_attention(ptr, qh, [k[0] for k in keys], [v[0] for v in values], len(keys),
+                                 n_head, n // n_head)
+        return (check(out), n)
 
     def cross_entropy(self, logits, target):
         lib, ptr, check = self._k
@@ -248,20 +247,29 @@ class CKernelGraph(_CGraph):
         self._check(self._lib.mg_backward(self.arena.ptr, loss))
 
 
-GRAPH_MODES = ("seed", "kernels", "fused")
+GRAPH_MODES = ("auto", "seed", "kernels", "fused", "replay")
 
 
-def new_graph(backend=None, mode="fused"):
+def new_graph(backend=None, mode="auto"):
     """A graph for backend 'python', 'c' or 'auto' (None: the live choice), built in one of
     GRAPH_MODES: 'seed', the seed's graph one scalar op at a time; 'kernels' (c only), the same
-    graph one C call per layer; 'fused' (default), linear rows as fused dot nodes. Same bits."""
+    graph one C call per layer; 'fused', linear rows as fused dot nodes; 'replay' (c only),
+    'fused' with each training step recorded once per document length and replayed in C
+    (replay.py); 'auto' (default), the fastest the backend has: replay on c, fused on python.
+    All give the same bits."""
     from .backend import resolve
     if mode not in GRAPH_MODES:
         raise ValueError(f"unknown graph mode {mode!r}: choose one of {', '.join(GRAPH_MODES)}")
-    if resolve(backend) == "python":
-        if mode == "kernels":
-            raise ValueError("graph mode 'kernels' needs the c backend")
+    backend = resolve(backend)
+    if mode == "auto":
+        mode = "replay" if backend == "c" else "fused"
+    if backend == "python":
+        if mode in ("kernels", "replay"):
+            raise ValueError(f"graph mode {mode!r} needs the c backend")
         return PythonGraph(fused=(mode == "fused"))
     if mode == "seed":
         return COpsGraph()
+    if mode == "replay":
+        from .replay import CReplayGraph  # replay.py builds on this module's CKernelGraph
+        return CReplayGraph()
     return CKernelGraph(fused=(mode == "fused"))

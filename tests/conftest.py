@@ -15,7 +15,7 @@ GOLDEN = pathlib.Path(__file__).resolve().parent / "golden"
 C_OK, C_WHY = c_status()
 
 # (backend, graph mode): every way this package can build the graph
-GRAPHS = [("python", "seed"), ("python", "fused"), ("c", "seed"), ("c", "kernels"), ("c", "fused")]
+GRAPHS = [("python", "seed"), ("python", "fused"), ("c", "seed"), ("c", "kernels"), ("c", "fused"), ("c", "replay")]
 
 
 def require(backend):
