@@ -20,6 +20,7 @@ RUNGS = {
     "c-ops": ("c", "seed", True),
     "c-kernels": ("c", "kernels", True),
     "c-fused": ("c", "fused", True),
+    "c-replay": ("c", "replay", True),
 }
 
 

@@ -17,7 +17,7 @@ def test_train_step(benchmark, trainer):
 
 
 @pytest.mark.benchmark(group="backward")
-@pytest.mark.parametrize("rung", ["python-seed", "python", "c-ops", "c-kernels", "c-fused"])
+@pytest.mark.parametrize("rung", ["python-seed", "python", "c-ops", "c-kernels", "c-fused", "c-replay"])
 def test_backward(benchmark, rung):
     t = Trainer(rung)
 
@@ -32,7 +32,7 @@ def test_backward(benchmark, rung):
 
 
 @pytest.mark.benchmark(group="adam")
-@pytest.mark.parametrize("rung", ["python", "c-fused"])
+@pytest.mark.parametrize("rung", ["python", "c-replay"])
 def test_adam(benchmark, rung):
     t = Trainer(rung)
     counter = iter(range(10**9))

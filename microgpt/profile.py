@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
 from .backend import c_status
@@ -22,7 +23,7 @@ from .data import default_docs, load_docs
 from .graphs import new_graph
 from .model import GPT, Config
 from .tokenizer import Tokenizer
-from .train import params_sha256
+from .train import gc_paused, params_sha256
 
 
 @dataclass
@@ -41,6 +42,7 @@ RUNGS = [
     Rung("c-ops", "c", "seed", True, "c backend, the seed's Python layers, one C call per scalar op"),
     Rung("c-kernels", "c", "kernels", True, "c backend, one C call per layer, the seed's graph node for node"),
     Rung("c-fused", "c", "fused", True, "c backend, one C call per layer, fused dot nodes"),
+    Rung("c-replay", "c", "replay", True, "c-fused recorded once per document length, replayed by one C call"),
 ]
 
 
@@ -58,6 +60,7 @@ class Result:
     ns_node: float = 0.0
     calls_step: float | None = None
     gc_share: float = 0.0
+    gc_paused: bool = False
     losses: list = field(default_factory=list)
     params_sha256: str = ""
 
@@ -107,44 +110,57 @@ def calls_so_far(graph):
     return lib.mg_arena_calls(graph.arena.ptr) if hasattr(lib, "mg_arena_calls") else None
 
 
-def run_rung(rung, docs, steps):
-    random.seed(42)
-    docs = list(docs)
-    random.shuffle(docs)
-    tokenizer = Tokenizer.from_docs(docs)
-    model = GPT(Config(vocab_size=tokenizer.vocab_size), new_graph(rung.backend, rung.mode))
-    graph = model.graph
-    result = Result(rung.name, rung.what, steps)
+def run_steps(graph, model, token_lists, result=None):
+    """The training steps, each timed in three phases into result (None: untimed)."""
     forward = backward = adam = 0.0
     nodes = 0
-    calls_start = calls_so_far(graph) if rung.backend == "c" else None
-    was_enabled = gc.isenabled()
-    gc.collect()
-    with GCTimer() as gc_timer:
-        for step in range(steps):
-            tokens = tokenizer.document(docs[step % len(docs)])
-            if rung.gc_paused:
-                gc.disable()
+    pause = gc_paused if result is not None and result.gc_paused else nullcontext
+    for step, tokens in enumerate(token_lists):
+        with pause():
             t0 = time.perf_counter()
             graph.begin_step()
             loss = graph.training_loss(model, tokens)
             t1 = time.perf_counter()
             graph.backward(loss)
             t2 = time.perf_counter()
-            result.losses.append(graph.item(loss))
-            graph.adam_step(step, steps)
+            value = graph.item(loss)
+            graph.adam_step(step, len(token_lists))
             t3 = time.perf_counter()
-            if rung.backend == "c":
+            if graph.backend == "c":
                 nodes += graph.arena.nodes - model.num_params
             del loss
-            if rung.gc_paused and was_enabled:
-                gc.enable()
+        if result is not None:
+            result.losses.append(value)
             forward, backward, adam = forward + t1 - t0, backward + t2 - t1, adam + t3 - t2
+    return forward, backward, adam, nodes
+
+
+def run_rung(rung, docs, steps):
+    """The seed's setup and `steps` training steps, run once untimed (a warm-up: caches, the
+    allocator, and the programs a replay graph records), then again from the same parameters
+    and Adam moments, timed. A training run has the warm state for all but its first steps."""
+    random.seed(42)
+    docs = list(docs)
+    random.shuffle(docs)
+    tokenizer = Tokenizer.from_docs(docs)
+    model = GPT(Config(vocab_size=tokenizer.vocab_size), new_graph(rung.backend, rung.mode))
+    graph = model.graph
+    token_lists = [tokenizer.document(docs[step % len(docs)]) for step in range(steps)]
+    initial_params, initial_moments = graph.param_data(), graph.adam_state()
+    run_steps(graph, model, token_lists)
+    graph.set_param_data(initial_params)
+    graph.set_adam_state(*initial_moments)
+
+    result = Result(rung.name, rung.what, steps, gc_paused=rung.gc_paused)
+    calls_start = calls_so_far(graph) if rung.backend == "c" else None
+    gc.collect()
+    with GCTimer() as gc_timer:
+        forward, backward, adam, nodes = run_steps(graph, model, token_lists, result)
     if calls_start is not None:
         result.calls_step = (calls_so_far(graph) - calls_start) / steps
     if rung.backend == "python":
-        for step in range(steps):  # an untimed pass to count nodes, on copies of the same documents
-            nodes += count_python_nodes(model, tokenizer.document(docs[step % len(docs)]))
+        for tokens in token_lists:  # an untimed pass to count nodes
+            nodes += count_python_nodes(model, tokens)
     total = forward + backward + adam
     result.ms_step = total / steps * 1e3
     result.ms_forward, result.ms_backward, result.ms_adam = (x / steps * 1e3 for x in (forward, backward, adam))
@@ -265,7 +281,8 @@ def cmd_profile(args):
         results.append(run_rung(rung, docs, args.steps))
     for r in results:
         r.speedup = results[0].ms_step / r.ms_step
-    print(f"{args.steps} training steps per rung, {len(docs)} documents; times are ms per step")
+    print(f"{args.steps} training steps per rung, {len(docs)} documents; times are ms per step, timed after "
+          f"an untimed pass over the same steps (the seed's script: the gaps between its step lines)")
     print(format_table(results))
     same = all(r.losses == results[0].losses and r.params_sha256 == results[0].params_sha256 for r in results)
     print()

@@ -72,7 +72,8 @@ def test_kernel_out_of_memory_mid_training_loses_nothing():
     assert g.item(loss) > 0
 
 
-def test_arena_size_is_flat_across_steps(shared):
+@pytest.mark.parametrize("mode", ["fused", "replay"])
+def test_arena_size_is_flat_across_steps(shared, mode):
     from microgpt.data import load_docs
     from microgpt.graphs import new_graph
     from microgpt.model import GPT, Config
@@ -82,11 +83,14 @@ def test_arena_size_is_flat_across_steps(shared):
     docs = load_docs(shared / "data" / "names.txt")
     random.shuffle(docs)
     tok = Tokenizer.from_docs(docs)
-    model = GPT(Config(vocab_size=tok.vocab_size), new_graph("c", "fused"))
-    longest = max(docs[:200], key=len)
-    train_step(model, tok.document(longest), 0, 200, 0.01)  # the largest graph first
+    model = GPT(Config(vocab_size=tok.vocab_size), new_graph("c", mode))
+    # warm up on one document of every length, the longest first: the largest graph, and (replay)
+    # every program a later step can need
+    by_length = {len(d): d for d in docs}
+    for step, length in enumerate(sorted(by_length, reverse=True)):
+        train_step(model, tok.document(by_length[length]), step, 200, 0.01)
     size = model.graph.arena.nbytes
-    for step in range(1, 200):
+    for step in range(200):
         train_step(model, tok.document(docs[step]), step, 200, 0.01)
         assert model.graph.arena.nbytes == size
     model.graph.begin_step()
