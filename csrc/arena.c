@@ -514,14 +514,14 @@ int mg_adam_step(mg_arena *a, double lr, double beta1, double beta2, double eps,
     for (int64_t i = 0; i < a->nparams; i++) {
         double g = grad[i];
         double mi = beta1 * m[i] + (1.0 - beta1) * g;
-        double g2 = py_pow(g, 2.0, &err);
+        double g2 = py_square(g, &err);              // g**2 (pymath.h: pow's bits, faster)
         if (err) return err;
         double vi = beta2 * v[i] + (1.0 - beta2) * g2;
         if (err_b1) return err_b1;
         double m_hat = mi / b1;
         if (err_b2) return err_b2;
         double v_hat = vi / b2;
-        double den = py_pow(v_hat, 0.5, &err) + eps;
+        double den = py_sqrt(v_hat, &err) + eps;     // v_hat**0.5
         if (err) return err;
         if (den == 0.0) return MG_ERR_ZERODIV;
         next_m[i] = mi;

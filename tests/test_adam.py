@@ -1,0 +1,116 @@
+"""Adam on the c backend against the seed's Adam in Python, on the numbers where they could part.
+
+The C update computes g**2 and v_hat**0.5 as x*x and sqrt(x) where that provably gives pow()'s
+bits (csrc/pymath.h), and calls pow() elsewhere. CPython's ** is the oracle: these tests feed
+gradients and moments whose exact square or square root lies near a rounding midpoint, where
+pow() and x*x or sqrt(x) do disagree, and require every bit of the result to match."""
+import math
+import random
+from fractions import Fraction
+
+import pytest
+
+from conftest import require
+from microgpt.graphs import BETA1, BETA2, EPS, LEARNING_RATE, PythonGraph
+
+
+@pytest.fixture(autouse=True)
+def c_backend():
+    require("c")
+
+
+def midpoint_distance(exact, s):
+    """|exact - s| in ULPs of s."""
+    return abs(float((exact - Fraction(s)) / Fraction(math.ulp(s))))
+
+
+def squares_near_midpoints(rng, n):
+    """Gradients g whose exact g*g lies 0.4 to 0.5 ULP from the rounded one."""
+    out = []
+    while len(out) < n:
+        g = rng.uniform(0.5, 2.0) * 2.0 ** rng.randint(-80, 80)
+        if midpoint_distance(Fraction(g) ** 2, g * g) >= 0.4:
+            out.append(rng.choice((-1, 1)) * g)
+    return out
+
+
+def roots_near_midpoints(rng, n, step):
+    """Second moments v whose v_hat (after a step with gradient 0) has its exact square root
+    0.4 to 0.5 ULP from the rounded one."""
+    out = []
+    while len(out) < n:
+        v = rng.uniform(0.5, 2.0) * 2.0 ** rng.randint(-160, 40)
+        v_hat = (BETA2 * v + (1 - BETA2) * 0.0 ** 2) / (1 - BETA2 ** (step + 1))
+        s = math.sqrt(v_hat)
+        # sqrt(v_hat) - s = (v_hat - s*s) / (sqrt(v_hat) + s)
+        if abs(float((Fraction(v_hat) - Fraction(s) ** 2) / (2 * Fraction(s)) / Fraction(math.ulp(s)))) >= 0.4:
+            out.append(v)
+    return out
+
+
+def adam_both_ways(grads, m, v, params, step, num_steps):
+    """(C results, Python results): parameters and both moments after one step."""
+    from microgpt.native import Arena, check, lib
+    n = len(params)
+    arena = Arena()
+    handles = [check(lib.mg_leaf(arena.ptr, p)) for p in params]
+    arena.keep()
+    check(lib.mg_adam_init(arena.ptr, n))
+    for h, g in zip(handles, grads):
+        check(lib.mg_set_grad(arena.ptr, h, g))
+    from microgpt.native import ffi
+    check(lib.mg_adam_write(arena.ptr, ffi.new("double[]", m), ffi.new("double[]", v)))
+    check(lib.mg_adam_step(arena.ptr, LEARNING_RATE, BETA1, BETA2, EPS, step, num_steps))
+    cm, cv = ffi.new("double[]", n), ffi.new("double[]", n)
+    check(lib.mg_adam_read(arena.ptr, cm, cv))
+    c_result = (arena.read_data(0, n), list(cm), list(cv))
+
+    py = PythonGraph()
+    for p in params:
+        py.param(p)
+    py.finish_params()
+    for value, g in zip(py.params, grads):
+        value.grad = g
+    py.set_adam_state(m, v)
+    py.adam_step(step, num_steps)
+    return c_result, (py.param_data(), *py.adam_state())
+
+
+def test_adam_matches_python_on_random_and_near_midpoint_numbers():
+    rng = random.Random(7)
+    step, num_steps = 3, 10
+    grads = [rng.gauss(0, 1) * 10 ** rng.uniform(-30, 30) for _ in range(20000)]
+    grads += squares_near_midpoints(rng, 4000) + [0.0] * 2000
+    moments_v = [abs(rng.gauss(0, 1)) * 10 ** rng.uniform(-40, 10) for _ in range(len(grads))]
+    # gradient 0 with chosen v: v_hat is what roots_near_midpoints aimed for
+    roots = roots_near_midpoints(rng, 4000, step)
+    grads += [0.0] * len(roots)
+    moments_v += roots
+    n = len(grads)
+    moments_m = [rng.gauss(0, 1e-3) for _ in range(n)]
+    params = [rng.gauss(0, 0.08) for _ in range(n)]
+
+    # the inputs do reach the numbers where pow() and the fast answer part: without its checks,
+    # the fast path would get these wrong
+    assert sum(g ** 2 != g * g for g in grads) > 0
+    v_hats = [(BETA2 * v + (1 - BETA2) * g ** 2) / (1 - BETA2 ** (step + 1)) for g, v in zip(grads, moments_v)]
+    assert sum(x ** 0.5 != math.sqrt(x) for x in v_hats) > 0
+
+    c_result, py_result = adam_both_ways(grads, moments_m, moments_v, params, step, num_steps)
+    for name, c, p in zip(("params", "m", "v"), c_result, py_result):
+        differ = [i for i in range(n) if c[i] != p[i]]
+        assert not differ, f"{name} differs at {len(differ)} of {n}, first at {differ[:5]}"
+
+
+@pytest.mark.parametrize("g", [float("nan"), float("inf"), -float("inf"), 5e-324, 1e-170])
+def test_adam_edge_gradients_give_python_bits(g):
+    """inf ** 2 is inf in Python and the update makes nan; tiny squares underflow: same bits."""
+    c, p = adam_both_ways([g], [0.0], [0.0], [0.5], 0, 10)
+    assert [list(map(repr, x)) for x in c] == [list(map(repr, x)) for x in p]
+
+
+def test_adam_overflow_raises_as_python():
+    with pytest.raises(OverflowError):
+        1e200 ** 2
+    with pytest.raises(OverflowError):
+        adam_both_ways([0.1, 1e200], [0.0, 0.0], [0.0, 0.0], [0.5, 0.5], 0, 10)
