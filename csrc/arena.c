@@ -204,6 +204,7 @@ void mg_arena_free(mg_arena *a) {
 int64_t mg_arena_keep(mg_arena *a) {
     mg_count_change(a);
     if (!a) return MG_ERR_ARG;
+    if (a->step_dots) return MG_ERR_ARG;      // DOT nodes read values that Adam changes: never kept
     a->keep = a->count;
     a->edges_keep = a->nedges;
     a->vkeep = a->vcount;
@@ -218,6 +219,8 @@ int64_t mg_arena_reset(mg_arena *a) {
     a->vcount = a->vkeep;
     a->recording = 0;                   // a tape being recorded named nodes that are gone now
     a->cur_prog = -1;
+    a->step_dots = 0;
+    a->dot_changed = 0;
     a->generation = (a->generation + 1) & MG_GEN_MASK;   // wraps after 2^31 resets
     return a->generation;
 }
@@ -240,6 +243,11 @@ int mg_arena_set_limit(mg_arena *a, int64_t max_bytes) {
     if (!a || max_bytes < 0) return MG_ERR_ARG;
     a->limit = max_bytes;
     return 0;
+}
+
+// a value is about to change: a DOT node alive now would read the new value as a local gradient
+static void dot_values_change(mg_arena *a) {
+    if (a->step_dots) a->dot_changed = 1;
 }
 
 // --- scalar nodes
@@ -340,7 +348,10 @@ int mg_set_data(mg_arena *a, int64_t x, double v) {
     mg_count_change(a);
     int64_t i = 0;
     int rc = mg_node_check(a, x, &i);
-    if (!rc) a->data[i] = v;
+    if (!rc) {
+        dot_values_change(a);
+        a->data[i] = v;
+    }
     return rc;
 }
 
@@ -411,6 +422,7 @@ int mg_backward(mg_arena *a, int64_t root) {
     int64_t r = 0, nt = 0;
     int rc = mg_node_check(a, root, &r);
     if (rc) return rc;
+    if (a->dot_changed) return MG_ERR_CHANGED;
     const int64_t *topo;
     mg_program *p = mgi_program_of(a, r);
     if (p && p->topo_state == 1) {
@@ -423,7 +435,7 @@ int mg_backward(mg_arena *a, int64_t root) {
         if (p && p->topo_state == 0) mgi_program_keep_topo(a, p, topo, nt);
     }
     const int64_t *eb = a->edge_begin, *child = a->edge_child;
-    const double *lgrad = a->edge_lgrad;
+    const double *lgrad = a->edge_lgrad, *data = a->data;
     const uint8_t *op = a->op;
     double *grad = a->grad;
     grad[r] = 1.0;
@@ -432,11 +444,13 @@ int mg_backward(mg_arena *a, int64_t root) {
         double g = grad[v];
         if (op[v] == MG_OP_DOT) {
             // a fused sum(w_j * x_j): each product node of the unfused chain would have had the
-            // gradient 0.0 + g, and the chain hands them out from the last pair to the first
+            // gradient 0.0 + g, and the chain hands them out from the last pair to the first;
+            // each child's local gradient is its partner's value (unchanged: dot_changed)
             double gn = 0.0 + g;
             for (int64_t e = end - 2; e >= b; e -= 2) {
-                grad[child[e]] += lgrad[e] * gn;
-                grad[child[e + 1]] += lgrad[e + 1] * gn;
+                int64_t w = child[e], x = child[e + 1];
+                grad[w] += data[x] * gn;
+                grad[x] += data[w] * gn;
             }
         } else {
             for (int64_t e = b; e < end; e++) grad[child[e]] += lgrad[e] * g;
@@ -462,7 +476,10 @@ int mg_read_data(const mg_arena *a, int64_t first, int64_t n, double *out) {
 int mg_write_data(mg_arena *a, int64_t first, int64_t n, const double *in) {
     mg_count_change(a);
     int rc = persistent_range(a, first, n, in);
-    if (!rc && n > 0) memcpy(a->data + first, in, (size_t)n * sizeof *in);
+    if (!rc && n > 0) {
+        dot_values_change(a);
+        memcpy(a->data + first, in, (size_t)n * sizeof *in);
+    }
     return rc;
 }
 
@@ -528,6 +545,7 @@ int mg_adam_step(mg_arena *a, double lr, double beta1, double beta2, double eps,
         next_v[i] = vi;
         next_p[i] = data[i] - (lr_t * m_hat) / den;
     }
+    dot_values_change(a);
     double *t = a->adam_m; a->adam_m = a->next_m; a->next_m = t;    // commit
     t = a->adam_v; a->adam_v = a->next_v; a->next_v = t;
     memcpy(a->data, next_p, (size_t)a->nparams * sizeof *a->data);

@@ -5,7 +5,9 @@
  *
  * The arena is a struct of arrays. Node i has data[i], grad[i], op[i], and its children are the
  * edges edge_begin[i] .. edge_begin[i+1]-1: edge e links to node edge_child[e] with the local
- * gradient edge_lgrad[e] (d node / d child), computed when the node is made, as the seed does.
+ * gradient edge_lgrad[e] (d node / d child), computed when the node is made, as the seed does
+ * (except a DOT node's: its children come in pairs (w_j, x_j), and each one's local gradient is
+ * its partner's value, read at backward time; see dot_changed).
  * Invariant: edge_begin[count] == nedges, so dropping nodes is moving the two counts back.
  * A child always has a smaller index than its parent (nodes are made after their children).
  *
@@ -86,7 +88,7 @@ struct mg_arena {
     int64_t nedges;         // edges alive
     int64_t ecap;           // edges allocated
     int64_t *edge_child;    // (ecap) the child's node index
-    double *edge_lgrad;     // (ecap) local gradient d node / d child
+    double *edge_lgrad;     // (ecap) local gradient d node / d child (not written for DOT nodes)
     // --- vecs: runs of node indices
     int64_t vcount;         // entries alive
     int64_t vcap;           // entries allocated
@@ -131,6 +133,8 @@ struct mg_arena {
     int64_t bytes;          // bytes held (the struct and every array at its capacity)
     int64_t limit;          // cap on bytes; 0 = none
     int fused;              // kernels make fused DOT nodes for linear layers
+    int64_t step_dots;      // DOT nodes alive that were made since the last reset
+    int dot_changed;        // a value changed while DOT nodes lived: their backward would misread it
     int64_t *calls;         // (1) API calls made on this arena; behind a pointer so that the
                             // const getters can count themselves without casting const away
 };

@@ -59,8 +59,9 @@ static int64_t dot_chain(mg_arena *a, const int64_t *u, const int64_t *v, int64_
     return s;
 }
 
-// the same sum as one DOT node: children (w0, x0, w1, x1, ...), each with the local gradient its
-// product node would give it; the value rounded exactly as the chain rounds it
+// the same sum as one DOT node: children (w0, x0, w1, x1, ...), the value rounded exactly as
+// the chain rounds it. Each child's local gradient, the value of its partner, is not stored:
+// backward reads it from data (writing it was a quarter of a replayed step's forward)
 static int64_t dot_fused(mg_arena *a, const int64_t *w, const int64_t *x, int64_t n) {
     const double *d = a->data;
     int64_t i = a->count, e = a->nedges;
@@ -68,10 +69,9 @@ static int64_t dot_fused(mg_arena *a, const int64_t *w, const int64_t *x, int64_
     for (int64_t j = 1; j < n; j++) acc = acc + d[w[j]] * d[x[j]];
     for (int64_t j = 0; j < n; j++, e += 2) {
         a->edge_child[e] = w[j];
-        a->edge_lgrad[e] = d[x[j]];
         a->edge_child[e + 1] = x[j];
-        a->edge_lgrad[e + 1] = d[w[j]];
     }
+    a->step_dots++;
     a->data[i] = acc;
     a->grad[i] = 0.0;
     a->edge_begin[i + 1] = e;

@@ -35,6 +35,7 @@
 #define MG_ERR_ZERODIV  -5  /* 0.0 to a negative power: ZeroDivisionError */
 #define MG_ERR_COMPLEX  -6  /* negative base to a fractional power (Python gives a complex) */
 #define MG_ERR_ARG      -7  /* a size, index or argument out of range */
+#define MG_ERR_CHANGED  -8  /* backward after a value its fused nodes read was changed (see below) */
 
 typedef struct mg_arena mg_arena;
 
@@ -48,7 +49,11 @@ int64_t mg_arena_edges(const mg_arena *a);    /* child links alive */
 int64_t mg_arena_kept(const mg_arena *a);     /* persistent nodes */
 int64_t mg_arena_bytes(const mg_arena *a);    /* bytes of memory the arena holds */
 int64_t mg_arena_calls(const mg_arena *a);    /* API calls made on this arena so far (see Calls) */
-int mg_arena_set_fused(mg_arena *a, int on);  /* kernels build fused dot nodes (see below) */
+/* kernels build fused dot nodes: one node per linear row, which reads its local gradients from
+ * its children's values at backward time instead of storing them. Changing a value while the
+ * step holds such nodes (mg_set_data, mg_write_data, mg_adam_step) makes a later mg_backward of
+ * that step fail with MG_ERR_CHANGED, and mg_arena_keep refuses to make them persistent. */
+int mg_arena_set_fused(mg_arena *a, int on);
 int mg_arena_set_limit(mg_arena *a, int64_t max_bytes); /* cap on memory held; 0 = none */
 
 /* --- scalar nodes (one per Value op) -------------------------------------------------------- */

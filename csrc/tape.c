@@ -222,6 +222,7 @@ int64_t mg_tape_replay(mg_arena *a, int64_t program, const int64_t *tokens, int6
         a->count = a->keep;
         a->nedges = a->edges_keep;
         a->vcount = a->vkeep;
+        a->step_dots = 0;
         return rc;
     }
     memcpy(p->tokens, tokens, (size_t)ntokens * sizeof *p->tokens);

@@ -15,6 +15,8 @@ _ERRORS = {
     lib.MG_ERR_ZERODIV: (ZeroDivisionError, "0.0 cannot be raised to a negative power"),
     lib.MG_ERR_COMPLEX: (ValueError, "negative base to a fractional power: the result would be complex"),
     lib.MG_ERR_ARG: (ValueError, "argument out of range for the graph arena"),
+    lib.MG_ERR_CHANGED: (ValueError, "a value this step's fused nodes depend on was changed after they were "
+                                     "made (set_data, parameters written, or Adam): build the step again"),
 }
 
 
@@ -86,6 +88,11 @@ class Arena:
     def read_data(self, first, n):
         out = ffi.new("double[]", n)
         check(lib.mg_read_data(self.ptr, first, n, out))
+        return list(out)
+
+    def read_grad(self, first, n):
+        out = ffi.new("double[]", n)
+        check(lib.mg_read_grad(self.ptr, first, n, out))
         return list(out)
 
     def write_data(self, first, values):

@@ -103,3 +103,54 @@ def test_c_value_children_and_repr():
     c = a * b
     assert [v.data for v in c._children] == [2.0, 3.0]
     assert repr(c) == "Value(data=6.0, grad=0.0)"
+
+
+def fused_step(mode="fused"):
+    """A model on a fused graph, with one step's graph built and not yet differentiated."""
+    from microgpt.graphs import new_graph
+    from microgpt.model import GPT, Config
+    random.seed(2)
+    model = GPT(Config(vocab_size=5, n_embd=8, n_head=2, block_size=4), new_graph("c", mode))
+    model.graph.begin_step()
+    return model, model.graph.training_loss(model, [4, 0, 1, 2, 4])
+
+
+@pytest.mark.parametrize("mode", ["fused", "replay"])
+def test_changing_a_value_under_fused_nodes_refuses_backward(mode):
+    """Fused nodes read their local gradients from their children's values at backward time:
+    a change in between would give other bits than the seed, so backward refuses instead."""
+    model, loss = fused_step(mode)
+    g = model.graph
+    g.set_param_data(g.param_data())  # the same numbers, but written
+    with pytest.raises(ValueError, match="changed after they were made"):
+        g.backward(loss)
+    g.begin_step()  # a new step is fine again
+    loss = g.training_loss(model, [4, 0, 1, 2, 4])
+    g.backward(loss)
+    g.adam_step(0, 2)
+    with pytest.raises(ValueError, match="changed after they were made"):
+        g.backward(loss)  # Adam changed the parameters this graph was built from
+
+
+def test_fused_nodes_are_never_kept():
+    model, _ = fused_step()
+    with pytest.raises(ValueError):
+        model.graph.arena.keep()
+
+
+def test_seed_graph_keeps_local_gradients_from_when_nodes_were_made():
+    """Unfused graphs store local gradients at creation, as the seed: a parameter changed
+    between forward and backward does not change them, on either backend."""
+    from microgpt.graphs import new_graph
+    from microgpt.model import GPT, Config
+    grads = {}
+    for backend in ("python", "c"):
+        random.seed(2)
+        model = GPT(Config(vocab_size=5, n_embd=8, n_head=2, block_size=4), new_graph(backend, "seed"))
+        g = model.graph
+        g.begin_step()
+        loss = g.training_loss(model, [4, 0, 1, 2, 4])
+        g.set_param_data([x * 2 for x in g.param_data()])
+        g.backward(loss)
+        grads[backend] = [p.grad for p in g.params] if backend == "python" else g.arena.read_grad(0, g.nparams)
+    assert grads["python"] == grads["c"]
