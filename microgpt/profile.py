@@ -205,6 +205,12 @@ def run_seed_script(script, data_path, steps):
     return result
 
 
+def rungs_agree(results):
+    """Every rung computed the same losses and parameters as the first, bit for bit."""
+    first = results[0]
+    return all(r.losses == first.losses and r.params_sha256 == first.params_sha256 for r in results)
+
+
 def format_table(results):
     header = ["rung", "ms/step", "speedup", "forward", "backward", "adam", "nodes/step", "ns/node",
               "C calls/step", "GC share"]
@@ -284,7 +290,7 @@ def cmd_profile(args):
     print(f"{args.steps} training steps per rung, {len(docs)} documents; times are ms per step, timed after "
           f"an untimed pass over the same steps (the seed's script: the gaps between its step lines)")
     print(format_table(results))
-    same = all(r.losses == results[0].losses and r.params_sha256 == results[0].params_sha256 for r in results)
+    same = rungs_agree(results)
     print()
     if same:
         print(f"bit-identical: yes, all {len(results)} rungs give the same {args.steps} losses and "
