@@ -8,6 +8,7 @@ import os
 import random
 import signal
 import sys
+import time
 
 from . import checkpoint
 from .backend import CHOICES, BackendError, resolve
@@ -159,16 +160,21 @@ def cmd_train(args):
 
     metrics = open(args.metrics, "w") if args.metrics else None
     tty = sys.stdout.isatty()
+    stop = num_steps if args.stop_after is None else min(num_steps, start + args.stop_after)
+    state = {"step": start, "shown": 0.0}
 
     def on_step(step, loss):
         if metrics:
             metrics.write(json.dumps({"step": step + 1, "loss": loss, "lr": learning_rate(lr, step, num_steps)}) + "\n")
-        line = f"step {step+1:4d} / {num_steps:4d} | loss {loss:.4f}"
-        print(f"\r{line}" if tty else line, end="" if tty else "\n", flush=tty)
         state["step"] = step + 1
-
-    state = {"step": start}
-    stop = num_steps if args.stop_after is None else min(num_steps, start + args.stop_after)
+        line = f"step {step+1:4d} / {num_steps:4d} | loss {loss:.4f}"
+        if not tty:
+            print(line)  # every step, as the seed prints them, so that runs diff
+        elif time.monotonic() - state["shown"] >= 0.1 or step + 1 == stop:
+            # a terminal gets one progress line, redrawn at most ten times a second: the c
+            # backend makes thousands of steps a second, and redrawing each costs more than it
+            print(f"\r{line}", end="", flush=True)
+            state["shown"] = time.monotonic()
 
     def save():
         if args.save:

@@ -124,3 +124,37 @@ def test_bad_sampling_flags_fail_before_training(small_data, tmp_path):
                        "no room")
     assert_clean_error(microgpt("train", "--data", small_data, "--steps", "10000", "--save",
                                 tmp_path / "missing-dir" / "ck"), "--save")
+
+
+def test_terminal_gets_one_progress_line_ending_at_the_last_step(small_data):
+    """On a terminal the step lines become one line redrawn in place (at most ten times a
+    second), ending on the last step; the samples follow on lines of their own."""
+    import pathlib
+    import pty
+    import subprocess
+    import sys
+
+    import microgpt
+    primary, secondary = pty.openpty()
+    env = dict(os.environ, PYTHONPATH=str(pathlib.Path(microgpt.__file__).resolve().parents[1]))
+    proc = subprocess.Popen([sys.executable, "-m", "microgpt", "train", "--data", str(small_data), "--steps", "40",
+                             "--samples", "2"], stdout=secondary, stderr=subprocess.PIPE, env=env)
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    os.close(primary)
+    text = b"".join(chunks).decode().replace("\r\n", "\n")
+    progress, _, rest = text.partition("--- inference")
+    redraws = progress.split("\r")[1:]
+    assert 1 <= len(redraws) <= 40
+    assert redraws[-1].strip().startswith("step   40 /   40 | loss ")
+    assert all(r.startswith("step ") for r in redraws)
+    assert rest.splitlines()[1].startswith("sample  1: ")
