@@ -267,6 +267,17 @@ static int64_t knode(mg_arena *a, int64_t r, mg_instr in, const int64_t *list, i
     return mg_handle_of(a, r);
 }
 
+// the exported form of a body that maps one vec of n elements to a new one (relu, rmsnorm, softmax)
+static int64_t vec_to_vec(mg_arena *a, int32_t op, int64_t (*body)(mg_arena *, int64_t, int64_t),
+                          int64_t x, int64_t n) {
+    mg_count(a);
+    int64_t xo = 0;
+    int rc = kin(a, x, n, &xo);
+    if (rc) return kerr(a, rc);
+    mg_instr in = { .op = op, .x = xo, .n = n, .base = a->count };
+    return kvec(a, body(a, xo, n), in, NULL, 0);
+}
+
 int64_t mg_k_embed(mg_arena *a, int64_t wte, int64_t wte_rows, int64_t wpe, int64_t wpe_rows,
                    int64_t n_embd, int64_t token, int64_t pos) {
     mg_count(a);
@@ -302,12 +313,7 @@ int64_t mg_k_scale(mg_arena *a, int64_t x, int64_t n, double c) {
 }
 
 int64_t mg_k_relu(mg_arena *a, int64_t x, int64_t n) {
-    mg_count(a);
-    int64_t xo = 0;
-    int rc = kin(a, x, n, &xo);
-    if (rc) return kerr(a, rc);
-    mg_instr in = { .op = MG_T_RELU, .x = xo, .n = n, .base = a->count };
-    return kvec(a, mgi_k_relu(a, xo, n), in, NULL, 0);
+    return vec_to_vec(a, MG_T_RELU, mgi_k_relu, x, n);
 }
 
 int64_t mg_k_linear(mg_arena *a, int64_t x, int64_t nin, int64_t w, int64_t nout) {
@@ -323,21 +329,11 @@ int64_t mg_k_linear(mg_arena *a, int64_t x, int64_t nin, int64_t w, int64_t nout
 }
 
 int64_t mg_k_rmsnorm(mg_arena *a, int64_t x, int64_t n) {
-    mg_count(a);
-    int64_t xo = 0;
-    int rc = kin(a, x, n, &xo);
-    if (rc) return kerr(a, rc);
-    mg_instr in = { .op = MG_T_RMSNORM, .x = xo, .n = n, .base = a->count };
-    return kvec(a, mgi_k_rmsnorm(a, xo, n), in, NULL, 0);
+    return vec_to_vec(a, MG_T_RMSNORM, mgi_k_rmsnorm, x, n);
 }
 
 int64_t mg_k_softmax(mg_arena *a, int64_t x, int64_t n) {
-    mg_count(a);
-    int64_t xo = 0;
-    int rc = kin(a, x, n, &xo);
-    if (rc) return kerr(a, rc);
-    mg_instr in = { .op = MG_T_SOFTMAX, .x = xo, .n = n, .base = a->count };
-    return kvec(a, mgi_k_softmax(a, xo, n), in, NULL, 0);
+    return vec_to_vec(a, MG_T_SOFTMAX, mgi_k_softmax, x, n);
 }
 
 // both attention kernels: validate, put the key and value offsets in a->tmp past the body's
