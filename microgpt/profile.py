@@ -26,6 +26,13 @@ from .tokenizer import Tokenizer
 from .train import gc_paused, params_sha256
 
 
+SEED_SCRIPT_RUNG = "seed-script"
+
+
+class SeedScriptError(ValueError):
+    """The seed's script, run as the first rung, did not finish."""
+
+
 @dataclass
 class Rung:
     name: str
@@ -36,7 +43,7 @@ class Rung:
 
 
 RUNGS = [
-    Rung("seed", "python", "seed", False, "the seed's algorithm as published: python Values, cyclic GC on"),
+    Rung("seed", "python", "seed", False, "python backend, the seed's graph node for node, cyclic GC on as published"),
     Rung("python-nogc", "python", "seed", True, "the same graph with the cyclic GC paused during a step"),
     Rung("python", "python", "fused", True, "python backend: each linear row one fused dot node"),
     Rung("c-ops", "c", "seed", True, "c backend, the seed's Python layers, one C call per scalar op"),
@@ -195,13 +202,18 @@ def run_seed_script(script, data_path, steps):
             stamps.append(time.perf_counter())
         out.append(line)
     if proc.wait() != 0:
-        raise RuntimeError(f"the seed's script {script} failed (exit code {proc.returncode})")
+        raise SeedScriptError(f"the seed's script {script} failed (exit code {proc.returncode})")
     out = "".join(out)
-    result = Result("seed-script", f"the seed's own script, as published ({os.path.basename(script)})", steps)
+    result = Result(SEED_SCRIPT_RUNG, f"the seed's own script, as published ({os.path.basename(script)})", steps)
     if len(stamps) > 1:
         result.ms_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) * 1e3
     result.losses = [float(x) for x in re.findall(r"^step\s+\d+ /\s*\d+ \| loss \S+ \| (\S+)$", out, re.M)]
-    result.params_sha256 = re.search(r"^params sha256 ([0-9a-f]{64})$", out, re.M).group(1)
+    sha = re.search(r"^params sha256 ([0-9a-f]{64})$", out, re.M)
+    if len(result.losses) != steps or not sha:
+        raise SeedScriptError(f"{script} did not print what the seed's script prints with --full "
+                              f"({len(result.losses)} of {steps} step lines with repr(loss), params sha256: "
+                              f"{'yes' if sha else 'no'})")
+    result.params_sha256 = sha.group(1)
     return result
 
 
@@ -258,22 +270,29 @@ def plot(results, path):
 def cmd_profile(args):
     if args.steps < 2:
         raise ValueError(f"--steps must be at least 2, got {args.steps}")
+    names = [SEED_SCRIPT_RUNG] + [r.name for r in RUNGS]
+    wanted = args.rungs.split(",") if args.rungs else names
+    unknown = set(wanted) - set(names)
+    if unknown:
+        raise ValueError(f"unknown rung(s) {', '.join(sorted(unknown))}: choose from {', '.join(names)}")
+    script = find_seed_script(args.seed_script)
+    if args.seed_script and not os.path.isfile(args.seed_script):
+        raise ValueError(f"--seed-script {args.seed_script}: no such file")
+    if SEED_SCRIPT_RUNG in wanted and not script:
+        if args.rungs:
+            raise ValueError("rung seed-script: the seed's script was not found; give --seed-script PATH")
+        print("microgpt: note: the seed's script (../shared/reference/seed_microgpt.py) was not found; "
+              "give --seed-script PATH to time it as the first rung", file=sys.stderr)
     docs = load_docs(args.data) if args.data else default_docs()
-    rungs = RUNGS
-    if args.rungs:
-        wanted = args.rungs.split(",")
-        unknown = set(wanted) - {r.name for r in RUNGS}
-        if unknown:
-            raise ValueError(f"unknown rung(s) {', '.join(sorted(unknown))}: choose from "
-                             f"{', '.join(r.name for r in RUNGS)}")
-        rungs = [r for r in RUNGS if r.name in wanted]
+    rungs = [r for r in RUNGS if r.name in wanted]
     c_ok, why = c_status()
     if not c_ok:
         print(f"microgpt: note: skipping the c rungs: {why}", file=sys.stderr)
         rungs = [r for r in rungs if r.backend != "c"]
+    if not rungs and not (script and SEED_SCRIPT_RUNG in wanted):
+        raise ValueError("no rung left to run")
     results = []
-    script = find_seed_script(args.seed_script)
-    if script and not args.rungs:
+    if script and SEED_SCRIPT_RUNG in wanted:
         print(f"running the seed's script {script} ({args.steps} steps)...",
               file=sys.stderr, flush=True)
         with tempfile.TemporaryDirectory() as tmp:

@@ -47,3 +47,19 @@ def test_profile_argument_errors(small_data):
     for args, fragment in ((["--steps", "1"], "at least 2"), (["--rungs", "python,turbo"], "turbo")):
         result = run_microgpt("profile", "--data", small_data, *args)
         assert result.returncode == 2 and "Traceback" not in result.stderr and fragment in result.stderr
+
+
+def test_seed_script_that_is_not_the_seed_is_a_clear_error(small_data, tmp_path):
+    fake = tmp_path / "fake.py"
+    fake.write_text("print('step    1 /    2 | loss 3.0')\n")
+    result = run_microgpt("profile", "--steps", 2, "--data", small_data, "--rungs", "seed-script,python",
+                          "--seed-script", fake)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "did not print what the seed's script prints" in result.stderr
+
+
+def test_seed_script_rung_runs_the_seed(shared, small_data):
+    result = run_microgpt("profile", "--steps", 2, "--data", small_data, "--rungs", "seed-script,python",
+                          "--seed-script", shared / "reference" / "seed_microgpt.py")
+    assert result.returncode == 0, result.stderr
+    assert "seed-script" in result.stdout and "bit-identical: yes, all 2 rungs" in result.stdout
