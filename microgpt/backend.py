@@ -22,7 +22,12 @@ def c_status():
     try:
         from . import native  # noqa: F401
     except ImportError as e:
-        return False, f"the compiled extension microgpt._cmg did not load ({e})"
+        why = f"the compiled extension microgpt._cmg did not load ({e})"
+        package = os.path.dirname(os.path.abspath(__file__))
+        if os.path.exists(os.path.join(package, "..", "build_ext.py")):
+            why += (f"; this microgpt is the source checkout at {package}, which has no compiled extension: "
+                    f"`pip install .` there builds it, or run from outside the checkout")
+        return False, why
     return True, ""
 
 

@@ -114,7 +114,7 @@ def count_python_nodes(model, tokens):
 
 def calls_so_far(graph):
     from .native import lib
-    return lib.mg_arena_calls(graph.arena.ptr) if hasattr(lib, "mg_arena_calls") else None
+    return lib.mg_arena_calls(graph.arena.ptr)
 
 
 def run_steps(graph, model, token_lists, result=None):
