@@ -204,6 +204,7 @@ void mg_arena_free(mg_arena *a) {
 int64_t mg_arena_keep(mg_arena *a) {
     mg_count_change(a);
     if (!a) return MG_ERR_ARG;
+    if (a->generation != 0) return MG_ERR_ARG;   // after a reset, old handles could name kept nodes
     if (a->step_dots) return MG_ERR_ARG;      // DOT nodes read values that Adam changes: never kept
     a->keep = a->count;
     a->edges_keep = a->nedges;
@@ -221,7 +222,8 @@ int64_t mg_arena_reset(mg_arena *a) {
     a->cur_prog = -1;
     a->step_dots = 0;
     a->dot_changed = 0;
-    a->generation = (a->generation + 1) & MG_GEN_MASK;   // wraps after 2^31 resets
+    a->differentiated = 0;
+    a->generation = a->generation % MG_GEN_MASK + 1;   // 1, 2, ..., MG_GEN_MASK, 1, ...: never 0
     return a->generation;
 }
 
@@ -423,6 +425,10 @@ int mg_backward(mg_arena *a, int64_t root) {
     int rc = mg_node_check(a, root, &r);
     if (rc) return rc;
     if (a->dot_changed) return MG_ERR_CHANGED;
+    // a second backward over fused nodes: the seed's chain would have kept the first one's
+    // gradients in its sum and product nodes, which a DOT node does not have
+    if (a->step_dots && a->differentiated) return MG_ERR_TWICE;
+    a->differentiated = 1;
     const int64_t *topo;
     mg_program *p = mgi_program_of(a, r);
     if (p && p->topo_state == 1) {
@@ -548,8 +554,10 @@ int mg_adam_step(mg_arena *a, double lr, double beta1, double beta2, double eps,
     dot_values_change(a);
     double *t = a->adam_m; a->adam_m = a->next_m; a->next_m = t;    // commit
     t = a->adam_v; a->adam_v = a->next_v; a->next_v = t;
-    memcpy(a->data, next_p, (size_t)a->nparams * sizeof *a->data);
-    memset(a->grad, 0, (size_t)a->nparams * sizeof *a->grad);
+    if (a->nparams > 0) {
+        memcpy(a->data, next_p, (size_t)a->nparams * sizeof *a->data);
+        memset(a->grad, 0, (size_t)a->nparams * sizeof *a->grad);
+    }
     return 0;
 }
 
@@ -580,8 +588,7 @@ int64_t mg_vec_range(mg_arena *a, int64_t first, int64_t n) {
     int64_t i = 0;
     int rc = mg_node_check(a, first, &i);
     if (rc) return rc;
-    if (n < 0 || n > a->count - i) return MG_ERR_ARG;
-    if (i + n > a->keep && (first >> 32) != a->generation) return MG_ERR_STALE;
+    if (n < 0 || n > a->count - i) return MG_ERR_ARG;          // every node in it is alive
     if ((rc = mg_arena_reserve(a, 0, 0, n, 0))) return rc;
     int64_t off = a->vcount, *out = a->vec_ids + off;
     for (int64_t k = 0; k < n; k++) out[k] = i + k;

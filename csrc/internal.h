@@ -25,7 +25,7 @@
 
 #define MG_IDX_MASK  0xffffffffLL    // low 32 bits of a handle: the index
 #define MG_IDX_LIMIT 0xffffffffLL    // most nodes (and vec entries) an arena holds
-#define MG_GEN_MASK  0x7fffffffLL    // generations wrap here, so that handles stay >= 0
+#define MG_GEN_MASK  0x7fffffffLL    // generations wrap here (to 1, never 0), so that handles stay >= 0
 
 enum { MG_OP_LEAF, MG_OP_ADD, MG_OP_ADDC, MG_OP_MUL, MG_OP_MULC, MG_OP_POW, MG_OP_LOG, MG_OP_EXP,
        MG_OP_RELU, MG_OP_DOT };      // DOT: a fused sum(w_j * x_j), children (w0, x0, w1, x1, ...)
@@ -97,7 +97,8 @@ struct mg_arena {
     int64_t keep;           // persistent nodes
     int64_t edges_keep;     // their edges
     int64_t vkeep;          // persistent vec entries
-    int64_t generation;     // the high half of every handle made now; bumped by each reset
+    int64_t generation;     // the high half of step handles: 0 until the first reset, then 1, 2, ...
+                            // (persistent nodes are all made in generation 0: keep() refuses later)
     // --- scratch
     uint32_t epoch;         // stamp of the current depth-first search (compared with seen[])
     int64_t scap;           // depth-first scratch allocated
@@ -135,6 +136,7 @@ struct mg_arena {
     int fused;              // kernels make fused DOT nodes for linear layers
     int64_t step_dots;      // DOT nodes alive that were made since the last reset
     int dot_changed;        // a value changed while DOT nodes lived: their backward would misread it
+    int differentiated;     // mg_backward ran in this step (a second one is refused if DOT nodes live)
     int64_t *calls;         // (1) API calls made on this arena; behind a pointer so that the
                             // const getters can count themselves without casting const away
 };
@@ -192,22 +194,26 @@ static inline int64_t mg_handle_of(const mg_arena *a, int64_t idx) {
     return idx < a->keep ? idx : idx | (a->generation << 32);
 }
 
+// A persistent node's handle is its index (generation 0: it was made before the first reset);
+// a step node's carries the current generation, which no later reset gives again, so a handle
+// from an earlier step is refused whatever node its index holds now.
 static inline int mg_node_check(const mg_arena *a, int64_t h, int64_t *idx) {
     if (!a) return MG_ERR_ARG;
     if (h < 0) return MG_ERR_STALE;
     int64_t i = h & MG_IDX_MASK;
-    if (i >= a->count || (i >= a->keep && (h >> 32) != a->generation)) return MG_ERR_STALE;
+    if (i >= a->count || (h >> 32) != (i < a->keep ? 0 : a->generation)) return MG_ERR_STALE;
     *idx = i;
     return 0;
 }
 
-// vec handle v names entries off .. off+n-1 of vec_ids
+// vec handle v names entries off .. off+n-1 of vec_ids (the same rule: persistent entries are
+// named in generation 0, and no vec runs from persistent entries into a step's)
 static inline int mg_vec_check(const mg_arena *a, int64_t v, int64_t n, int64_t *off) {
     if (!a || n < 0 || n > MG_IDX_LIMIT) return MG_ERR_ARG;
     if (v < 0) return MG_ERR_STALE;
     int64_t o = v & MG_IDX_MASK, end = o + n;
-    if (end > a->vkeep && (v >> 32) != a->generation) return MG_ERR_STALE;
-    if (end > a->vcount) return MG_ERR_ARG;
+    if ((v >> 32) != (o < a->vkeep ? 0 : a->generation)) return MG_ERR_STALE;
+    if (end > a->vcount || (o < a->vkeep && end > a->vkeep)) return MG_ERR_ARG;
     *off = o;
     return 0;
 }

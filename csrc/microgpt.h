@@ -11,7 +11,8 @@
  *
  * Handles: what Python holds is a handle, an int64 = index | (generation << 32). Every reset
  * bumps the generation, so a handle from an earlier step is refused (MG_ERR_STALE) instead of
- * reading whatever node now sits at its index. Handles of persistent nodes never go stale.
+ * reading whatever node now sits at its index. Handles of persistent nodes never go stale: they
+ * are made before the first reset (generation 0), and mg_arena_keep refuses after one.
  * Vectors ("vecs") are runs of node indices in a second buffer, addressed the same way; a vec
  * handle plus k is the vec starting k elements later (a slice).
  *
@@ -36,13 +37,15 @@
 #define MG_ERR_COMPLEX  -6  /* negative base to a fractional power (Python gives a complex) */
 #define MG_ERR_ARG      -7  /* a size, index or argument out of range */
 #define MG_ERR_CHANGED  -8  /* backward after a value its fused nodes read was changed (see below) */
+#define MG_ERR_TWICE    -9  /* a second backward over a step with fused nodes (see below) */
 
 typedef struct mg_arena mg_arena;
 
 /* --- lifecycle ---------------------------------------------------------------------------- */
 mg_arena *mg_arena_new(void);                 /* NULL when out of memory */
 void mg_arena_free(mg_arena *a);              /* NULL is fine */
-int64_t mg_arena_keep(mg_arena *a);           /* everything made so far persists; returns node count */
+int64_t mg_arena_keep(mg_arena *a);           /* everything made so far persists; returns node count;
+                                                 MG_ERR_ARG after the first reset */
 int64_t mg_arena_reset(mg_arena *a);          /* drop nodes and vecs made since keep; returns generation */
 int64_t mg_arena_nodes(const mg_arena *a);    /* nodes alive (persistent + this step) */
 int64_t mg_arena_edges(const mg_arena *a);    /* child links alive */
@@ -52,7 +55,9 @@ int64_t mg_arena_calls(const mg_arena *a);    /* API calls made on this arena so
 /* kernels build fused dot nodes: one node per linear row, which reads its local gradients from
  * its children's values at backward time instead of storing them. Changing a value while the
  * step holds such nodes (mg_set_data, mg_write_data, mg_adam_step) makes a later mg_backward of
- * that step fail with MG_ERR_CHANGED, and mg_arena_keep refuses to make them persistent. */
+ * that step fail with MG_ERR_CHANGED, and mg_arena_keep refuses to make them persistent. A
+ * fused node does not keep the gradients the seed's chain of sums and products would collect,
+ * which only a second backward over the same step would read: that fails with MG_ERR_TWICE. */
 int mg_arena_set_fused(mg_arena *a, int on);
 int mg_arena_set_limit(mg_arena *a, int64_t max_bytes); /* cap on memory held; 0 = none */
 

@@ -34,6 +34,7 @@ class PythonGraph(Graph):
     def __init__(self, fused=True):
         self.params = []
         self.mode = "fused" if fused else "seed"
+        self.differentiated = False  # backward ran in this step
         if fused:
             self.linear = layers.linear_fused
 
@@ -62,7 +63,7 @@ class PythonGraph(Graph):
 
     # --- a step
     def begin_step(self):
-        pass
+        self.differentiated = False
 
     add, scale, relu, linear = (staticmethod(f) for f in (layers.add, layers.scale, layers.relu, layers.linear))
     embed = staticmethod(layers.embed)
@@ -72,11 +73,17 @@ class PythonGraph(Graph):
     def item(self, node):
         return node.data
 
-
     def data(self, vec):
         return [v.data for v in vec]
 
     def backward(self, loss):
+        # The seed's chain of sums and products keeps the gradients of a first backward and
+        # adds a second one's to them; a fused dot node has no such nodes, so only the first
+        # backward of a step gives the seed's bits (the c backend refuses the same way).
+        if self.mode == "fused" and self.differentiated:
+            raise ValueError("this step's graph has fused nodes and was differentiated already: a second "
+                             "backward would not give the seed's gradients; build the step again")
+        self.differentiated = True
         loss.backward()
 
     def adam_step(self, step, num_steps, lr=LEARNING_RATE):

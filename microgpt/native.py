@@ -17,6 +17,8 @@ _ERRORS = {
     lib.MG_ERR_ARG: (ValueError, "argument out of range for the graph arena"),
     lib.MG_ERR_CHANGED: (ValueError, "a value this step's fused nodes depend on was changed after they were "
                                      "made (set_data, parameters written, or Adam): build the step again"),
+    lib.MG_ERR_TWICE: (ValueError, "this step's graph has fused nodes and was differentiated already: a second "
+                                   "backward would not give the seed's gradients; build the step again"),
 }
 
 

@@ -154,3 +154,73 @@ def test_seed_graph_keeps_local_gradients_from_when_nodes_were_made():
         g.backward(loss)
         grads[backend] = [p.grad for p in g.params] if backend == "python" else g.arena.read_grad(0, g.nparams)
     assert grads["python"] == grads["c"]
+
+
+def test_keep_after_a_reset_is_refused_so_old_handles_stay_stale():
+    """An old step's handle must never name a node kept later (found by review: it did)."""
+    from microgpt.native import Arena, CValue
+    arena = Arena()
+    arena.reset()
+    old = CValue(111.0, arena)
+    arena.reset()
+    new = CValue(222.0, arena)  # the index old had
+    with pytest.raises(ValueError):
+        arena.keep()
+    with pytest.raises(ValueError, match="stale"):
+        old.data
+    assert new.data == 222.0
+
+
+def test_stale_vec_handle_is_refused():
+    from microgpt.native import Arena, check, ffi, lib
+    arena = Arena()
+    leaf = check(lib.mg_leaf(arena.ptr, 1.0))
+    arena.keep()
+    arena.reset()
+    old = check(lib.mg_vec_of(arena.ptr, [leaf, leaf], 2))
+    arena.reset()
+    check(lib.mg_vec_of(arena.ptr, [leaf, leaf], 2))  # the same entries again
+    out = ffi.new("double[]", 2)
+    assert lib.mg_vec_data(arena.ptr, old, 2, out) == lib.MG_ERR_STALE
+
+
+def test_vec_range_from_a_parameter_into_the_step():
+    from microgpt.native import Arena, check, ffi, lib
+    arena = Arena()
+    p = check(lib.mg_leaf(arena.ptr, 1.5))
+    arena.keep()
+    arena.reset()
+    check(lib.mg_mul_const(arena.ptr, p, 2.0))
+    vec = check(lib.mg_vec_range(arena.ptr, p, 2))
+    out = ffi.new("double[]", 2)
+    check(lib.mg_vec_data(arena.ptr, vec, 2, out))
+    assert list(out) == [1.5, 3.0]
+
+
+def test_adam_with_no_parameters():
+    from microgpt.native import Arena, check, lib
+    arena = Arena()
+    check(lib.mg_adam_init(arena.ptr, 0))
+    assert lib.mg_adam_step(arena.ptr, 0.01, 0.85, 0.99, 1e-8, 0, 10) == 0
+
+
+def test_second_backward_is_the_seeds_or_refused():
+    """The seed's graph keeps every intermediate gradient, so a second backward adds to them: the
+    seed-mode graphs of both backends do exactly that. Fused graphs cannot, and refuse."""
+    from microgpt.graphs import new_graph
+    from microgpt.model import GPT, Config
+    grads = {}
+    for backend, mode in (("python", "seed"), ("c", "seed"), ("python", "fused"), ("c", "fused"), ("c", "replay")):
+        random.seed(4)
+        model = GPT(Config(vocab_size=5, n_embd=8, n_head=2, block_size=4), new_graph(backend, mode))
+        g = model.graph
+        g.begin_step()
+        loss = g.training_loss(model, [4, 0, 1, 4])
+        g.backward(loss)
+        if mode == "seed":
+            g.backward(loss)
+            grads[backend] = [p.grad for p in g.params] if backend == "python" else g.arena.read_grad(0, g.nparams)
+        else:
+            with pytest.raises(ValueError, match="differentiated already"):
+                g.backward(loss)
+    assert grads["python"] == grads["c"]
