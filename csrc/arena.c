@@ -428,7 +428,6 @@ int mg_backward(mg_arena *a, int64_t root) {
     // a second backward over fused nodes: the seed's chain would have kept the first one's
     // gradients in its sum and product nodes, which a DOT node does not have
     if (a->step_dots && a->differentiated) return MG_ERR_TWICE;
-    a->differentiated = 1;
     const int64_t *topo;
     mg_program *p = mgi_program_of(a, r);
     if (p && p->topo_state == 1) {
@@ -440,6 +439,7 @@ int mg_backward(mg_arena *a, int64_t root) {
         topo = a->topo;
         if (p && p->topo_state == 0) mgi_program_keep_topo(a, p, topo, nt);
     }
+    a->differentiated = 1;                      // nothing below can fail
     const int64_t *eb = a->edge_begin, *child = a->edge_child;
     const double *lgrad = a->edge_lgrad, *data = a->data;
     const uint8_t *op = a->op;
