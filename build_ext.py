@@ -22,8 +22,9 @@ def _path(rel):
 
 compile_args = ["-std=c11", "-O2", "-Wall", "-Wextra", "-ffp-contract=off"]
 link_args = []
-if os.environ.get("MICROGPT_SANITIZE") == "1":
+if os.environ.get("MICROGPT_SANITIZE") == "1":  # also checks every cached backward order (csrc/tape.c)
     sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all"]
+    compile_args += ["-DMG_CHECK_ORDER"]
     compile_args += sanitize
     link_args += sanitize
 
@@ -34,7 +35,7 @@ with open(os.path.join(HERE, "csrc", "microgpt.h"), encoding="utf-8") as f:
 ffibuilder.set_source(
     "microgpt._cmg",
     '#include <stdint.h>\n#include "microgpt.h"\n',
-    sources=[_path("csrc/arena.c"), _path("csrc/kernels.c"), _path("csrc/tape.c")],
+    sources=[_path(f"csrc/{name}") for name in sorted(os.listdir(os.path.join(HERE, "csrc"))) if name.endswith(".c")],
     include_dirs=[_path("csrc")],
     extra_compile_args=compile_args,
     extra_link_args=link_args,

@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 
-from .model import Config, ConfigError, parameter_shapes
+from .model import Config, ConfigError
 
 MAGIC = "microgpt-checkpoint"
 VERSION = 1
@@ -49,7 +49,7 @@ def load(path):
     try:
         ck = json.loads(body)
         ck["config"] = Config(**ck["config"])
-        n = sum(r * c for r, c in parameter_shapes(ck["config"]).values())
+        n = ck["config"].num_params
         numbers = (int, float)
         floats_ok = all(type(x) in numbers for key in ("params", "adam_m", "adam_v") for x in ck[key])
         state = ck["random_state"]

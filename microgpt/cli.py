@@ -14,10 +14,11 @@ from . import checkpoint
 from .backend import CHOICES, BackendError, resolve
 from .checkpoint import CheckpointError
 from .data import DataError, default_docs, docs_sha256, load_docs
-from .graphs import GRAPH_MODES, LEARNING_RATE, new_graph
 from .model import GPT, Config, ConfigError
+from .modes import MODE_NAMES, mode_help, new_graph
+from .optim import LEARNING_RATE, learning_rate
 from .tokenizer import Tokenizer, VocabularyError
-from .train import learning_rate, params_sha256, sample, train
+from .train import params_sha256, sample, train
 
 USER_ERRORS = (DataError, ConfigError, CheckpointError, VocabularyError, BackendError, ValueError)
 
@@ -25,10 +26,7 @@ USER_ERRORS = (DataError, ConfigError, CheckpointError, VocabularyError, Backend
 def add_backend_flags(p):
     p.add_argument("--backend", choices=CHOICES, default=None,
                    help="python, c, or auto (default: $MICROGPT_BACKEND, else auto)")
-    p.add_argument("--graph", choices=GRAPH_MODES, default="auto",
-                   help="how the graph is built: seed (node for node, one op at a time), kernels (c only: "
-                        "one C call per layer), fused (linear rows as fused dot nodes), replay (c only: fused, "
-                        "each step replayed in C); auto (default): replay on c, fused on python; same bits")
+    p.add_argument("--graph", choices=("auto",) + MODE_NAMES, default="auto", help=mode_help())
 
 
 def build_parser():

@@ -15,15 +15,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
 from .backend import c_status
 from .data import default_docs, load_docs
-from .graphs import new_graph
 from .model import GPT, Config
+from .modes import RUNGS, new_graph
 from .tokenizer import Tokenizer
-from .train import gc_paused, params_sha256
+from .train import params_sha256, step_loss, train_step
 
 
 SEED_SCRIPT_RUNG = "seed-script"
@@ -31,26 +30,6 @@ SEED_SCRIPT_RUNG = "seed-script"
 
 class SeedScriptError(ValueError):
     """The seed's script, run as the first rung, did not finish."""
-
-
-@dataclass
-class Rung:
-    name: str
-    backend: str
-    mode: str
-    gc_paused: bool
-    what: str
-
-
-RUNGS = [
-    Rung("seed", "python", "seed", False, "python backend, the seed's graph node for node, cyclic GC on as published"),
-    Rung("python-nogc", "python", "seed", True, "the same graph with the cyclic GC paused during a step"),
-    Rung("python", "python", "fused", True, "python backend: each linear row one fused dot node"),
-    Rung("c-ops", "c", "seed", True, "c backend, the seed's Python layers, one C call per scalar op"),
-    Rung("c-kernels", "c", "kernels", True, "c backend, one C call per layer, the seed's graph node for node"),
-    Rung("c-fused", "c", "fused", True, "c backend, one C call per layer, fused dot nodes"),
-    Rung("c-replay", "c", "replay", True, "c-fused recorded once per document length, replayed by one C call"),
-]
 
 
 @dataclass
@@ -105,41 +84,40 @@ def count_python_nodes(model, tokens):
 
     Value.__init__ = counting_init
     try:
-        model.graph.begin_step()
-        model.loss(tokens)
+        step_loss(model, tokens)
     finally:
         Value.__init__ = original
     return created[0]
 
 
-def calls_so_far(graph):
-    from .native import lib
-    return lib.mg_arena_calls(graph.arena.ptr)
+class PhaseTimer:
+    """train_step's timer: seconds per phase, summed over steps."""
+
+    def __init__(self):
+        self.seconds = {"forward": 0.0, "backward": 0.0, "adam": 0.0}
+        self.last = None
+
+    def start(self):
+        self.last = time.perf_counter()
+
+    def __call__(self, phase):
+        now = time.perf_counter()
+        self.seconds[phase] += now - self.last
+        self.last = now
 
 
-def run_steps(graph, model, token_lists, result=None):
-    """The training steps, each timed in three phases into result (None: untimed)."""
-    forward = backward = adam = 0.0
-    nodes = 0
-    pause = gc_paused if result is not None and result.gc_paused else nullcontext
+def run_steps(model, token_lists, rung, result=None):
+    """The training steps, each timed by phase into result (None: untimed). Returns the phase
+    timer and the nodes the steps made (c graphs; python counts them separately)."""
+    graph, timer, nodes = model.graph, PhaseTimer(), 0
     for step, tokens in enumerate(token_lists):
-        with pause():
-            t0 = time.perf_counter()
-            graph.begin_step()
-            loss = graph.training_loss(model, tokens)
-            t1 = time.perf_counter()
-            graph.backward(loss)
-            t2 = time.perf_counter()
-            value = graph.item(loss)
-            graph.adam_step(step, len(token_lists))
-            t3 = time.perf_counter()
-            if graph.backend == "c":
-                nodes += graph.arena.nodes - model.num_params
-            del loss
+        timer.start()
+        loss = train_step(model, tokens, step, len(token_lists), pause_gc=rung.gc_paused, timer=timer)
+        if graph.node_count() is not None:
+            nodes += graph.node_count() - model.num_params
         if result is not None:
-            result.losses.append(value)
-            forward, backward, adam = forward + t1 - t0, backward + t2 - t1, adam + t3 - t2
-    return forward, backward, adam, nodes
+            result.losses.append(loss)
+    return timer, nodes
 
 
 def run_rung(rung, docs, steps):
@@ -154,18 +132,19 @@ def run_rung(rung, docs, steps):
     graph = model.graph
     token_lists = [tokenizer.document(docs[step % len(docs)]) for step in range(steps)]
     initial_params, initial_moments = graph.param_data(), graph.adam_state()
-    run_steps(graph, model, token_lists)
+    run_steps(model, token_lists, rung)
     graph.set_param_data(initial_params)
     graph.set_adam_state(*initial_moments)
 
     result = Result(rung.name, rung.what, steps, gc_paused=rung.gc_paused)
-    calls_start = calls_so_far(graph) if rung.backend == "c" else None
+    calls_start = graph.c_calls()
     gc.collect()
     with GCTimer() as gc_timer:
-        forward, backward, adam, nodes = run_steps(graph, model, token_lists, result)
+        timer, nodes = run_steps(model, token_lists, rung, result)
+    forward, backward, adam = (timer.seconds[phase] for phase in ("forward", "backward", "adam"))
     if calls_start is not None:
-        result.calls_step = (calls_so_far(graph) - calls_start) / steps
-    if rung.backend == "python":
+        result.calls_step = (graph.c_calls() - calls_start) / steps
+    if graph.node_count() is None:
         for tokens in token_lists:  # an untimed pass to count nodes
             nodes += count_python_nodes(model, tokens)
     total = forward + backward + adam

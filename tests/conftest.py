@@ -14,8 +14,10 @@ SHARED = pathlib.Path(os.environ.get("MICROGPT_SHARED") or pathlib.Path(__file__
 GOLDEN = pathlib.Path(__file__).resolve().parent / "golden"
 C_OK, C_WHY = c_status()
 
+from microgpt.modes import BUILDS
+
 # (backend, graph mode): every way this package can build the graph
-GRAPHS = [("python", "seed"), ("python", "fused"), ("c", "seed"), ("c", "kernels"), ("c", "fused"), ("c", "replay")]
+GRAPHS = list(BUILDS)
 
 
 def require(backend):

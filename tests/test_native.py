@@ -54,7 +54,7 @@ def test_out_of_memory_is_memory_error_and_the_arena_survives():
 
 
 def test_kernel_out_of_memory_mid_training_loses_nothing():
-    from microgpt.graphs import new_graph
+    from microgpt.modes import new_graph
     from microgpt.model import GPT, Config
     random.seed(0)
     model = GPT(Config(vocab_size=5, n_embd=8, n_head=2, block_size=4), new_graph("c", "fused"))
@@ -75,7 +75,7 @@ def test_kernel_out_of_memory_mid_training_loses_nothing():
 @pytest.mark.parametrize("mode", ["fused", "replay"])
 def test_arena_size_is_flat_across_steps(shared, mode):
     from microgpt.data import load_docs
-    from microgpt.graphs import new_graph
+    from microgpt.modes import new_graph
     from microgpt.model import GPT, Config
     from microgpt.tokenizer import Tokenizer
     from microgpt.train import train_step
@@ -107,7 +107,7 @@ def test_c_value_children_and_repr():
 
 def fused_step(mode="fused"):
     """A model on a fused graph, with one step's graph built and not yet differentiated."""
-    from microgpt.graphs import new_graph
+    from microgpt.modes import new_graph
     from microgpt.model import GPT, Config
     random.seed(2)
     model = GPT(Config(vocab_size=5, n_embd=8, n_head=2, block_size=4), new_graph("c", mode))
@@ -141,7 +141,7 @@ def test_fused_nodes_are_never_kept():
 def test_seed_graph_keeps_local_gradients_from_when_nodes_were_made():
     """Unfused graphs store local gradients at creation, as the seed: a parameter changed
     between forward and backward does not change them, on either backend."""
-    from microgpt.graphs import new_graph
+    from microgpt.modes import new_graph
     from microgpt.model import GPT, Config
     grads = {}
     for backend in ("python", "c"):
@@ -201,13 +201,13 @@ def test_adam_with_no_parameters():
     from microgpt.native import Arena, check, lib
     arena = Arena()
     check(lib.mg_adam_init(arena.ptr, 0))
-    assert lib.mg_adam_step(arena.ptr, 0.01, 0.85, 0.99, 1e-8, 0, 10) == 0
+    assert lib.mg_adam_step(arena.ptr, 0.01, 0.85, 0.99, 1e-8, 0) == 0
 
 
 def test_second_backward_is_the_seeds_or_refused():
     """The seed's graph keeps every intermediate gradient, so a second backward adds to them: the
     seed-mode graphs of both backends do exactly that. Fused graphs cannot, and refuse."""
-    from microgpt.graphs import new_graph
+    from microgpt.modes import new_graph
     from microgpt.model import GPT, Config
     grads = {}
     for backend, mode in (("python", "seed"), ("c", "seed"), ("python", "fused"), ("c", "fused"), ("c", "replay")):
