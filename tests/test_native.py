@@ -4,6 +4,7 @@ import random
 import pytest
 
 from conftest import require
+from microgpt.train import step_loss
 
 
 @pytest.fixture(autouse=True)
@@ -61,13 +62,11 @@ def test_kernel_out_of_memory_mid_training_loses_nothing():
     g = model.graph
     before = g.param_data()
     g.arena.set_limit(g.arena.nbytes + 1024)
-    g.begin_step()
     with pytest.raises(MemoryError):
-        g.training_loss(model, [4, 0, 1, 2, 4])
+        step_loss(model, [4, 0, 1, 2, 4])
     assert g.param_data() == before
     g.arena.set_limit(0)
-    g.begin_step()
-    loss = g.training_loss(model, [4, 0, 1, 2, 4])
+    loss = step_loss(model, [4, 0, 1, 2, 4])
     g.backward(loss)
     assert g.item(loss) > 0
 
@@ -111,8 +110,7 @@ def fused_step(mode="fused"):
     from microgpt.model import GPT, Config
     random.seed(2)
     model = GPT(Config(vocab_size=5, n_embd=8, n_head=2, block_size=4), new_graph("c", mode))
-    model.graph.begin_step()
-    return model, model.graph.training_loss(model, [4, 0, 1, 2, 4])
+    return model, step_loss(model, [4, 0, 1, 2, 4])
 
 
 @pytest.mark.parametrize("mode", ["fused", "replay"])
@@ -124,8 +122,7 @@ def test_changing_a_value_under_fused_nodes_refuses_backward(mode):
     g.set_param_data(g.param_data())  # the same numbers, but written
     with pytest.raises(ValueError, match="changed after they were made"):
         g.backward(loss)
-    g.begin_step()  # a new step is fine again
-    loss = g.training_loss(model, [4, 0, 1, 2, 4])
+    loss = step_loss(model, [4, 0, 1, 2, 4])  # a new step is fine again
     g.backward(loss)
     g.adam_step(0, 2)
     with pytest.raises(ValueError, match="changed after they were made"):
@@ -148,8 +145,7 @@ def test_seed_graph_keeps_local_gradients_from_when_nodes_were_made():
         random.seed(2)
         model = GPT(Config(vocab_size=5, n_embd=8, n_head=2, block_size=4), new_graph(backend, "seed"))
         g = model.graph
-        g.begin_step()
-        loss = g.training_loss(model, [4, 0, 1, 2, 4])
+        loss = step_loss(model, [4, 0, 1, 2, 4])
         g.set_param_data([x * 2 for x in g.param_data()])
         g.backward(loss)
         grads[backend] = [p.grad for p in g.params] if backend == "python" else g.arena.read_grad(0, g.nparams)
@@ -214,8 +210,7 @@ def test_second_backward_is_the_seeds_or_refused():
         random.seed(4)
         model = GPT(Config(vocab_size=5, n_embd=8, n_head=2, block_size=4), new_graph(backend, mode))
         g = model.graph
-        g.begin_step()
-        loss = g.training_loss(model, [4, 0, 1, 4])
+        loss = step_loss(model, [4, 0, 1, 4])
         g.backward(loss)
         if mode == "seed":
             g.backward(loss)

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from conftest import require
+from microgpt.train import step_loss
 
 CONFIG = dict(vocab_size=7, n_embd=8, n_head=2, block_size=6, n_layer=2)
 # lengths repeat with other tokens, so later steps are replays whose embeddings and targets differ
@@ -69,8 +70,7 @@ def test_replay_loss_goes_stale_after_reset():
     from microgpt.modes import new_graph
     _, model = train(new_graph("c", "replay"), steps=1)
     g = model.graph
-    g.begin_step()
-    loss = g.training_loss(model, DOCS[1])
+    loss = step_loss(model, DOCS[1])
     g.begin_step()
     with pytest.raises(ValueError, match="stale"):
         g.layers.item(loss)
