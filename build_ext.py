@@ -22,9 +22,11 @@ def _path(rel):
 
 compile_args = ["-std=c11", "-O2", "-Wall", "-Wextra", "-ffp-contract=off"]
 link_args = []
-if os.environ.get("MICROGPT_SANITIZE") == "1":  # also checks every cached backward order (csrc/tape.c)
+if os.environ.get("MICROGPT_SANITIZE") == "1":
+    # also: check every cached backward order (csrc/tape.c), and run Adam's portable path (csrc/adam.c)
+    # so that the tests cover it as the plain build covers the SIMD one
     sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all"]
-    compile_args += ["-DMG_CHECK_ORDER"]
+    compile_args += ["-DMG_CHECK_ORDER", "-DMG_NO_SIMD"]
     compile_args += sanitize
     link_args += sanitize
 
