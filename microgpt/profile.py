@@ -2,9 +2,12 @@
 kernels, with where each rung's time goes and a check that every rung computes the same bits.
 
 A rung is a way of building and differentiating the graph. Each one runs the seed's setup
-(random.seed, shuffle, parameter draws) and the same N steps, timed in three phases: forward
-(building the graph), backward, Adam. Time in the cyclic garbage collector is measured with
-gc.callbacks; nodes per step are the scalar nodes the forward creates.
+(random.seed, shuffle, parameter draws) and the same N steps: once untimed (a warm-up), then in
+`rounds` timed rounds, each from the same initial parameters and Adam moments, timed in three
+phases: forward (building the graph), backward, Adam. The table reports each figure's median over
+the rounds and the spread of the rounds' totals; every round (and the warm-up) must give the same
+bits. Time in the cyclic garbage collector is measured with gc.callbacks; nodes per step are the
+scalar nodes the forward creates.
 """
 import gc
 import json
@@ -12,6 +15,7 @@ import os
 import random
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +33,11 @@ from .train import params_sha256, step_loss, train, train_step
 
 
 SEED_SCRIPT_RUNG = "seed-script"
+DEFAULT_ROUNDS = 5
+SPREAD_LIMIT = 0.10  # a rung whose rounds' totals spread more than this share of their median is marked
+SPREAD_MARK = "!"
+PHASES = ("forward", "backward", "adam")
+clock = time.perf_counter  # the phase and GC timers' clock (a test swaps it for a deterministic one)
 
 
 class SeedScriptError(ValueError):
@@ -36,11 +45,24 @@ class SeedScriptError(ValueError):
 
 
 @dataclass
+class Round:
+    """One timed pass over a rung's steps."""
+    ms_step: float
+    ms_forward: float
+    ms_backward: float
+    ms_adam: float
+    gc_share: float
+    params_sha256: str
+    same_losses: bool = True  # its losses equal the first round's, bit for bit
+
+
+@dataclass
 class Result:
     rung: str
     what: str
     steps: int
-    ms_step: float = 0.0
+    ms_step: float = 0.0  # the median over the rounds (the seed's script: its one run)
+    spread: float | None = None  # (slowest round - fastest) / median; None: timed once
     speedup: float = 1.0
     ms_forward: float = 0.0
     ms_backward: float = 0.0
@@ -50,8 +72,21 @@ class Result:
     calls_step: float | None = None
     gc_share: float = 0.0
     gc_paused: bool = False
-    losses: list = field(default_factory=list)
-    params_sha256: str = ""
+    losses: list = field(default_factory=list)  # the first timed round's
+    params_sha256: str = ""  # after the first timed round
+    warmup_same: bool = True  # the untimed warm-up gave the first round's losses and parameters
+    rounds: list = field(default_factory=list)
+
+    def rounds_differ(self):
+        """The first pass that did not give the first round's bits ("the warm-up", "round 3"), or None."""
+        if not self.warmup_same:
+            return "the warm-up"
+        first = self.rounds[0].params_sha256 if self.rounds else None
+        return next((f"round {i}" for i, r in enumerate(self.rounds, 1)
+                     if not r.same_losses or r.params_sha256 != first), None)
+
+    def spread_is_large(self):
+        return self.spread is not None and self.spread > SPREAD_LIMIT
 
 
 class GCTimer:
@@ -62,9 +97,9 @@ class GCTimer:
 
     def __call__(self, phase, info):
         if phase == "start":
-            self._start = time.perf_counter()
+            self._start = clock()
         elif self._start is not None:
-            self.seconds += time.perf_counter() - self._start
+            self.seconds += clock() - self._start
             self._start = None
 
     def __enter__(self):
@@ -97,36 +132,35 @@ class PhaseTimer:
     """train_step's timer: seconds per phase, summed over steps."""
 
     def __init__(self):
-        self.seconds = {"forward": 0.0, "backward": 0.0, "adam": 0.0}
+        self.seconds = dict.fromkeys(PHASES, 0.0)
         self.last = None
 
     def start(self):
-        self.last = time.perf_counter()
+        self.last = clock()
 
     def __call__(self, phase):
-        now = time.perf_counter()
+        now = clock()
         self.seconds[phase] += now - self.last
         self.last = now
 
 
-def run_steps(model, token_lists, rung, result=None):
-    """The training steps, each timed by phase into result (None: untimed). Returns the phase
-    timer and the nodes the steps made (c graphs; python counts them separately)."""
-    graph, timer, nodes = model.graph, PhaseTimer(), 0
+def run_steps(model, token_lists, rung):
+    """The training steps, each timed by phase. Returns the phase timer, the losses, and the nodes
+    the steps made (c graphs; python counts them separately)."""
+    graph, timer, nodes, losses = model.graph, PhaseTimer(), 0, []
     for step, tokens in enumerate(token_lists):
         timer.start()
-        loss = train_step(model, tokens, step, len(token_lists), pause_gc=rung.gc_paused, timer=timer)
+        losses.append(train_step(model, tokens, step, len(token_lists), pause_gc=rung.gc_paused, timer=timer))
         if graph.node_count() is not None:
             nodes += graph.node_count() - model.num_params
-        if result is not None:
-            result.losses.append(loss)
-    return timer, nodes
+    return timer, losses, nodes
 
 
-def run_rung(rung, docs, steps):
+def run_rung(rung, docs, steps, rounds=DEFAULT_ROUNDS):
     """The seed's setup and `steps` training steps, run once untimed (a warm-up: caches, the
-    allocator, and the programs a replay graph records), then again from the same parameters
-    and Adam moments, timed. A training run has the warm state for all but its first steps."""
+    allocator, and the programs a replay graph records), then `rounds` times from the same
+    parameters and Adam moments, timed. A training run has the warm state for all but its first
+    steps. Every pass must give the first timed round's losses and parameters, bit for bit."""
     random.seed(42)
     docs = list(docs)
     random.shuffle(docs)
@@ -135,29 +169,48 @@ def run_rung(rung, docs, steps):
     graph = model.graph
     token_lists = [tokenizer.document(docs[step % len(docs)]) for step in range(steps)]
     initial_params, initial_moments = graph.param_data(), graph.adam_state()
-    run_steps(model, token_lists, rung)
-    graph.set_param_data(initial_params)
-    graph.set_adam_state(*initial_moments)
+    _, warmup_losses, _ = run_steps(model, token_lists, rung)
+    warmup_sha = params_sha256(graph.param_data())
 
     result = Result(rung.name, rung.what, steps, gc_paused=rung.gc_paused)
-    calls_start = graph.c_calls()
-    gc.collect()
-    with GCTimer() as gc_timer:
-        timer, nodes = run_steps(model, token_lists, rung, result)
-    forward, backward, adam = (timer.seconds[phase] for phase in ("forward", "backward", "adam"))
-    if calls_start is not None:
-        result.calls_step = (graph.c_calls() - calls_start) / steps
+    for _ in range(rounds):
+        graph.set_param_data(initial_params)
+        graph.set_adam_state(*initial_moments)
+        calls_start = graph.c_calls()
+        gc.collect()
+        with GCTimer() as gc_timer:
+            timer, losses, nodes = run_steps(model, token_lists, rung)
+        forward, backward, adam = (timer.seconds[phase] for phase in PHASES)
+        total = forward + backward + adam
+        sha = params_sha256(graph.param_data())
+        if not result.rounds:
+            result.losses, result.params_sha256, first_nodes = losses, sha, nodes
+            if calls_start is not None:
+                result.calls_step = (graph.c_calls() - calls_start) / steps
+        result.rounds.append(Round(total / steps * 1e3, forward / steps * 1e3, backward / steps * 1e3,
+                                   adam / steps * 1e3, gc_timer.seconds / total if total else 0.0, sha,
+                                   same_losses=losses == result.losses))
+    result.warmup_same = warmup_losses == result.losses and warmup_sha == result.params_sha256
+    nodes = first_nodes
     if graph.node_count() is None:
         for tokens in token_lists:  # an untimed pass to count nodes
             nodes += count_python_nodes(model, tokens)
-    total = forward + backward + adam
-    result.ms_step = total / steps * 1e3
-    result.ms_forward, result.ms_backward, result.ms_adam = (x / steps * 1e3 for x in (forward, backward, adam))
+    summarize(result)
     result.nodes_step = nodes / steps
-    result.ns_node = total / nodes * 1e9 if nodes else 0.0
-    result.gc_share = gc_timer.seconds / total if total else 0.0
-    result.params_sha256 = params_sha256(graph.param_data())
+    result.ns_node = result.ms_step * 1e6 / result.nodes_step if nodes else 0.0
     return result
+
+
+def summarize(result):
+    """Each figure's median over the rounds, and the spread of the rounds' totals. Each phase is
+    its own median, so the phases need not add up to the total's median exactly."""
+    rounds = result.rounds
+    result.ms_step = statistics.median(r.ms_step for r in rounds)
+    result.ms_forward, result.ms_backward, result.ms_adam = (
+        statistics.median(getattr(r, f"ms_{phase}") for r in rounds) for phase in PHASES)
+    result.gc_share = statistics.median(r.gc_share for r in rounds)
+    totals = [r.ms_step for r in rounds]
+    result.spread = (max(totals) - min(totals)) / result.ms_step if len(rounds) > 1 and result.ms_step else None
 
 
 def find_seed_script(path=None):
@@ -271,16 +324,24 @@ def check_seed_script(seed, docs, steps, rung_results):
 
 
 def rungs_agree(results):
-    """Every rung computed the same losses and parameters as the first, bit for bit."""
+    """Every rung computed the same losses and parameters as the first, bit for bit, in its
+    warm-up and every timed round."""
     first = results[0]
-    return all(r.losses == first.losses and r.params_sha256 == first.params_sha256 for r in results)
+    return all(r.losses == first.losses and r.params_sha256 == first.params_sha256 and r.rounds_differ() is None
+               for r in results)
+
+
+def format_spread(r):
+    if r.spread is None:
+        return "-  "
+    return f"{100 * r.spread:.1f}%" + (f" {SPREAD_MARK}" if r.spread_is_large() else "  ")
 
 
 def format_table(results):
-    header = ["rung", "ms/step", "speedup", "forward", "backward", "adam", "nodes/step", "ns/node",
+    header = ["rung", "median ms/step", "spread", "speedup", "forward", "backward", "adam", "nodes/step", "ns/node",
               "C calls/step", "GC share"]
     dash = lambda x, f: f.format(x) if x else "-"  # noqa: E731 (the seed's script reports no breakdown)
-    rows = [[r.rung, f"{r.ms_step:.3f}", f"{r.speedup:.1f}x", dash(r.ms_forward, "{:.3f}"),
+    rows = [[r.rung, f"{r.ms_step:.3f}", format_spread(r), f"{r.speedup:.1f}x", dash(r.ms_forward, "{:.3f}"),
              dash(r.ms_backward, "{:.3f}"), dash(r.ms_adam, "{:.3f}"), dash(r.nodes_step, "{:,.0f}"),
              dash(r.ns_node, "{:.1f}"),
              "-" if r.calls_step is None else f"{r.calls_step:,.0f}",
@@ -289,40 +350,85 @@ def format_table(results):
     fmt = lambda row: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))  # noqa: E731
     lines = [fmt(header), "  ".join("-" * w for w in widths)] + [fmt(row) for row in rows]
     lines.append("")
+    lines.append(f"spread: (slowest round - fastest) / median, of the rounds' ms/step; {SPREAD_MARK} marks a spread "
+                 f"over {100 * SPREAD_LIMIT:.0f}%: that rung's rounds disagree (a busy machine?), rerun it or raise "
+                 f"--rounds or --steps")
+    if any(r.rung == SEED_SCRIPT_RUNG for r in results):
+        lines.append(f"{SEED_SCRIPT_RUNG}: timed once (it is slow), so no spread and no phases: its ms/step is the "
+                     f"mean gap between the step lines it prints")
+    lines.append("")
     lines += [f"{r.rung:12s} {r.what}" for r in results]
     return "\n".join(lines)
 
 
+def format_ms(ms):
+    """A time in ms with three significant digits (0.153, 2.19, 85.5, 280)."""
+    return f"{ms:.3g}" if ms < 100 else f"{ms:.0f}"
+
+
 def plot(results, path):
+    """One panel per phase and one for the whole step, horizontal bars on a shared log axis (the
+    rungs span three decades), every bar labelled with its median; the step panel also shows
+    each rung's fastest-slowest round and its speedup."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         print("microgpt: --plot needs matplotlib: pip install 'microgpt-exact[plot]' (or pip install matplotlib)",
               file=sys.stderr)
         return False
+    panels = [("whole step", "ms_step")] + [(phase, f"ms_{phase}") for phase in PHASES]
+    values = [getattr(r, key) for r in results for _, key in panels if getattr(r, key) > 0]
+    slowest = max([max(x.ms_step for x in r.rounds) for r in results if r.rounds] + values)
+    low, high = min(values) / 2.5, slowest * 20  # room on the right for the labels
     names = [r.rung for r in results]
-    fig, ax = plt.subplots(figsize=(8, 4))
-    bottom = [0.0] * len(results)
-    for label, key in (("forward", "ms_forward"), ("backward", "ms_backward"), ("adam", "ms_adam")):
-        heights = [getattr(r, key) for r in results]
-        ax.bar(names, heights, bottom=bottom, label=label)
-        bottom = [b + h for b, h in zip(bottom, heights)]
-    ax.set_yscale("log")
-    ax.set_ylabel("ms per training step (log scale)")
-    ax.set_title("microgpt: one training step on each rung")
-    for i, r in enumerate(results):
-        ax.annotate(f"{r.speedup:.0f}x", (i, r.ms_step), ha="center", va="bottom", fontsize=8)
-    ax.legend()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 1.2 + 0.62 * len(results) * 2), sharex=True, sharey=True)
+    for ax, (title, key) in zip(axes.flat, panels):
+        ax.set_xscale("log")
+        ax.set_xlim(low, high)
+        for y, r in enumerate(results):
+            ms = getattr(r, key)
+            if not ms:
+                ax.text(low * 1.15, y, "not measured (timed as a whole)", va="center", fontsize=8, color="gray")
+                continue
+            ax.barh(y, ms - low, left=low, height=0.65, color="tab:orange" if key == "ms_step" else "tab:blue")
+            label, right, color = f"{format_ms(ms)} ms", ms, "black"
+            if key == "ms_step":
+                if r.rounds:
+                    fastest, slowest_round = min(x.ms_step for x in r.rounds), max(x.ms_step for x in r.rounds)
+                    ax.errorbar(ms, y, xerr=[[ms - fastest], [slowest_round - ms]], color="black", capsize=3,
+                                linewidth=1)
+                    right = slowest_round
+                label += f"  {r.speedup:.1f}x" if r.speedup < 10 else f"  {r.speedup:,.0f}x"
+                if r.spread_is_large():
+                    label, color = label + f"  {SPREAD_MARK} spread {100 * r.spread:.0f}%", "tab:red"
+            ax.text(right * 1.15, y, label, va="center", fontsize=8, color=color)
+        ax.set_title(f"{title}, ms per step", fontsize=10)
+        ax.grid(axis="x", which="major", linewidth=0.4, alpha=0.5)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.tick_params(labelbottom=True)
+    axes[0][0].set_yticks(range(len(names)), names)
+    axes[0][0].invert_yaxis()  # the ladder from the top
+    for ax in axes[1]:
+        ax.set_xlabel("ms per training step (log scale)")
+    rounds = max((len(r.rounds) for r in results), default=0)
+    fig.suptitle(f"microgpt profile: {results[0].steps} steps per rung, medians of {rounds} timed rounds\n"
+                 f"whole step: whiskers = fastest and slowest round, Nx = speedup over the first rung, "
+                 f"{SPREAD_MARK} = spread over {100 * SPREAD_LIMIT:.0f}% of the median", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
     return True
 
 
 def cmd_profile(args):
     if args.steps < 2:
         raise ValueError(f"--steps must be at least 2, got {args.steps}")
+    rounds = getattr(args, "rounds", DEFAULT_ROUNDS)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"--rounds must be a whole number of at least 1, got {rounds}")
     names = [SEED_SCRIPT_RUNG] + [r.name for r in RUNGS]
     wanted = args.rungs.split(",") if args.rungs else names
     unknown = set(wanted) - set(names)
@@ -356,12 +462,14 @@ def cmd_profile(args):
             seed = run_seed_script(script, data_path, args.steps)
             results.append(seed.result)
     for rung in rungs:
-        print(f"running {rung.name} ({args.steps} steps)...", file=sys.stderr, flush=True)
-        results.append(run_rung(rung, docs, args.steps))
+        print(f"running {rung.name} ({args.steps} steps: a warm-up, then {rounds} timed round"
+              f"{'s' if rounds > 1 else ''})...", file=sys.stderr, flush=True)
+        results.append(run_rung(rung, docs, args.steps, rounds))
     for r in results:
         r.speedup = results[0].ms_step / r.ms_step
-    print(f"{args.steps} training steps per rung, {len(docs)} documents; times are ms per step, timed after "
-          f"an untimed pass over the same steps (the seed's script: the gaps between its step lines)")
+    print(f"{args.steps} training steps per rung, {len(docs)} documents; times are ms per step: after an untimed "
+          f"pass over the same steps, each rung runs them {rounds} time{'s' if rounds > 1 else ''} from the same "
+          f"start, and each column is the median over those rounds")
     print(format_table(results))
     # the seed's script as published prints 4 decimals: it is compared at those, the rest bit for bit
     compared = results if seed is None or seed.full_precision else results[1:]
@@ -369,10 +477,13 @@ def cmd_profile(args):
     print()
     if compared and same:
         print(f"bit-identical: yes, all {len(compared)} rungs give the same {args.steps} losses and "
-              f"parameters (sha256 {compared[0].params_sha256[:16]}...)")
+              f"parameters (sha256 {compared[0].params_sha256[:16]}...), in the warm-up and every timed round")
     elif compared:
         for r in compared:
             print(f"  {r.rung}: losses {r.losses[:3]}... params {r.params_sha256[:16]}")
+        for r in compared:
+            if r.rounds_differ():
+                print(f"  {r.rung}: {r.rounds_differ()} gave other losses or parameters than its round 1")
         print("bit-identical: NO, the rungs above disagree")
     if seed is not None and not seed.full_precision:
         seed_same, seed_line = check_seed_script(seed, docs, args.steps, compared)
@@ -380,7 +491,8 @@ def cmd_profile(args):
         print(seed_line)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"steps": args.steps, "documents": len(docs), "bit_identical": same,
+            json.dump({"steps": args.steps, "documents": len(docs), "rounds": rounds,
+                       "spread": "(slowest round - fastest) / median, of the rounds' ms_step", "bit_identical": same,
                        "seed_script_compared_at": None if seed is None else
                        "full precision" if seed.full_precision else f"{PRINTED_DECIMALS} decimals",
                        "rungs": [asdict(r) for r in results]}, f, indent=1)
