@@ -161,6 +161,8 @@ def run_rung(rung, docs, steps, rounds=DEFAULT_ROUNDS):
     allocator, and the programs a replay graph records), then `rounds` times from the same
     parameters and Adam moments, timed. A training run has the warm state for all but its first
     steps. Every pass must give the first timed round's losses and parameters, bit for bit."""
+    if rounds < 1:
+        raise ValueError(f"--rounds must be a whole number of at least 1, got {rounds}")
     random.seed(42)
     docs = list(docs)
     random.shuffle(docs)
@@ -350,9 +352,9 @@ def format_table(results):
     fmt = lambda row: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))  # noqa: E731
     lines = [fmt(header), "  ".join("-" * w for w in widths)] + [fmt(row) for row in rows]
     lines.append("")
-    lines.append(f"spread: (slowest round - fastest) / median, of the rounds' ms/step; {SPREAD_MARK} marks a spread "
-                 f"over {100 * SPREAD_LIMIT:.0f}%: that rung's rounds disagree (a busy machine?), rerun it or raise "
-                 f"--rounds or --steps")
+    lines.append(f"spread: (slowest round - fastest) / median, of the rounds' ms/step (-: timed once); {SPREAD_MARK} "
+                 f"marks a spread over {100 * SPREAD_LIMIT:.0f}%: that rung's rounds disagree (a busy machine?), rerun "
+                 f"it or raise --rounds or --steps")
     if any(r.rung == SEED_SCRIPT_RUNG for r in results):
         lines.append(f"{SEED_SCRIPT_RUNG}: timed once (it is slow), so no spread and no phases: its ms/step is the "
                      f"mean gap between the step lines it prints")

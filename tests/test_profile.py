@@ -4,7 +4,6 @@ import argparse
 import gc
 import json
 import statistics
-import sys
 
 import pytest
 from conftest import C_OK, run_microgpt
