@@ -416,7 +416,8 @@ def plot(results, path):
     for ax in axes[1]:
         ax.set_xlabel("ms per training step (log scale)")
     rounds = max((len(r.rounds) for r in results), default=0)
-    fig.suptitle(f"microgpt profile: {results[0].steps} steps per rung, medians of {rounds} timed round{'s' if rounds > 1 else ''}\n"
+    fig.suptitle(f"microgpt profile: {results[0].steps} steps per rung, medians of {rounds} timed "
+                 f"round{'s' if rounds > 1 else ''}\n"
                  f"whole step: whiskers = fastest and slowest round, Nx = speedup over the first rung, "
                  f"{SPREAD_MARK} = spread over {100 * SPREAD_LIMIT:.0f}% of the median", fontsize=10)
     fig.tight_layout()
