@@ -1,0 +1,226 @@
+"""Limits checked before anything big is allocated: the memory a model needs, step counts, data size.
+
+The memory estimate counts what a run holds at its peak: the parameters and Adam's moments, the
+largest training step's graph (a document that fills block_size: its nodes and child links,
+derived below from the model's structure, layer by layer, as model.py builds it), and the copies
+the command line makes of the parameters (the last good state, the checkpoint being written).
+Byte costs per node and per link are the backends' own: the C arena's array layout (csrc/arena.c)
+with its capacity doubling, and the python backend's objects (measured, see tests/test_limits.py,
+which also checks the counts and bytes against both backends so the estimate cannot drift).
+"""
+import math
+import os
+
+# The learning rate's decay and Adam's bias correction take the step as a double: counts up to
+# 2**53 are exact there (and fit the C core's int64).
+MAX_STEPS = 2 ** 53
+
+# Data is read whole into memory and every line becomes a Python string; a names list is well
+# under a megabyte.
+MAX_DATA_BYTES = 256 * 2 ** 20
+
+
+class MemoryLimitError(ValueError):
+    """A configuration whose estimated memory exceeds what is available."""
+
+
+# --- the graph of one training step, counted
+
+def _linear(nin, nout, fused):
+    """(nodes, links) of one linear layer: each row the seed's chain of products and sums
+    (0 + w0*x0, then + wj*xj), or one fused dot node with children (w0, x0, w1, x1, ...)."""
+    if fused:
+        return nout, 2 * nin * nout
+    return 2 * nin * nout, nout * (4 * nin - 1)
+
+
+def _rmsnorm(n):
+    # sum of squares (2n nodes, 4n-1 links), / n, + 1e-5, ** -0.5, then n products
+    return 3 * n + 3, 6 * n + 2
+
+
+def _softmax(n):
+    # per element: + -max, exp, ** -1 of the total, * ; the total: 0 + e0, then + ej
+    return 5 * n, 7 * n - 1
+
+
+def _cross_entropy(vocab, fused):
+    # softmax, log, * -1; fused (c kernels): only the target's probability is made
+    if fused:
+        return 3 * vocab + 4, 4 * vocab + 4
+    nodes, links = _softmax(vocab)
+    return nodes + 2, links + 2
+
+
+def _attention(t, n_head, head_dim):
+    """One position attending over t cached positions, every head."""
+    hd = head_dim
+    nodes = n_head * (4 * hd * t + 6 * t)
+    # per head: t dot chains of hd, t scalings, softmax over t, hd weighted sums over t
+    links = n_head * (t * (4 * hd - 1) + t + (7 * t - 1) + hd * (4 * t - 1))
+    return nodes, links
+
+
+def _add(nodes_links, *more):
+    n, e = nodes_links
+    for a, b in more:
+        n, e = n + a, e + b
+    return n, e
+
+
+def step_graph(config, positions, fused_linear, fused_loss):
+    """(nodes, links) that one training step over `positions` positions makes (a document of
+    positions + 1 tokens, positions <= block_size), not counting the parameters."""
+    c, P = config, positions
+    n, V, L = c.n_embd, c.vocab_size, c.n_layer
+    # the parts of a position that do not depend on how many positions came before it
+    layer = _add(_rmsnorm(n), *[_linear(n, n, fused_linear)] * 4, (n, 2 * n),  # q k v o, residual
+                 _rmsnorm(n), _linear(n, 4 * n, fused_linear), (4 * n, 4 * n),  # fc1, relu
+                 _linear(4 * n, n, fused_linear), (n, 2 * n))  # fc2, residual
+    fixed = _add((n, 2 * n), _rmsnorm(n), (L * layer[0], L * layer[1]),  # embed, rmsnorm, layers
+                 _linear(n, V, fused_linear), _cross_entropy(V, fused_loss))
+    # attention is linear in t; summed over t = 1..P with sum(t) = P(P+1)/2
+    a1 = _attention(1, c.n_head, c.head_dim)
+    a0 = (0, -c.n_head * (1 + c.head_dim))  # the per-head constant part of the links
+    slope = (a1[0] - a0[0], a1[1] - a0[1])
+    tri = P * (P + 1) // 2
+    nodes = P * fixed[0] + L * (P * a0[0] + tri * slope[0])
+    links = P * fixed[1] + L * (P * a0[1] + tri * slope[1])
+    return nodes + P + 1, links + 2 * P  # the mean of the P losses
+
+
+def vector_entries(config, positions):
+    """Vector entries a kernel graph (c kernels, fused, replay) keeps for one step's layer outputs."""
+    n = config.n_embd
+    return positions * (2 * n + config.n_layer * 18 * n + config.vocab_size)
+
+
+def num_params(config):
+    """The parameters model.parameter_shapes lists, counted without listing them (a config may
+    ask for a billion layers): wte, lm_head, wpe, and per layer q k v o (n x n) and fc1, fc2 (4n x n)."""
+    c = config
+    return (2 * c.vocab_size + c.block_size) * c.n_embd + c.n_layer * 12 * c.n_embd ** 2
+
+
+# --- bytes
+
+# the C arena (csrc/arena.c): data, grad, op, seen, edge_begin per node; child and local gradient
+# per link; the backward's stack and order per node; Adam's m, v and the step's m, v, p
+C_NODE_BYTES, C_LINK_BYTES, C_SCRATCH_BYTES, C_ADAM_BYTES = 8 + 8 + 1 + 4 + 8, 8 + 8, 3 * 8, 5 * 8
+C_INSTR_BYTES = 96  # one recorded kernel call (mg_instr)
+# the python backend, fitted to tracemalloc's peak over a training step with some margin
+# (tests/test_limits.py checks it): a Value (its object, float, two tuples, its place in the
+# backward's order and visited set), and one child with its local gradient. The c backend's
+# op-by-op handles die as the layers go: the graph itself is all in the arena.
+PY_NODE_BYTES, PY_LINK_BYTES = 280, 20
+# per parameter outside the graph: the python backend's Value and moments; the copies kept as
+# the last good state; a checkpoint's lists and JSON text while it is written
+PY_PARAM_BYTES, SNAPSHOT_BYTES, SAVE_BYTES = 170, 100, 320
+
+
+def _capacity(n):
+    """The arena's capacity for n elements: doubled from 64 until it holds them."""
+    c = 64
+    while c < n:
+        c *= 2
+    return c
+
+
+def _c_arena_bytes(config, mode, positions):
+    P = num_params(config)
+    fused = mode in ("fused", "replay")
+    nodes, links = step_graph(config, positions, fused, fused)
+    total = (_capacity(P + nodes) * C_NODE_BYTES + _capacity(links) * C_LINK_BYTES
+             + _capacity(P + nodes) * C_SCRATCH_BYTES + P * C_ADAM_BYTES)
+    if mode != "seed":
+        total += _capacity(P + vector_entries(config, positions)) * 8
+    if mode == "replay":
+        # a recording per document length: each keeps its kernel calls and its backward order
+        calls_per_position = 4 + 12 * config.n_layer
+        for length in _lengths(positions):
+            length_nodes, _ = step_graph(config, length, True, True)
+            total += length_nodes * 8 + length * calls_per_position * C_INSTR_BYTES
+        total += _capacity(positions * calls_per_position) * C_INSTR_BYTES  # the tape being recorded
+    return total
+
+
+def _lengths(positions):
+    # every length up to block_size, summed exactly for small models, bounded above for big ones
+    if positions <= 256:
+        return range(1, positions + 1)
+    return [positions] * positions
+
+
+def estimate_bytes(config, backend, mode, saving=True):
+    """Bytes a training run of this config needs at its peak, on backend 'python' or 'c' with
+    graph mode 'seed', 'kernels', 'fused' or 'replay'. Pure arithmetic: instant for any size."""
+    P = num_params(config)
+    positions = config.block_size
+    per_param = SNAPSHOT_BYTES + (SAVE_BYTES if saving else 0)
+    if backend == "python":
+        fused = mode != "seed"
+        nodes, links = step_graph(config, positions, fused, False)
+        return P * (PY_PARAM_BYTES + per_param) + nodes * PY_NODE_BYTES + links * PY_LINK_BYTES
+    return _c_arena_bytes(config, mode, positions) + P * per_param
+
+
+def available_bytes():
+    """MemAvailable from /proc/meminfo, or None where there is no such file."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+_UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
+
+
+def parse_size(text):
+    """'512M', '2G', '1.5G', '100000' (bytes) -> bytes; ValueError with a message otherwise."""
+    s = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = s[-1:] if s[-1:] in _UNITS and s[-1:] else ""
+    try:
+        value = float(s[:len(s) - len(unit)])
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"--max-memory {text!r}: give a positive size such as 512M or 2G")
+    return int(value * _UNITS[unit])
+
+
+def format_bytes(n):
+    for unit, size in (("TiB", 2 ** 40), ("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n} bytes"
+
+
+def check_memory(config, backend, mode, max_memory=None, saving=True):
+    """Refuse a config whose estimate exceeds max_memory (bytes), else MemAvailable."""
+    need = estimate_bytes(config, backend, mode, saving)
+    limit, what = max_memory, "--max-memory"
+    if limit is None:
+        limit, what = available_bytes(), "available memory (MemAvailable)"
+    if limit is not None and need > limit:
+        c = config
+        raise MemoryLimitError(
+            f"this model needs an estimated {format_bytes(need)} ({num_params(c):,} parameters, n_layer "
+            f"{c.n_layer}, n_embd {c.n_embd}, block_size {c.block_size}, {backend} backend) but {what} "
+            f"is {format_bytes(limit)}")
+    return need
+
+
+def regular_file_size(path, what):
+    """Size of a regular file, or a ValueError naming it: devices, pipes and folders are refused
+    before a byte is read (/dev/zero would be read until memory runs out)."""
+    import stat
+    st = os.stat(path)
+    if stat.S_ISDIR(st.st_mode):
+        raise ValueError(f"{what} {path} is a directory, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{what} {path} is not a regular file (a device, pipe or socket)")
+    return st.st_size
