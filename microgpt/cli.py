@@ -46,7 +46,7 @@ class Parser(argparse.ArgumentParser):
     """argparse, but an error is one line (usage is in --help)."""
 
     def error(self, message):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(EXIT_USAGE, f"microgpt: error: {message} (see {self.prog} --help)\n")
 
 
 def note(message):

@@ -108,11 +108,13 @@ def num_params(config):
 # per link; the backward's stack and order per node; Adam's m, v and the step's m, v, p
 C_NODE_BYTES, C_LINK_BYTES, C_SCRATCH_BYTES, C_ADAM_BYTES = 8 + 8 + 1 + 4 + 8, 8 + 8, 3 * 8, 5 * 8
 C_INSTR_BYTES = 96  # one recorded kernel call (mg_instr)
+C_PROGRAM_BYTES = 200  # a recorded program's own record (mg_program)
+C_FIXED_BYTES = 64 * 1024  # the arena's struct and small arrays, with room to spare
 # the python backend, fitted to tracemalloc's peak over a training step with some margin
 # (tests/test_limits.py checks it): a Value (its object, float, two tuples, its place in the
 # backward's order and visited set), and one child with its local gradient. The c backend's
 # op-by-op handles die as the layers go: the graph itself is all in the arena.
-PY_NODE_BYTES, PY_LINK_BYTES = 280, 20
+PY_NODE_BYTES, PY_LINK_BYTES = 260, 32
 # per parameter outside the graph: the python backend's Value and moments; the copies kept as
 # the last good state; a checkpoint's lists and JSON text while it is written
 PY_PARAM_BYTES, SNAPSHOT_BYTES, SAVE_BYTES = 170, 100, 320
@@ -135,20 +137,24 @@ def _c_arena_bytes(config, mode, positions):
     if mode != "seed":
         total += _capacity(P + vector_entries(config, positions)) * 8
     if mode == "replay":
-        # a recording per document length: each keeps its kernel calls and its backward order
-        calls_per_position = 4 + 12 * config.n_layer
-        for length in _lengths(positions):
-            length_nodes, _ = step_graph(config, length, True, True)
-            total += length_nodes * 8 + length * calls_per_position * C_INSTR_BYTES
-        total += _capacity(positions * calls_per_position) * C_INSTR_BYTES  # the tape being recorded
-    return total
+        # a recording per document length: each keeps its kernel calls, their operand lists
+        # (attention's key and value offsets, the mean's losses) and its backward order
+        L = config.n_layer
+        calls, lists = 4 + 12 * L, lambda length: L * length * (length + 1) + length
 
-
-def _lengths(positions):
-    # every length up to block_size, summed exactly for small models, bounded above for big ones
-    if positions <= 256:
-        return range(1, positions + 1)
-    return [positions] * positions
+        def program(length, length_nodes):  # its order, calls, lists, tokens and loss positions
+            return (length_nodes + lists(length) + 2 * length + 1) * 8 + (length * calls + 1) * C_INSTR_BYTES
+        if positions <= 256:
+            for length in range(1, positions + 1):
+                total += program(length, step_graph(config, length, True, True)[0])
+        else:  # bounded above by the longest one, for every length
+            total += positions * program(positions, nodes)
+        # the tape being recorded, and the programs' table
+        total += (_capacity(positions * calls + 1) * C_INSTR_BYTES + _capacity(lists(positions)) * 8
+                  + _capacity(positions) * C_PROGRAM_BYTES)
+    # the kernels' scratch (attention: 3 per position, cross-entropy: 2 per logit) and the arena itself
+    kernel_scratch = 3 * positions if mode == "seed" else max(3 * positions, 2 * config.vocab_size)
+    return total + _capacity(kernel_scratch) * 8 + C_FIXED_BYTES
 
 
 def estimate_bytes(config, backend, mode, saving=True):
@@ -188,7 +194,7 @@ def parse_size(text):
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"--max-memory {text!r}: give a positive size such as 512M or 2G")
+        raise ValueError(f"{text!r} is not a size: give a positive size such as 512M or 2G")
     return int(value * _UNITS[unit])
 
 
