@@ -43,6 +43,15 @@ def _umask():
     return mask
 
 
+_pending = set()  # AtomicFiles neither committed nor discarded yet
+
+
+def discard_pending():
+    """Remove every temporary file not committed yet (before an immediate exit)."""
+    for f in list(_pending):
+        f.discard()
+
+
 class AtomicFile:
     """A text file that appears under `path` only when commit() is called; discard() (or
     garbage) removes the temporary file. Usable as a context manager that commits on success."""
@@ -53,6 +62,7 @@ class AtomicFile:
                                         prefix=f".{os.path.basename(self.path)}.", suffix=".tmp")
         os.chmod(self.tmp, 0o666 & ~_umask())  # as open() would create it, not mkstemp's 0600
         self.file = os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+        _pending.add(self)
 
     def write(self, data):
         return self.file.write(data)
@@ -66,12 +76,14 @@ class AtomicFile:
             self.file.close()
             self.file = None
             os.replace(self.tmp, self.path)
+            _pending.discard(self)
         except BaseException:
             self.discard()
             raise
         _fsync_folder(_folder(self.path))
 
     def discard(self):
+        _pending.discard(self)
         if self.file is not None:
             self.file.close()
             self.file = None

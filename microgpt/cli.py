@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 
-from . import __version__, checkpoint, limits
+from . import __version__, atomic, checkpoint, limits
 from .atomic import AtomicFile, OutputPathError, check_output_path
 from .backend import CHOICES, BackendError, resolve
 from .checkpoint import CheckpointError
@@ -400,6 +400,7 @@ class StopAfterStep:
     def _handler(self, signum, frame):
         if self.signum is not None:
             os.write(2, f"\nmicrogpt: {signal.Signals(signum).name} again: exiting at once, nothing saved\n".encode())
+            atomic.discard_pending()
             os._exit(128 + signum)
         self.signum = signum
         self.reason = f"interrupted ({signal.Signals(signum).name})"
