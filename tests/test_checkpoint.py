@@ -79,7 +79,7 @@ def test_resume_with_other_data_is_refused(tmp_path, small_data):
 
 # --- every field checked before use: each bad checkpoint is one line and exit code 2
 
-from test_cli import assert_clean_error  # noqa: E402
+from test_cli import assert_clean_error, in_process  # noqa: E402
 
 
 def rewrite(path, body):
@@ -138,7 +138,7 @@ def test_bad_field_is_one_line(tmp_path, good_checkpoint, field, value, fragment
     rewrite(path, edit(good_checkpoint, field, value))
     with pytest.raises(CheckpointError, match="malformed"):
         checkpoint.load(path)
-    assert_clean_error(run_microgpt("sample", path, "--samples", 1), "malformed", fragment)
+    assert_clean_error(in_process("sample", path, "--samples", 1), "malformed", fragment)
 
 
 @pytest.mark.parametrize("name,body", [
@@ -155,13 +155,13 @@ def test_bad_json_is_one_line(tmp_path, good_checkpoint, name, body):
         body = text[:i] + token + text[text.index(",", i):]
     path = tmp_path / "bad.ckpt"
     rewrite(path, body)
-    assert_clean_error(run_microgpt("sample", path), "malformed")
-    assert_clean_error(run_microgpt("train", "--resume", path), "malformed")
+    assert_clean_error(in_process("sample", path), "malformed")
+    assert_clean_error(in_process("train", "--resume", path), "malformed")
 
 
 def test_checkpoint_that_is_a_device_or_folder(tmp_path):
-    assert_clean_error(run_microgpt("sample", "/dev/zero"), "not a regular file")
-    assert_clean_error(run_microgpt("sample", tmp_path), "directory")
+    assert_clean_error(in_process("sample", "/dev/zero"), "not a regular file")
+    assert_clean_error(in_process("sample", tmp_path), "directory")
 
 
 def test_checkpoint_whose_data_source_is_a_device_exits_at_once(tmp_path, good_checkpoint):
@@ -181,7 +181,7 @@ def test_checkpoint_whose_data_source_is_a_device_exits_at_once(tmp_path, good_c
                                         ("--steps", "10"), ("--steps", "2")])
 def test_resume_refuses_a_conflicting_flag(tmp_path, small_data, flag, value):
     run("train", "--data", small_data, "--steps", 3, "--stop-after", 1, "--samples", 0, "--save", tmp_path / "ck")
-    assert_clean_error(run_microgpt("train", "--resume", tmp_path / "ck", flag, value), flag, "conflicts")
+    assert_clean_error(in_process("train", "--resume", tmp_path / "ck", flag, value), flag, "conflicts")
 
 
 def test_resume_accepts_flags_that_agree_or_apply(tmp_path, small_data):

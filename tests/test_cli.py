@@ -14,6 +14,23 @@ def microgpt(*args):
     return run_microgpt(*args)
 
 
+def in_process(*args):
+    """main(ARGS) in this process: what a subprocess would report (exit code, stdout, stderr),
+    without an interpreter's start-up per case. An unexpected exception fails the test."""
+    import contextlib
+    import io
+    import types
+
+    from microgpt.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse
+            code = e.code
+    return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
 def assert_clean_error(result, *fragments):
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
@@ -177,14 +194,14 @@ STEP_LINE = r"^step +\d+ / +\d+ \| loss \d+\.\d{4}$"
     (["--backend", "gpu"], "invalid choice"), (["--bogus"], "unrecognized"),
 ])
 def test_bad_flags_are_one_line(small_data, flags, fragment):
-    assert_clean_error(microgpt("train", "--data", small_data, "--steps", "100000", *flags), fragment)
+    assert_clean_error(in_process("train", "--data", small_data, "--steps", "100000", *flags), fragment)
 
 
 @pytest.mark.parametrize("flags,fragment", [(["--temperature", "0"], "temperature"), (["--samples", "-1"], "samples"),
                                             (["--temperature", "1e-310"], "overflows")])
 def test_bad_sample_flags_are_one_line(tmp_path, small_data, flags, fragment):
     microgpt("train", "--data", small_data, "--steps", "1", "--samples", "0", "--save", tmp_path / "ck")
-    assert_clean_error(microgpt("sample", tmp_path / "ck", *flags), fragment)
+    assert_clean_error(in_process("sample", tmp_path / "ck", *flags), fragment)
 
 
 def unwritable_folder(tmp_path):
@@ -202,13 +219,13 @@ def unwritable_folder(tmp_path):
 def test_unusable_output_paths_fail_before_training(tmp_path, small_data, flag, where):
     path = {"directory": tmp_path, "missing-folder": tmp_path / "nope" / "out",
             "unwritable-folder": unwritable_folder(tmp_path) / "out", "device": "/dev/null"}[where]
-    result = microgpt("train", "--data", small_data, "--steps", "100000", flag, path)
+    result = in_process("train", "--data", small_data, "--steps", "100000", flag, path)
     assert_clean_error(result, flag)
     assert "step" not in result.stdout
 
 
 def test_save_and_metrics_on_the_same_file(tmp_path, small_data):
-    assert_clean_error(microgpt("train", "--data", small_data, "--save", tmp_path / "x", "--metrics", tmp_path / "x"),
+    assert_clean_error(in_process("train", "--data", small_data, "--save", tmp_path / "x", "--metrics", tmp_path / "x"),
                        "same file")
 
 
@@ -225,7 +242,7 @@ def test_data_that_is_not_a_regular_file_or_too_big(tmp_path, what):
     else:
         path = {"dev-zero": "/dev/zero", "directory": tmp_path}[what]
     t0 = time.monotonic()
-    result = microgpt("train", "--data", path, "--steps", "1")
+    result = in_process("train", "--data", path, "--steps", "1")
     assert time.monotonic() - t0 < 10
     assert_clean_error(result, {"dev-zero": "not a regular file", "directory": "directory",
                                 "fifo": "not a regular file", "huge": "limit"}[what])
