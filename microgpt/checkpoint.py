@@ -139,20 +139,20 @@ def _validate(ck):
     if type(config) is not dict or sorted(config) != sorted(CONFIG_KEYS):
         raise ValueError(f"field 'config' must be an object with exactly {', '.join(CONFIG_KEYS)}")
     for key in CONFIG_KEYS:
-        if not _is_int(config[key]):
-            raise ValueError(f"config.{key} must be an integer, got {_short(config[key])}")
+        if not _is_int(config[key]) or config[key] > limits.MAX_DIMENSION:
+            raise ValueError(f"config.{key} must be an integer up to {limits.MAX_DIMENSION}, got {_short(config[key])}")
     try:
         config = Config(**config)
     except ConfigError as e:
         raise ValueError(str(e)) from None
 
-    chars = _field(ck, "chars", str, lambda s: len(s) + 1 == config.vocab_size
-                   and list(s) == sorted(set(s)), "a string of vocab_size - 1 sorted distinct characters")
+    _field(ck, "chars", str, lambda s: len(s) + 1 == config.vocab_size and list(s) == sorted(set(s)),
+           "a string of vocab_size - 1 sorted distinct characters")
     num_steps = _field(ck, "num_steps", int, lambda n: 0 <= n <= limits.MAX_STEPS,
                        f"an integer in 0..{limits.MAX_STEPS}")
-    step = _field(ck, "step", int, lambda s: 0 <= s <= num_steps, f"an integer in 0..num_steps ({num_steps})")
+    _field(ck, "step", int, lambda s: 0 <= s <= num_steps, f"an integer in 0..num_steps ({num_steps})")
     _field(ck, "seed", int, None, "an integer")
-    lr = _field(ck, "lr", (int, float), lambda x: math.isfinite(x) and x > 0, "a finite number > 0")
+    lr = _field(ck, "lr", float, lambda x: math.isfinite(x) and x > 0, "a finite float > 0")
 
     data = ck["data"]
     if (type(data) is not dict or sorted(data) != ["sha256", "source"]
@@ -173,6 +173,6 @@ def _validate(ck):
             or state[1][624] > 624 or not (state[2] is None or type(state[2]) is float)):
         raise ValueError("field 'random_state' is not a state of Python's random module (version 3)")
 
-    ck["config"], ck["lr"] = config, float(lr)
+    ck["config"], ck["lr"] = config, lr
     ck["random_state"] = (state[0], tuple(state[1]), state[2])
     return ck

@@ -248,6 +248,10 @@ def fill_defaults(args, names):
 def cmd_train(args):
     for name in ("steps", "stop_after", "samples"):
         check_count("--" + name.replace("_", "-"), getattr(args, name), limits.MAX_STEPS)
+    for name in CONFIG_FLAGS:  # positivity is Config's to check
+        value = getattr(args, name)
+        if value is not None and value > limits.MAX_DIMENSION:
+            raise ValueError(f"--{name.replace('_', '-')} {value} is too large: at most {limits.MAX_DIMENSION}")
     if args.lr is not None:
         check_lr(args.lr)
     fill_defaults(args, ("temperature", "samples"))

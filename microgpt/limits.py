@@ -15,6 +15,10 @@ import os
 # 2**53 are exact there (and fit the C core's int64).
 MAX_STEPS = 2 ** 53
 
+# No model size may exceed this (the C arena indexes nodes with 32 bits): bigger numbers are
+# refused as such, before they reach the estimate's arithmetic.
+MAX_DIMENSION = 2 ** 32
+
 # Data is read whole into memory and every line becomes a Python string; a names list is well
 # under a megabyte.
 MAX_DATA_BYTES = 256 * 2 ** 20

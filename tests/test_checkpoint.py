@@ -118,7 +118,8 @@ DELETE = object()
 BAD_FIELDS = [
     ("step", 1.5, "step"), ("step", "1", "step"), ("step", -1, "step"), ("step", 99, "step"),
     ("step", True, "step"), ("num_steps", 2 ** 60, "num_steps"), ("lr", "0.01", "lr"), ("lr", 0.0, "lr"),
-    ("lr", -1.0, "lr"), ("seed", 4.2, "seed"), ("seed", None, "seed"),
+    ("lr", -1.0, "lr"), ("lr", 10 ** 400, "lr"), ("lr", 1, "lr"), ("config.n_embd", 10 ** 400, "n_embd"),
+    ("num_steps", 10 ** 400, "num_steps"), ("seed", 4.2, "seed"), ("seed", None, "seed"),
     ("config.n_embd", 16.0, "n_embd"), ("config.n_layer", 0, "n_layer"), ("config.n_head", 5, "divisible"),
     ("config.n_layer", 10 ** 9, "params"), ("config.vocab_size", 99, "chars"), ("config", [1, 2], "config"),
     ("config.extra", 1, "config"), ("chars", 7, "chars"), ("chars", "ba", "chars"),

@@ -190,7 +190,7 @@ STEP_LINE = r"^step +\d+ / +\d+ \| loss \d+\.\d{4}$"
     (["--temperature", "inf"], "--temperature"), (["--temperature", "-1"], "--temperature"),
     (["--steps", str(2 ** 60)], "too large"), (["--stop-after", "-1"], "--stop-after"),
     (["--stop-after", str(10 ** 30)], "too large"), (["--samples", "-2"], "--samples"),
-    (["--steps", "ten"], "invalid int"), (["--n-embd", "0"], "n_embd"), (["--block-size", "-1"], "block_size"),
+    (["--steps", "ten"], "invalid int"), (["--n-embd", "0"], "n_embd"), (["--n-layer", "1" + "0" * 400], "too large"), (["--block-size", "-1"], "block_size"),
     (["--backend", "gpu"], "invalid choice"), (["--bogus"], "unrecognized"),
 ])
 def test_bad_flags_are_one_line(small_data, flags, fragment):
