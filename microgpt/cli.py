@@ -40,6 +40,7 @@ RUN_FLAGS = {"seed": "seed", "lr": "lr", "steps": "num_steps"}
 CONFIG_FLAGS = ("n_layer", "n_embd", "n_head", "block_size")
 
 EXIT_USAGE, EXIT_PIPE = 2, 128 + 13
+STDOUT_CLOSED = "stdout closed"
 
 
 class Parser(argparse.ArgumentParser):
@@ -300,12 +301,12 @@ def cmd_train(args):
         if metrics:
             metrics.write(json.dumps({"step": step + 1, "loss": loss, "lr": learning_rate(lr, step, num_steps),
                                       "elapsed": round(progress.elapsed(), 6)}) + "\n")
-        if not stops.reason:
+        if stops.reason != STDOUT_CLOSED:  # after a signal too: the step ran, its line is printed
             try:
                 progress.show(step + 1, loss)
             except BrokenPipeError:  # nobody reads any more: stop as on a signal, save, leave quietly
                 silence_stdout()
-                stops.reason = "stdout closed"
+                stops.reason = STDOUT_CLOSED
 
     def save():
         if args.save:
@@ -327,7 +328,7 @@ def cmd_train(args):
                 state["step"] = failed.step
                 print(f"microgpt: error: {failed}{save()}", file=sys.stderr)
                 return EXIT_USAGE
-            if stops.reason == "stdout closed":
+            if stops.reason == STDOUT_CLOSED:
                 saved = save()
                 if args.save:
                     note(f"stdout was closed after step {state['step']}{saved}")

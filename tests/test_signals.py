@@ -30,7 +30,7 @@ def wait_for(proc, prefix, count=1):
         if line.startswith(prefix):
             seen += 1
             if seen == count:
-                return
+                return line
     raise AssertionError(f"the run ended before printing {prefix!r}: {proc.stderr.read()}")
 
 
@@ -42,7 +42,7 @@ def final_record(path):
 def test_signal_saves_and_resume_matches_the_uninterrupted_run(tmp_path, small_data, backend, signum):
     common = ["--data", small_data, "--steps", 100000, "--backend", backend, "--samples", 3]
     proc = start("train", *common, "--save", tmp_path / "c.ckpt")
-    wait_for(proc, "step", count=5)
+    last_read = wait_for(proc, "step", count=5)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signum, err
@@ -51,6 +51,8 @@ def test_signal_saves_and_resume_matches_the_uninterrupted_run(tmp_path, small_d
     done = checkpoint.load(tmp_path / "c.ckpt")["step"]
     assert done >= 5 and f"after step {done};" in err
     assert "--- inference" not in out  # stopped: no sampling
+    last_line = (out.splitlines() or [last_read])[-1]
+    assert last_line.startswith(f"step {done:4d} / 100000 |")  # every step done was printed
 
     total = done + 7
     result = run_microgpt("train", "--resume", tmp_path / "c.ckpt", "--backend", backend, "--samples", 3,
