@@ -4,7 +4,7 @@ matplotlib is optional (`pip install ".[plot]"`): require_matplotlib() is called
 work that would end in a plot, so a missing matplotlib is one line at once, not after a long run."""
 import json
 
-from . import atomic
+from . import atomic, limits
 
 
 class PlotError(ValueError):
@@ -27,6 +27,7 @@ def read_losses(path):
     """(steps, losses) from a --metrics file's step records."""
     steps, losses = [], []
     try:
+        limits.regular_file_size(path, "metrics file")  # not a device: /dev/zero is one endless line
         with open(path, encoding="utf-8") as f:
             for number, line in enumerate(f, 1):
                 if not line.strip():
@@ -45,6 +46,10 @@ def read_losses(path):
                     losses.append(loss)
     except UnicodeDecodeError:
         raise PlotError(f"{path} is not UTF-8 text: is it a --metrics file?") from None
+    except OSError:
+        raise
+    except ValueError as e:  # a folder, a device
+        raise PlotError(str(e)) from None
     if not steps:
         raise PlotError(f"{path} has no step records (lines with \"step\" and \"loss\")")
     return steps, losses

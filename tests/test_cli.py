@@ -350,4 +350,6 @@ def test_plot_errors(tmp_path):
     assert_clean_error(microgpt("plot", tmp_path / "junk.jsonl", tmp_path / "o.png"), "not JSON")
     assert_clean_error(microgpt("plot", tmp_path / "empty.jsonl", tmp_path / "o.png"), "no step records")
     assert_clean_error(microgpt("plot", tmp_path / "missing.jsonl", tmp_path / "o.png"), "missing.jsonl")
+    assert_clean_error(microgpt("plot", "/dev/zero", tmp_path / "o.png"), "not a regular file")
+    assert_clean_error(microgpt("plot", tmp_path / "junk.jsonl", tmp_path), "directory")
     assert not (tmp_path / "o.png").exists()
