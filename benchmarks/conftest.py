@@ -1,5 +1,4 @@
-"""Benchmark fixtures: a model on the names data, one per rung (backend + graph mode + GC)."""
-import gc
+"""Benchmark fixtures: a model on the names data, one per rung of the profile (modes.RUNGS)."""
 import pathlib
 import random
 
@@ -7,29 +6,20 @@ import pytest
 
 from microgpt.backend import c_status
 from microgpt.data import default_docs, load_docs
-from microgpt.graphs import new_graph
 from microgpt.model import GPT, Config
+from microgpt.modes import RUNG_NAMES, RUNGS, new_graph
 from microgpt.tokenizer import Tokenizer
+from microgpt.train import step_loss, train_step
 
 NAMES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "names.txt"
-# rung: (backend, graph mode, cyclic GC paused during the step)
-RUNGS = {
-    "seed-gc": ("python", "seed", False),
-    "python-seed": ("python", "seed", True),
-    "python": ("python", "fused", True),
-    "c-ops": ("c", "seed", True),
-    "c-kernels": ("c", "kernels", True),
-    "c-fused": ("c", "fused", True),
-    "c-replay": ("c", "replay", True),
-}
 
 
 class Trainer:
     """The seed's setup, then steps on successive documents, as `microgpt train` runs them."""
 
     def __init__(self, rung):
-        self.rung = rung
-        backend, mode, self.gc_paused = RUNGS[rung]
+        self.rung = next(r for r in RUNGS if r.name == rung)
+        backend, mode = self.rung.backend, self.rung.mode
         if backend == "c" and not c_status()[0]:
             pytest.skip(f"c backend not built: {c_status()[1]}")
         random.seed(42)
@@ -44,21 +34,14 @@ class Trainer:
         return self.tokenizer.document(self.docs[self.step_index % len(self.docs)])
 
     def forward(self):
-        self.graph.begin_step()
-        return self.graph.training_loss(self.model, self.tokens())
+        """Only the forward of the next step (the backward benchmark times the rest)."""
+        return step_loss(self.model, self.tokens())
 
     def step(self):
-        if self.gc_paused:
-            gc.disable()
-        try:
-            loss = self.forward()
-            self.graph.backward(loss)
-            self.graph.adam_step(self.step_index, 1000)
-            self.step_index += 1
-        finally:
-            gc.enable()
+        train_step(self.model, self.tokens(), self.step_index, 1000, pause_gc=self.rung.gc_paused)
+        self.step_index += 1
 
 
-@pytest.fixture(params=list(RUNGS))
+@pytest.fixture(params=RUNG_NAMES)
 def trainer(request):
     return Trainer(request.param)

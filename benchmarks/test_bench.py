@@ -6,6 +6,7 @@ import gc
 import pytest
 
 from conftest import Trainer
+from microgpt.modes import RUNG_NAMES
 from microgpt.train import sample
 
 
@@ -17,7 +18,7 @@ def test_train_step(benchmark, trainer):
 
 
 @pytest.mark.benchmark(group="backward")
-@pytest.mark.parametrize("rung", ["python-seed", "python", "c-ops", "c-kernels", "c-fused", "c-replay"])
+@pytest.mark.parametrize("rung", [name for name in RUNG_NAMES if name != "seed"])
 def test_backward(benchmark, rung):
     t = Trainer(rung)
 

@@ -19,10 +19,10 @@
  * Errors: functions that make something return its handle (>= 0) or a negative MG_ERR_* code;
  * functions that only act return 0 or a negative code. Nothing here exits or aborts.
  *
- * Calls: every function below that takes an arena counts one call on it (mg_arena_calls), the
- * const ones too, except the five statistics getters mg_arena_nodes/edges/kept/bytes/calls
- * (they observe the arena, they do no work in it) and mg_arena_free. Work a function does inside
- * C, such as the kernels a replay runs, is not a call: the count is Python-to-C crossings.
+ * Calls: every function below that takes an arena counts one call on it (mg_arena_calls),
+ * except the five statistics getters mg_arena_nodes/edges/kept/bytes/calls (they observe the
+ * arena, they do no work in it) and mg_arena_free. Work a function does inside C, such as the
+ * kernels a replay runs, is not a call: the count is Python-to-C crossings.
  *
  * Numbers: every value and local gradient is computed by the same double expression CPython
  * evaluates for the seed's microgpt.py, so results are bit-identical to the Python backend.
@@ -38,10 +38,12 @@
 #define MG_ERR_ARG      -7  /* a size, index or argument out of range */
 #define MG_ERR_CHANGED  -8  /* backward after a value its fused nodes read was changed (see below) */
 #define MG_ERR_TWICE    -9  /* a second backward over a step with fused nodes (see below) */
+#define MG_ERR_ORDER   -10  /* checking builds only: a cached backward order differs from a search */
 
 typedef struct mg_arena mg_arena;
+typedef struct mg_tape mg_tape;
 
-/* --- lifecycle ---------------------------------------------------------------------------- */
+/* --- lifecycle (arena.c) ------------------------------------------------------------------ */
 mg_arena *mg_arena_new(void);                 /* NULL when out of memory */
 void mg_arena_free(mg_arena *a);              /* NULL is fine */
 int64_t mg_arena_keep(mg_arena *a);           /* everything made so far persists; returns node count;
@@ -52,17 +54,11 @@ int64_t mg_arena_edges(const mg_arena *a);    /* child links alive */
 int64_t mg_arena_kept(const mg_arena *a);     /* persistent nodes */
 int64_t mg_arena_bytes(const mg_arena *a);    /* bytes of memory the arena holds */
 int64_t mg_arena_calls(const mg_arena *a);    /* API calls made on this arena so far (see Calls) */
-/* kernels build fused dot nodes: one node per linear row, which reads its local gradients from
- * its children's values at backward time instead of storing them. Changing a value while the
- * step holds such nodes (mg_set_data, mg_write_data, mg_adam_step) makes a later mg_backward of
- * that step fail with MG_ERR_CHANGED, and mg_arena_keep refuses to make them persistent. A
- * fused node does not keep the gradients the seed's chain of sums and products would collect,
- * which only a second backward over the same step would read: that fails with MG_ERR_TWICE. */
-int mg_arena_set_fused(mg_arena *a, int on);
 int mg_arena_set_limit(mg_arena *a, int64_t max_bytes); /* cap on memory held; 0 = none */
 
-/* --- scalar nodes (one per Value op) -------------------------------------------------------- */
+/* --- scalar nodes, one per Value op (arena.c) ----------------------------------------------- */
 int64_t mg_leaf(mg_arena *a, double x);                   /* a Value(x) */
+int64_t mg_leaves(mg_arena *a, const double *xs, int64_t n); /* n Values at once: the first's handle */
 int64_t mg_add(mg_arena *a, int64_t x, int64_t y);        /* x + y */
 int64_t mg_add_const(mg_arena *a, int64_t x, double c);   /* x + c, c not a node */
 int64_t mg_mul(mg_arena *a, int64_t x, int64_t y);        /* x * y */
@@ -72,66 +68,83 @@ int64_t mg_log(mg_arena *a, int64_t x);
 int64_t mg_exp(mg_arena *a, int64_t x);
 int64_t mg_relu(mg_arena *a, int64_t x);
 
-double mg_get_data(const mg_arena *a, int64_t x, int *err);   /* *err = 0 or MG_ERR_* */
-double mg_get_grad(const mg_arena *a, int64_t x, int *err);
+double mg_get_data(mg_arena *a, int64_t x, int *err);     /* *err = 0 or MG_ERR_* */
+double mg_get_grad(mg_arena *a, int64_t x, int *err);
 int mg_set_data(mg_arena *a, int64_t x, double v);
 int mg_set_grad(mg_arena *a, int64_t x, double v);
-int64_t mg_children(const mg_arena *a, int64_t x, int64_t *out, int64_t cap); /* count; handles to out */
+int64_t mg_children(mg_arena *a, int64_t x, int64_t *out, int64_t cap); /* count; handles to out */
 
-/* topological order (iterative depth-first, children in order, post-order), then the chain rule
- * in reverse: grad[child] += local_grad * grad[node]. Sets grad[root] = 1 first. */
-int mg_backward(mg_arena *a, int64_t root);
-
-/* --- bulk access to the persistent nodes (parameters) --------------------------------------- */
-int mg_read_data(const mg_arena *a, int64_t first, int64_t n, double *out);  /* node indices */
+/* --- bulk access to the persistent nodes (parameters) (arena.c) ----------------------------- */
+int mg_read_data(mg_arena *a, int64_t first, int64_t n, double *out);  /* node indices */
 int mg_write_data(mg_arena *a, int64_t first, int64_t n, const double *in);
-int mg_read_grad(const mg_arena *a, int64_t first, int64_t n, double *out);
+int mg_read_grad(mg_arena *a, int64_t first, int64_t n, double *out);
 
-/* --- Adam over the first nparams nodes (moments live in the arena) --------------------------- */
-int mg_adam_init(mg_arena *a, int64_t nparams);           /* zero moments; nparams <= kept */
-int mg_adam_step(mg_arena *a, double lr, double beta1, double beta2, double eps,
-                 int64_t step, int64_t num_steps);        /* the seed's update incl. lr decay; zeroes grads */
-int mg_adam_read(const mg_arena *a, double *m, double *v);   /* nparams each */
-int mg_adam_write(mg_arena *a, const double *m, const double *v);
-
-/* --- vectors of nodes --------------------------------------------------------------------- */
+/* --- vectors of nodes (arena.c) ------------------------------------------------------------- */
 int64_t mg_vec_range(mg_arena *a, int64_t first, int64_t n);           /* nodes first..first+n-1 */
 int64_t mg_vec_of(mg_arena *a, const int64_t *nodes, int64_t n);       /* from node handles */
-int64_t mg_vec_get(const mg_arena *a, int64_t vec, int64_t i);         /* node handle of element i */
-int mg_vec_data(const mg_arena *a, int64_t vec, int64_t n, double *out);
+int mg_vec_data(mg_arena *a, int64_t vec, int64_t n, double *out);
 
-/* --- layer kernels: each builds exactly the nodes the seed's Python builds, in its order ------ */
+/* --- backward (backward.c) -----------------------------------------------------------------
+ * topological order (iterative depth-first, children in order, post-order), then the chain rule
+ * in reverse: grad[child] += local_grad * grad[node]. Sets grad[root] = 1 first.
+ * Fused dot nodes (the layer kernels' fused mode) read their local gradients from their
+ * children's values at backward time instead of storing them. Changing a value while the step
+ * holds such nodes (mg_set_data, mg_write_data, mg_adam_step) makes a later backward of that
+ * step fail with MG_ERR_CHANGED, and mg_arena_keep refuses to make them persistent. A fused node
+ * does not keep the gradients the seed's chain of sums and products would collect, which only a
+ * second backward over the same step would read: that fails with MG_ERR_TWICE. */
+int mg_backward(mg_arena *a, int64_t root);
+
+/* --- Adam over the first nparams nodes, moments in the arena (adam.c) ------------------------ */
+int mg_adam_init(mg_arena *a, int64_t nparams);           /* zero moments; nparams <= kept */
+/* the seed's update at step (0-based) with the learning rate lr_t of that step (the schedule's decay is
+ * Python's: microgpt/optim.py); zeroes the gradients */
+int mg_adam_step(mg_arena *a, double lr_t, double beta1, double beta2, double eps, int64_t step);
+int mg_adam_read(mg_arena *a, double *m, double *v);      /* nparams each */
+int mg_adam_write(mg_arena *a, const double *m, const double *v);
+
+/* --- layer kernels (layers.c): each builds exactly the nodes the seed's Python builds -------
+ * fused = 0: the seed's graph node for node. fused = 1: the fused graph, same bits, fewer nodes:
+ * a linear row is one dot node, and a cross-entropy makes only the target's probability (its
+ * siblings cannot reach the loss). tape: NULL, or a tape that is recording (the call is recorded).
+ * A kernel call that fails spoils the recording. */
 /* wte[token] + wpe[pos]: wte, wpe are vecs of whole matrices (rows * n_embd, row-major) */
-int64_t mg_k_embed(mg_arena *a, int64_t wte, int64_t wte_rows, int64_t wpe, int64_t wpe_rows,
-                   int64_t n_embd, int64_t token, int64_t pos);
-int64_t mg_k_add(mg_arena *a, int64_t x, int64_t y, int64_t n);          /* [xi + yi] */
-int64_t mg_k_scale(mg_arena *a, int64_t x, int64_t n, double c);         /* [xi * c] */
-int64_t mg_k_relu(mg_arena *a, int64_t x, int64_t n);                    /* [xi.relu()] */
-int64_t mg_k_linear(mg_arena *a, int64_t x, int64_t nin, int64_t w, int64_t nout); /* w: nout*nin row-major */
-int64_t mg_k_rmsnorm(mg_arena *a, int64_t x, int64_t n);
-int64_t mg_k_softmax(mg_arena *a, int64_t x, int64_t n);
-int64_t mg_k_attention_head(mg_arena *a, int64_t q, const int64_t *keys, const int64_t *values,
-                            int64_t t, int64_t head_dim);              /* keys/values: t vec handles */
+int64_t mg_k_embed(mg_arena *a, mg_tape *tape, int64_t wte, int64_t wte_rows, int64_t wpe,
+                   int64_t wpe_rows, int64_t n_embd, int64_t token, int64_t pos);
+int64_t mg_k_add(mg_arena *a, mg_tape *tape, int64_t x, int64_t y, int64_t n);     /* [xi + yi] */
+int64_t mg_k_scale(mg_arena *a, mg_tape *tape, int64_t x, int64_t n, double c);    /* [xi * c] */
+int64_t mg_k_relu(mg_arena *a, mg_tape *tape, int64_t x, int64_t n);               /* [xi.relu()] */
+int64_t mg_k_linear(mg_arena *a, mg_tape *tape, int64_t x, int64_t nin, int64_t w, int64_t nout,
+                    int fused);                           /* w: nout*nin row-major */
+int64_t mg_k_rmsnorm(mg_arena *a, mg_tape *tape, int64_t x, int64_t n);
+int64_t mg_k_softmax(mg_arena *a, mg_tape *tape, int64_t x, int64_t n);
 /* every head, head h on elements h*head_dim ..: one vec of n_head*head_dim, the heads' outputs
  * in order; keys/values: t vec handles of n_head*head_dim elements each */
-int64_t mg_k_attention(mg_arena *a, int64_t q, const int64_t *keys, const int64_t *values,
-                       int64_t t, int64_t n_head, int64_t head_dim);
-int64_t mg_k_cross_entropy(mg_arena *a, int64_t logits, int64_t n, int64_t target); /* a node */
-int64_t mg_k_mean(mg_arena *a, const int64_t *nodes, int64_t n);        /* (1/n) * sum(nodes): a node */
+int64_t mg_k_attention(mg_arena *a, mg_tape *tape, int64_t q, const int64_t *keys,
+                       const int64_t *values, int64_t t, int64_t n_head, int64_t head_dim);
+int64_t mg_k_cross_entropy(mg_arena *a, mg_tape *tape, int64_t logits, int64_t n, int64_t target,
+                           int fused);                    /* a node */
+int64_t mg_k_mean(mg_arena *a, mg_tape *tape, const int64_t *nodes, int64_t n); /* (1/n) * sum: a node */
 
 /* --- the tape: a training step recorded once, replayed in C for other tokens of its length --
- * mg_tape_begin (right after mg_arena_reset: MG_ERR_ARG otherwise) starts recording: each kernel
- * call above runs as usual and is also recorded. Anything else that makes or changes something
- * (mg_leaf, mg_add, mg_vec_of, mg_set_data, mg_backward, mg_arena_keep, ...) spoils the
- * recording, and mg_arena_reset abandons it. mg_tape_end stops it and keeps it as a program if
- * it is a function of tokens[0..ntokens-1]: every mg_k_embed's token is tokens[pos], the j-th
- * mg_k_cross_entropy's target is tokens[j+1], and loss is what the last call, an mg_k_mean,
- * returned. It returns the program's id (>= 0), or MG_ERR_ARG (nothing kept) or MG_ERR_NOMEM.
- * mg_tape_replay, right after mg_arena_reset, runs the program again with these tokens (ntokens
- * as recorded) and returns its loss node: the same nodes the kernel calls would make, at the
- * same indices. On an error the partial step is dropped. A backward from a program's loss
- * reuses the topological order the program cached at its first backward (see tape.c). Programs
- * live until mg_arena_free. */
-int mg_tape_begin(mg_arena *a);
-int64_t mg_tape_end(mg_arena *a, const int64_t *tokens, int64_t ntokens, int64_t loss);
-int64_t mg_tape_replay(mg_arena *a, int64_t program, const int64_t *tokens, int64_t ntokens);
+ * (tape.c) A tape is its own object, used with one arena at a time; it holds no pointer to the
+ * arena, so the two may be freed in any order. mg_tape_begin (right after mg_arena_reset:
+ * MG_ERR_ARG otherwise) starts recording: each kernel call given this tape runs as usual and is
+ * recorded. Anything else that makes or changes something in the arena (mg_leaf, mg_vec_of,
+ * mg_set_data, mg_backward, a kernel call without the tape, ...) spoils the recording, as does
+ * a reset. mg_tape_end stops it and keeps it as a program if it is a function of
+ * tokens[0..ntokens-1]: every mg_k_embed's token is tokens[pos], the j-th mg_k_cross_entropy's
+ * target is tokens[j+1], and loss is what the last call, an mg_k_mean, returned. It returns the
+ * program's id (>= 0), or MG_ERR_ARG (nothing kept) or MG_ERR_NOMEM. mg_tape_replay, right after
+ * mg_arena_reset, runs the program again with these tokens (ntokens as recorded) and returns
+ * its loss node: the same nodes the kernel calls would make, at the same indices. On an error
+ * the partial step is dropped. mg_tape_backward is mg_backward, except that for the loss of the
+ * step a program just replayed it reuses the order the program cached (tape.c says why that is
+ * exact). Programs live until mg_tape_free; their memory is mg_tape_bytes, not the arena's. */
+mg_tape *mg_tape_new(void);                   /* NULL when out of memory */
+void mg_tape_free(mg_tape *t);                /* NULL is fine */
+int64_t mg_tape_bytes(const mg_tape *t);
+int mg_tape_begin(mg_tape *t, mg_arena *a);
+int64_t mg_tape_end(mg_tape *t, mg_arena *a, const int64_t *tokens, int64_t ntokens, int64_t loss);
+int64_t mg_tape_replay(mg_tape *t, mg_arena *a, int64_t program, const int64_t *tokens, int64_t ntokens);
+int mg_tape_backward(mg_tape *t, mg_arena *a, int64_t loss);

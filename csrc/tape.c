@@ -5,142 +5,231 @@
  * choose which embedding rows are read and which probability each cross-entropy takes the log
  * of, nothing else. So the kernel calls of one step are recorded (mg_tape_begin .. mg_tape_end)
  * as instructions whose operands are raw vec offsets and node indices, and later steps of the
- * same length re-run them with new tokens (mg_tape_replay) without a single call from Python per
- * layer. The arena is deterministic: a replay that starts from the persistent counts makes every
- * node and vec at the offset the recording made it, which is checked after each instruction.
+ * same length re-run them with new tokens (mg_tape_replay) without a call from Python per layer.
+ * The arena is deterministic: a replay that starts from the persistent counts makes every node
+ * and vec at the offset the recording made it, which is checked after each instruction.
  *
  * A recording is kept as a program only if it is a function of the tokens: every embedding's
- * token is tokens[pos], the j-th cross-entropy's target is tokens[j+1], nothing but kernels made
- * or changed anything while recording (arena.c spoils the tape otherwise), and the loss is what
- * the last instruction, a mean, returned. What the tape cannot see is Python's control flow: a
- * model whose sequence of layers depends on token values must not be recorded.
+ * token is tokens[pos], the j-th cross-entropy's target is tokens[j+1], nothing but kernel calls
+ * given this tape made or changed anything while recording (the arena's change count and node
+ * counts tell), and the loss is what the last instruction, a mean, returned. What the tape
+ * cannot see is Python's control flow: a model whose layers depend on token values must not be
+ * recorded.
  *
- * The cached topological order (mg_backward). The seed's depth-first search gives the order in
- * which gradients are accumulated, which decides their rounding; it is cached per program, and
- * a replay's backward skips the search. The order is NOT the same for every replay: it depends
- * on the cross-entropy targets (measured: two steps that differ in one target differ in order).
- * What the tokens change, exactly:
- *  - an embedding node's children are rows of wte and wpe: leaves (checked). The search marks
- *    leaves and never lists them, and a leaf's mark changes nothing else, so these don't matter.
- *  - a (fused) cross-entropy's probability node is mul(exp_t, total**-1) with t the target, a
- *    non-leaf child that depends on t. The search enters the step's forward graph through it:
- *    from exp_t to logit_t, and everything logit_t depends on that is not yet listed (F) is
- *    listed before logit_t. When every logit has the same non-leaf children in the same order
- *    (checked: the lm_head rows of a fused linear share the input vector; their weights are
- *    leaves), F is the same sequence whichever logit comes first, and the other logits then have
- *    nothing left to list but themselves. So the cross-entropy's part of the order is
- *        F, logit_t, its (x - max) and exp nodes,
- *        for each i in order: [logit_i, (x_i - max), exp_i unless i == t], running total_i,
- *        total**-1, probability, log, * -1
- *    and only the part after F depends on t, within a stretch of 4n + 4 entries (n logits).
- * Everything else in the graph is the same for every replay (same instructions, same operands),
- * and what the search lists before a cross-entropy is too (by induction over the
- * cross-entropies, in the order the search meets them). So the cached order is made exact for
- * new targets by rewriting each cross-entropy's stretch (ce_order). When the order is cached,
- * each stretch is checked against ce_order for the targets the search ran with; if anything
- * does not fit (unfused cross-entropy, logits with different non-leaf children, an embedding
- * of non-leaves, a stretch not where it should be) the program never caches and every
- * backward searches.
+ * The cached backward order. The seed's depth-first search decides the order in which gradient
+ * terms are added; a program caches the order its first backward found, so a replay's backward
+ * skips the search (a third of a replayed step). The order depends on the tokens only through
+ * the cross-entropies: a leaf's place in the search lists nothing, so the embedding rows do not
+ * matter (checked: they are leaves), and a fused cross-entropy enters the forward graph through
+ * its target's logit. When all its logits have the same non-leaf children (checked: the rows of
+ * a fused linear layer share their input), what the search lists below the first logit it meets
+ * is the same whichever logit that is, and the rest of the cross-entropy is one stretch whose
+ * order the kernel that built it gives (kernels.c, mgi_k_cross_entropy_order). By induction over
+ * the cross-entropies, in the order the search meets them, everything else is the same for
+ * every replay. So for new targets the cached order is made exact by rewriting each
+ * cross-entropy's stretch. When the order is cached, each stretch is checked against the
+ * kernel's order for the targets the search ran with; a program where anything does not fit
+ * never caches and searches every time. Building with MG_CHECK_ORDER (the sanitizer CI build
+ * does) compares every rewritten order with a fresh search.
  *
- * Not here: the kernels themselves (kernels.c), the search and the chain rule (arena.c).
+ * Not here: the kernels (kernels.c), the search and the chain rule (backward.c).
  */
 #include <stdint.h>
-#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <errno.h>
-#include <math.h>
 #include "microgpt.h"
-#include "internal.h"
+#include "arena.h"
+#include "backward.h"
+#include "kernels.h"
+#include "tape.h"
+
+enum { ORDER_UNKNOWN, ORDER_CACHED, ORDER_UNCACHEABLE };   // a program's backward order
+
+// A recorded training step, replayable for any tokens of the same length.
+typedef struct {
+    int64_t ninstr;         // instructions
+    mg_instr *instr;        // (ninstr) the kernel calls, in order
+    int64_t nlist;          // operand list entries
+    int64_t *list;          // (nlist) attention's key/value offsets, mean's node indices
+    int64_t ntokens;        // tokens the step is a function of
+    int64_t *tokens;        // (ntokens) the tokens of the program's latest graph (record or replay)
+    int64_t keep, edges_keep, vecs_keep;   // the persistent counts it starts from
+    int64_t count, nedges, vcount;         // the counts it ends at
+    int64_t loss;           // the loss node (the last instruction's)
+    int order_state;        // ORDER_*
+    int64_t norder;         // entries in order
+    int64_t *order;         // (norder) the backward order of the tokens' graph (ORDER_CACHED)
+    int64_t nce;            // cross-entropy instructions
+    int64_t *ce_at;         // (nce) where each one's stretch starts in order
+} mg_program;
+
+struct mg_tape {
+    mgi_memory mem;         // bytes held (not capped)
+    // --- the recording (mg_tape_begin .. mg_tape_end)
+    int recording;          // between begin and end
+    int spoiled;            // something happened that a replay could not redo
+    int64_t generation;     // the arena's generation and change count at begin: a reset or a
+    int64_t changes;        //   change made by anything but a recorded kernel call spoils it
+    int64_t next_count, next_nedges, next_vcount;   // where the next recorded call must start
+    int64_t ninstr, instr_cap;
+    mg_instr *instr;        // (instr_cap) the calls recorded
+    int64_t nlist, list_cap;
+    int64_t *list;          // (list_cap) their operand lists
+    int64_t nce;            // cross-entropy calls recorded (the next one's ordinal)
+    // --- programs
+    int64_t nprogs, progs_cap;
+    mg_program *progs;      // (progs_cap) program i is id i
+    int64_t current;        // the program that built the arena's step in generation current_gen, or -1
+    int64_t current_gen;
+};
+
+// grow one array of the tape (`size`-byte elements) to hold `need`
+static int grow(mg_tape *t, void **array, size_t size, int64_t *cap, int64_t need) {
+    return mgi_grow(&t->mem, array, &size, 1, 0, cap, need, MG_ELEM_LIMIT);
+}
+
+// an array of n elements (a copy of src unless it is NULL), counted in the tape's memory; NULL
+// when out of memory
+static void *array_of(mg_tape *t, const void *src, int64_t n, size_t size) {
+    if (n < 0 || (uint64_t)n > SIZE_MAX / size) return NULL;
+    void *p = malloc(n > 0 ? (size_t)n * size : 1);
+    if (!p) return NULL;
+    if (src && n > 0) memcpy(p, src, (size_t)n * size);
+    t->mem.bytes += n * (int64_t)size;
+    return p;
+}
+
+static void array_free(mg_tape *t, void *p, int64_t n, size_t size) {
+    if (!p) return;
+    free(p);
+    t->mem.bytes -= n * (int64_t)size;
+}
+
+// --- lifecycle
+
+mg_tape *mg_tape_new(void) {
+    mg_tape *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    t->current = -1;
+    t->mem.bytes = (int64_t)sizeof *t;
+    return t;
+}
+
+static void program_free(mg_tape *t, mg_program *p) {
+    array_free(t, p->instr, p->ninstr, sizeof *p->instr);
+    array_free(t, p->list, p->nlist, sizeof *p->list);
+    array_free(t, p->tokens, p->ntokens, sizeof *p->tokens);
+    array_free(t, p->order, p->norder, sizeof *p->order);
+    array_free(t, p->ce_at, p->nce, sizeof *p->ce_at);
+}
+
+void mg_tape_free(mg_tape *t) {
+    if (!t) return;
+    free(t->instr);
+    free(t->list);
+    for (int64_t i = 0; i < t->nprogs; i++) program_free(t, &t->progs[i]);
+    free(t->progs);
+    free(t);
+}
+
+int64_t mg_tape_bytes(const mg_tape *t) { return t ? t->mem.bytes : MG_ERR_ARG; }
 
 // --- recording
 
-// append one kernel call (its list entries copied: list may be kernel scratch); no room spoils
-// the tape, it never fails the kernel call
-void mgi_tape_record(mg_arena *a, mg_instr in, const int64_t *list, int64_t nlist) {
-    if (!a->tape_ok) return;
-    mg_instr *t = mgi_grow(a, a->tape, &a->tape_cap, a->tlen + 1, sizeof *a->tape);
-    if (!t) {
-        a->tape_ok = 0;
-        return;
-    }
-    a->tape = t;
-    if (nlist > 0) {
-        int64_t *l = mgi_grow(a, a->tape_list, &a->tlist_cap, a->tlist + nlist, sizeof *a->tape_list);
-        if (!l) {
-            a->tape_ok = 0;
-            return;
-        }
-        a->tape_list = l;
-        memcpy(l + a->tlist, list, (size_t)nlist * sizeof *l);
-    }
-    in.list = a->tlist;
-    a->tlist += nlist;
-    if (in.op == MG_T_CROSS_ENTROPY) in.index = a->tape_nce++;
-    a->tape[a->tlen++] = in;
-}
-
-int mg_tape_begin(mg_arena *a) {
-    mg_count(a);
-    if (!a) return MG_ERR_ARG;
-    if (a->count != a->keep || a->nedges != a->edges_keep || a->vcount != a->vkeep) return MG_ERR_ARG;
-    a->recording = 1;
-    a->tape_ok = 1;
-    a->tlen = a->tlist = a->tape_nce = 0;
+int mg_tape_begin(mg_tape *t, mg_arena *a) {
+    mgi_count_call(a);
+    if (!t || !a) return MG_ERR_ARG;
+    if (a->count != a->keep || a->nedges != a->edges_keep || a->vcount != a->vecs_keep) return MG_ERR_ARG;
+    t->recording = 1;
+    t->spoiled = 0;
+    t->generation = a->generation;
+    t->changes = a->changes;
+    t->next_count = a->count, t->next_nedges = a->nedges, t->next_vcount = a->vcount;
+    t->ninstr = t->nlist = t->nce = 0;
     return 0;
 }
 
-// the recorded tape is a function of these tokens (see the top of the file)
-static int tape_fits_tokens(const mg_arena *a, const int64_t *tokens, int64_t ntokens) {
-    for (int64_t i = 0; i < a->tlen; i++) {
-        const mg_instr *in = &a->tape[i];
-        if (in->op == MG_T_EMBED && (in->index >= ntokens || in->token != tokens[in->index])) return 0;
-        if (in->op == MG_T_CROSS_ENTROPY &&
-            (in->index + 1 >= ntokens || in->token != tokens[in->index + 1]))
+// the arena is as the last recorded call (or begin) left it
+static int arena_unchanged(const mg_tape *t, const mg_arena *a) {
+    return a->generation == t->generation && a->changes == t->changes && a->count == t->next_count &&
+           a->nedges == t->next_nedges && a->vcount == t->next_vcount;
+}
+
+int mgi_tape_ready(mg_tape *t, const mg_arena *a) {
+    if (!t->recording || t->spoiled) return 0;
+    if (!arena_unchanged(t, a)) t->spoiled = 1;
+    return !t->spoiled;
+}
+
+void mgi_tape_spoil(mg_tape *t) {
+    t->spoiled = 1;
+}
+
+void mgi_tape_record(mg_tape *t, const mg_arena *a, mg_instr in, const int64_t *list, int64_t nlist) {
+    void *p = t->instr;
+    int rc = grow(t, &p, sizeof *t->instr, &t->instr_cap, t->ninstr + 1);
+    t->instr = p;
+    if (!rc && nlist > 0) {
+        p = t->list;
+        rc = grow(t, &p, sizeof *t->list, &t->list_cap, t->nlist + nlist);
+        t->list = p;
+    }
+    if (rc) {                                    // no room: not replayable, the call itself stands
+        t->spoiled = 1;
+        return;
+    }
+    if (nlist > 0) memcpy(t->list + t->nlist, list, (size_t)nlist * sizeof *list);
+    if (in.op == MG_T_ATTENTION) in.k.attention.list = t->nlist;
+    if (in.op == MG_T_MEAN) in.k.mean.list = t->nlist;
+    if (in.op == MG_T_CROSS_ENTROPY) in.k.cross_entropy.ordinal = t->nce++;
+    t->nlist += nlist;
+    t->instr[t->ninstr++] = in;
+    t->next_count = a->count, t->next_nedges = a->nedges, t->next_vcount = a->vcount;
+}
+
+// the recorded calls are a function of these tokens (see the top of the file)
+static int recording_fits_tokens(const mg_tape *t, const int64_t *tokens, int64_t ntokens) {
+    for (int64_t i = 0; i < t->ninstr; i++) {
+        const mg_instr *in = &t->instr[i];
+        if (in->op == MG_T_EMBED &&
+            (in->k.embed.pos >= ntokens || in->k.embed.token != tokens[in->k.embed.pos]))
+            return 0;
+        if (in->op == MG_T_CROSS_ENTROPY && (in->k.cross_entropy.ordinal + 1 >= ntokens ||
+                                             in->k.cross_entropy.target != tokens[in->k.cross_entropy.ordinal + 1]))
             return 0;
     }
     return 1;
 }
 
-static void program_free(mg_arena *a, mg_program *p) {
-    mgi_free(a, p->instr, p->ninstr, sizeof *p->instr);
-    mgi_free(a, p->list, p->nlist, sizeof *p->list);
-    mgi_free(a, p->tokens, p->ntokens, sizeof *p->tokens);
-    mgi_free(a, p->ce_at, p->nce, sizeof *p->ce_at);
-    mgi_free(a, p->topo, p->ntopo, sizeof *p->topo);
-    memset(p, 0, sizeof *p);
-}
-
-int64_t mg_tape_end(mg_arena *a, const int64_t *tokens, int64_t ntokens, int64_t loss) {
-    mg_count(a);
-    if (!a || !a->recording) return MG_ERR_ARG;
-    a->recording = 0;
+int64_t mg_tape_end(mg_tape *t, mg_arena *a, const int64_t *tokens, int64_t ntokens, int64_t loss) {
+    mgi_count_call(a);
+    if (!t || !a || !t->recording) return MG_ERR_ARG;
+    t->recording = 0;
     int64_t li = 0;
-    if (!a->tape_ok || a->tlen == 0 || !tokens || ntokens < 1 || ntokens > MG_IDX_LIMIT) return MG_ERR_ARG;
-    if (mg_node_check(a, loss, &li)) return MG_ERR_ARG;
-    const mg_instr *last = &a->tape[a->tlen - 1];
-    if (last->op != MG_T_MEAN || last->out != li || !tape_fits_tokens(a, tokens, ntokens)) return MG_ERR_ARG;
+    if (t->spoiled || !arena_unchanged(t, a) || t->ninstr == 0) return MG_ERR_ARG;
+    if (!tokens || ntokens < 1 || ntokens > MG_IDX_LIMIT || mgi_node_check(a, loss, &li)) return MG_ERR_ARG;
+    const mg_instr *last = &t->instr[t->ninstr - 1];
+    if (last->op != MG_T_MEAN || last->out != li || !recording_fits_tokens(t, tokens, ntokens)) return MG_ERR_ARG;
 
-    mg_program *progs = mgi_grow(a, a->progs, &a->progs_cap, a->nprogs + 1, sizeof *a->progs);
-    if (!progs) return MG_ERR_NOMEM;
-    a->progs = progs;
-    mg_program p = { .ninstr = a->tlen, .nlist = a->tlist, .ntokens = ntokens, .nce = a->tape_nce,
-                     .keep = a->keep, .edges_keep = a->edges_keep, .vkeep = a->vkeep,
+    void *grown = t->progs;
+    int rc = grow(t, &grown, sizeof *t->progs, &t->progs_cap, t->nprogs + 1);
+    t->progs = grown;
+    if (rc) return rc;
+    mg_program p = { .ninstr = t->ninstr, .nlist = t->nlist, .ntokens = ntokens, .nce = t->nce,
+                     .keep = a->keep, .edges_keep = a->edges_keep, .vecs_keep = a->vecs_keep,
                      .count = a->count, .nedges = a->nedges, .vcount = a->vcount, .loss = li };
-    p.instr = mgi_alloc(a, p.ninstr, sizeof *p.instr);
-    p.list = mgi_alloc(a, p.nlist, sizeof *p.list);
-    p.tokens = mgi_alloc(a, p.ntokens, sizeof *p.tokens);
-    p.ce_at = mgi_alloc(a, p.nce, sizeof *p.ce_at);
+    p.instr = array_of(t, t->instr, p.ninstr, sizeof *p.instr);
+    p.list = array_of(t, t->list, p.nlist, sizeof *p.list);
+    p.tokens = array_of(t, tokens, ntokens, sizeof *p.tokens);
+    p.ce_at = array_of(t, NULL, p.nce, sizeof *p.ce_at);
     if (!p.instr || !p.list || !p.tokens || !p.ce_at) {
-        program_free(a, &p);
+        program_free(t, &p);
         return MG_ERR_NOMEM;
     }
-    memcpy(p.instr, a->tape, (size_t)p.ninstr * sizeof *p.instr);
-    if (p.nlist) memcpy(p.list, a->tape_list, (size_t)p.nlist * sizeof *p.list);
-    memcpy(p.tokens, tokens, (size_t)ntokens * sizeof *p.tokens);
-    a->progs[a->nprogs] = p;
-    a->cur_prog = a->nprogs;
-    return a->nprogs++;
+    t->progs[t->nprogs] = p;
+    t->current = t->nprogs;
+    t->current_gen = a->generation;
+    return t->nprogs++;
 }
 
 // --- replay
@@ -151,123 +240,101 @@ static int vec_ok(const mg_arena *a, int64_t off, int64_t n) {
 }
 
 // one instruction with the replay's tokens: what the body returns
-static int64_t run(mg_arena *a, const mg_program *p, const mg_instr *in, const int64_t *tokens) {
+static int64_t run_instruction(mg_arena *a, const mg_program *p, const mg_instr *in, const int64_t *tokens) {
     switch (in->op) {
-    case MG_T_EMBED:
-        if (!vec_ok(a, in->x, in->m * in->n) || !vec_ok(a, in->y, in->k * in->n)) return MG_ERR_ARG;
-        return mgi_k_embed(a, in->x, in->y, in->n, tokens[in->index], in->index);
+    case MG_T_EMBED: {
+        int64_t n = in->k.embed.n_embd;
+        if (!vec_ok(a, in->k.embed.wte, in->k.embed.wte_rows * n) || !vec_ok(a, in->k.embed.wpe, in->k.embed.wpe_rows * n))
+            return MG_ERR_ARG;
+        return mgi_k_embed(a, in->k.embed.wte, in->k.embed.wpe, n, tokens[in->k.embed.pos], in->k.embed.pos);
+    }
     case MG_T_ADD:
-        if (!vec_ok(a, in->x, in->n) || !vec_ok(a, in->y, in->n)) return MG_ERR_ARG;
-        return mgi_k_add(a, in->x, in->y, in->n);
+        if (!vec_ok(a, in->k.add.x, in->k.add.n) || !vec_ok(a, in->k.add.y, in->k.add.n)) return MG_ERR_ARG;
+        return mgi_k_add(a, in->k.add.x, in->k.add.y, in->k.add.n);
     case MG_T_SCALE:
-        if (!vec_ok(a, in->x, in->n)) return MG_ERR_ARG;
-        return mgi_k_scale(a, in->x, in->n, in->c);
+        if (!vec_ok(a, in->k.scale.x, in->k.scale.n)) return MG_ERR_ARG;
+        return mgi_k_scale(a, in->k.scale.x, in->k.scale.n, in->k.scale.c);
     case MG_T_RELU:
-        if (!vec_ok(a, in->x, in->n)) return MG_ERR_ARG;
-        return mgi_k_relu(a, in->x, in->n);
-    case MG_T_LINEAR:
-        if (!vec_ok(a, in->x, in->n) || !vec_ok(a, in->y, in->n * in->m)) return MG_ERR_ARG;
-        return mgi_k_linear(a, in->x, in->n, in->y, in->m, in->fused);
     case MG_T_RMSNORM:
-        if (!vec_ok(a, in->x, in->n)) return MG_ERR_ARG;
-        return mgi_k_rmsnorm(a, in->x, in->n);
     case MG_T_SOFTMAX:
-        if (!vec_ok(a, in->x, in->n)) return MG_ERR_ARG;
-        return mgi_k_softmax(a, in->x, in->n);
+        if (!vec_ok(a, in->k.unary.x, in->k.unary.n)) return MG_ERR_ARG;
+        return (in->op == MG_T_RELU ? mgi_k_relu : in->op == MG_T_RMSNORM ? mgi_k_rmsnorm : mgi_k_softmax)(
+            a, in->k.unary.x, in->k.unary.n);
+    case MG_T_LINEAR:
+        if (!vec_ok(a, in->k.linear.x, in->k.linear.nin) ||
+            !vec_ok(a, in->k.linear.w, in->k.linear.nin * in->k.linear.nout))
+            return MG_ERR_ARG;
+        return mgi_k_linear(a, in->k.linear.x, in->k.linear.nin, in->k.linear.w, in->k.linear.nout,
+                            in->k.linear.fused);
     case MG_T_ATTENTION: {
-        const int64_t *keys = p->list + in->list, *values = keys + in->n;
-        int64_t w = in->m * in->k;                 // a position's vec: n_head * head_dim
-        if (!vec_ok(a, in->x, w)) return MG_ERR_ARG;
-        for (int64_t s = 0; s < in->n; s++)
+        int64_t nt = in->k.attention.t, w = in->k.attention.n_head * in->k.attention.head_dim;
+        const int64_t *keys = p->list + in->k.attention.list, *values = keys + nt;
+        if (!vec_ok(a, in->k.attention.q, w)) return MG_ERR_ARG;
+        for (int64_t s = 0; s < nt; s++)
             if (!vec_ok(a, keys[s], w) || !vec_ok(a, values[s], w)) return MG_ERR_ARG;
-        return mgi_k_attention(a, in->x, keys, values, in->n, in->m, in->k);
+        return mgi_k_attention(a, in->k.attention.q, keys, values, nt, in->k.attention.n_head,
+                               in->k.attention.head_dim);
     }
     case MG_T_CROSS_ENTROPY:
-        if (!vec_ok(a, in->x, in->n)) return MG_ERR_ARG;
-        return mgi_k_cross_entropy(a, in->x, in->n, tokens[in->index + 1], in->fused);
+        if (!vec_ok(a, in->k.cross_entropy.logits, in->k.cross_entropy.n)) return MG_ERR_ARG;
+        return mgi_k_cross_entropy(a, in->k.cross_entropy.logits, in->k.cross_entropy.n,
+                                   tokens[in->k.cross_entropy.ordinal + 1], in->k.cross_entropy.fused);
     case MG_T_MEAN: {
-        const int64_t *nodes = p->list + in->list;
-        for (int64_t k = 0; k < in->n; k++)
+        const int64_t *nodes = p->list + in->k.mean.list;
+        for (int64_t k = 0; k < in->k.mean.n; k++)
             if (nodes[k] < 0 || nodes[k] >= a->count) return MG_ERR_ARG;
-        return mgi_k_mean(a, nodes, in->n);
+        return mgi_k_mean(a, nodes, in->k.mean.n);
     }
     }
     return MG_ERR_ARG;
 }
 
-static void ce_orders(mg_arena *a, mg_program *p);
-
-int64_t mg_tape_replay(mg_arena *a, int64_t program, const int64_t *tokens, int64_t ntokens) {
-    mg_count_change(a);
-    if (!a || a->recording || program < 0 || program >= a->nprogs || !tokens) return MG_ERR_ARG;
-    mg_program *p = &a->progs[program];
-    if (ntokens != p->ntokens) return MG_ERR_ARG;
-    if (a->keep != p->keep || a->edges_keep != p->edges_keep || a->vkeep != p->vkeep ||
-        a->count != a->keep || a->nedges != a->edges_keep || a->vcount != a->vkeep)
-        return MG_ERR_ARG;                       // not right after a reset, or the parameters changed
-    for (int64_t i = 0; i < p->ninstr; i++) {    // every token in range before anything is made
-        const mg_instr *in = &p->instr[i];       // (mg_tape_end checked the indices < ntokens)
-        if (in->op == MG_T_EMBED && (tokens[in->index] < 0 || tokens[in->index] >= in->m))
-            return MG_ERR_ARG;                   // a row of wte
-        if (in->op == MG_T_CROSS_ENTROPY && (tokens[in->index + 1] < 0 || tokens[in->index + 1] >= in->n))
-            return MG_ERR_ARG;                   // a logit
+// every token an instruction reads is in range (mg_tape_end checked the positions < ntokens)
+static int tokens_in_range(const mg_program *p, const int64_t *tokens) {
+    for (int64_t i = 0; i < p->ninstr; i++) {
+        const mg_instr *in = &p->instr[i];
+        if (in->op == MG_T_EMBED) {
+            int64_t token = tokens[in->k.embed.pos];
+            if (token < 0 || token >= in->k.embed.wte_rows) return 0;      // a row of wte
+        }
+        if (in->op == MG_T_CROSS_ENTROPY) {
+            int64_t target = tokens[in->k.cross_entropy.ordinal + 1];
+            if (target < 0 || target >= in->k.cross_entropy.n) return 0;  // a logit
+        }
     }
+    return 1;
+}
+
+int64_t mg_tape_replay(mg_tape *t, mg_arena *a, int64_t program, const int64_t *tokens, int64_t ntokens) {
+    mgi_count_call(a);
+    if (!t || !a || program < 0 || program >= t->nprogs || !tokens) return MG_ERR_ARG;
+    t->recording = 0;                            // a recording left unfinished (its step raised) ends
+    mg_program *p = &t->progs[program];
+    if (ntokens != p->ntokens || !tokens_in_range(p, tokens)) return MG_ERR_ARG;
+    if (a->keep != p->keep || a->edges_keep != p->edges_keep || a->vecs_keep != p->vecs_keep ||
+        a->count != a->keep || a->nedges != a->edges_keep || a->vcount != a->vecs_keep)
+        return MG_ERR_ARG;                       // not right after a reset, or the parameters changed
+    mgi_note_change(a);
     int64_t rc = 0;
     for (int64_t i = 0; i < p->ninstr && rc >= 0; i++) {
-        int64_t r = run(a, p, &p->instr[i], tokens);
+        int64_t r = run_instruction(a, p, &p->instr[i], tokens);
         rc = r < 0 ? r : r != p->instr[i].out ? MG_ERR_ARG : 0;
     }
     if (!rc && (a->count != p->count || a->nedges != p->nedges || a->vcount != p->vcount)) rc = MG_ERR_ARG;
     if (rc < 0) {                                // drop the partial step: back to the persistent counts
         a->count = a->keep;
         a->nedges = a->edges_keep;
-        a->vcount = a->vkeep;
+        a->vcount = a->vecs_keep;
         a->step_dots = 0;
         return rc;
     }
     memcpy(p->tokens, tokens, (size_t)ntokens * sizeof *p->tokens);
-    if (p->topo_state == 1) ce_orders(a, p);
-    a->cur_prog = program;
-    return mg_handle_of(a, p->loss);
+    t->current = program;
+    t->current_gen = a->generation;
+    return mgi_handle_of(a, p->loss);
 }
 
-// --- the cached topological order (why it is exact: the top of the file)
-
-// Write (check = 0) or compare with (check = 1) dst: the order in which the search lists a fused
-// cross-entropy's own nodes and its logits after F, for this target. Node layout: kernels.c,
-// mgi_k_cross_entropy. Compare mode returns 0 on the first difference.
-static int ce_order(const mg_arena *a, const mg_instr *in, int64_t target, int64_t *dst, int check) {
-    const int64_t n = in->n, b = in->base, *logit = a->vec_ids + in->x;
-    int64_t k = 0;
-#define EMIT(node) do {                                    \
-        if (!check) dst[k] = (node);                       \
-        else if (dst[k] != (node)) return 0;               \
-        k++;                                               \
-    } while (0)
-    EMIT(logit[target]);
-    EMIT(b + 2 * target);                        // logit - max
-    EMIT(b + 2 * target + 1);                    // exp
-    for (int64_t i = 0; i < n; i++) {
-        if (i != target) {
-            EMIT(logit[i]);
-            EMIT(b + 2 * i);
-            EMIT(b + 2 * i + 1);
-        }
-        EMIT(b + 2 * n + i);                     // running total
-    }
-    for (int64_t i = 0; i < 4; i++) EMIT(b + 3 * n + i);   // total**-1, probability, log, * -1
-#undef EMIT
-    return 1;
-}
-
-// rewrite every cross-entropy's stretch of the cached order for the program's current tokens
-static void ce_orders(mg_arena *a, mg_program *p) {
-    for (int64_t i = 0, j = 0; i < p->ninstr; i++) {
-        const mg_instr *in = &p->instr[i];
-        if (in->op == MG_T_CROSS_ENTROPY)
-            ce_order(a, in, p->tokens[in->index + 1], p->topo + p->ce_at[j++], 0);
-    }
-}
+// --- the cached backward order (why it is exact: the top of the file)
 
 // u and v have the same non-leaf children in the same order
 static int same_inner_children(const mg_arena *a, int64_t u, int64_t v) {
@@ -293,61 +360,93 @@ static int all_leaves(const mg_arena *a, int64_t off, int64_t n) {
 static int order_is_target_free(const mg_arena *a, const mg_program *p) {
     for (int64_t i = 0; i < p->ninstr; i++) {
         const mg_instr *in = &p->instr[i];
-        if (in->op == MG_T_EMBED && (!all_leaves(a, in->x, in->m * in->n) ||
-                                     !all_leaves(a, in->y + in->index * in->n, in->n)))
+        if (in->op == MG_T_EMBED &&
+            !all_leaves(a, in->k.embed.wte, in->k.embed.wte_rows * in->k.embed.n_embd)) return 0;
+        if (in->op == MG_T_EMBED && !all_leaves(a, in->k.embed.wpe, in->k.embed.wpe_rows * in->k.embed.n_embd))
             return 0;
         if (in->op != MG_T_CROSS_ENTROPY) continue;
-        if (!in->fused || in->out != in->base + 3 * in->n + 3) return 0;
-        const int64_t *logit = a->vec_ids + in->x;
-        for (int64_t k = 0; k < in->n; k++)
+        if (!in->k.cross_entropy.fused) return 0;
+        const int64_t *logit = a->vec_ids + in->k.cross_entropy.logits;
+        for (int64_t k = 0; k < in->k.cross_entropy.n; k++)
             if (a->op[logit[k]] == MG_OP_LEAF || !same_inner_children(a, logit[0], logit[k])) return 0;
     }
     return 1;
 }
 
-// The program that built the current step, if root is its loss and nothing was made since.
-mg_program *mgi_program_of(mg_arena *a, int64_t root) {
-    if (a->cur_prog < 0) return NULL;
-    mg_program *p = &a->progs[a->cur_prog];
+// each cross-entropy's stretch of order, written for the program's current tokens (into dst),
+// or compared with what is there (returns 0 on the first difference). scratch: room for the
+// longest stretch.
+static int ce_stretches(const mg_arena *a, const mg_program *p, int64_t *order, int64_t *scratch, int check) {
+    for (int64_t i = 0, j = 0; i < p->ninstr; i++) {
+        const mg_instr *in = &p->instr[i];
+        if (in->op != MG_T_CROSS_ENTROPY) continue;
+        int64_t n = in->k.cross_entropy.n, target = p->tokens[in->k.cross_entropy.ordinal + 1];
+        int64_t *dst = check ? scratch : order + p->ce_at[j];
+        mgi_k_cross_entropy_order(a, in->k.cross_entropy.logits, n, in->base, target, dst);
+        if (check && memcmp(dst, order + p->ce_at[j], (size_t)MGI_CE_ORDER_LEN(n) * sizeof *dst)) return 0;
+        j++;
+    }
+    return 1;
+}
+
+// After a search of the program's current graph: cache the order, with each cross-entropy's
+// stretch found and checked, or mark the program as one that never caches.
+static void cache_order(mg_tape *t, const mg_arena *a, mg_program *p, const int64_t *order, int64_t n) {
+    p->order_state = ORDER_UNCACHEABLE;
+    if (!order_is_target_free(a, p)) return;
+    int64_t longest = 0, k = 0, j = 0;
+    for (int64_t i = 0; i < p->ninstr; i++) {    // the stretches come in the order the search met them
+        const mg_instr *in = &p->instr[i];
+        if (in->op != MG_T_CROSS_ENTROPY) continue;
+        int64_t start = k, len = MGI_CE_ORDER_LEN(in->k.cross_entropy.n);
+        while (k < n && order[k] != in->out) k++;    // the stretch ends with the loss node
+        if (k == n || k + 1 - len < start) return;
+        p->ce_at[j++] = k + 1 - len;
+        if (len > longest) longest = len;
+        k++;
+    }
+    int64_t *copy = array_of(t, order, n, sizeof *copy), *scratch = array_of(t, NULL, longest, sizeof *scratch);
+    if (copy && scratch && ce_stretches(a, p, copy, scratch, 1)) {
+        p->order = copy;
+        p->norder = n;
+        p->order_state = ORDER_CACHED;
+        copy = NULL;
+    } else if (!copy || !scratch) {
+        p->order_state = ORDER_UNKNOWN;          // no room: search again next time
+    }
+    array_free(t, copy, n, sizeof *copy);
+    array_free(t, scratch, longest, sizeof *scratch);
+}
+
+// The program that built the arena's current step, if root is its loss and nothing was made since.
+static mg_program *program_of(mg_tape *t, const mg_arena *a, int64_t root) {
+    if (t->current < 0 || t->current_gen != a->generation) return NULL;
+    mg_program *p = &t->progs[t->current];
     if (root != p->loss || a->count != p->count || a->nedges != p->nedges) return NULL;
     return p;
 }
 
-// After mg_backward searched the program's current graph: cache the order, with each
-// cross-entropy's stretch found and checked, or mark the program as one that never caches.
-void mgi_program_keep_topo(mg_arena *a, mg_program *p, const int64_t *topo, int64_t nt) {
-    if (!order_is_target_free(a, p)) {
-        p->topo_state = -1;
-        return;
+int mg_tape_backward(mg_tape *t, mg_arena *a, int64_t loss) {
+    mgi_count_call(a);
+    int64_t r = 0;
+    int rc = mgi_node_check(a, loss, &r);
+    if (rc) return rc;
+    if (!t) return MG_ERR_ARG;
+    mgi_note_change(a);
+    if (a->dot_changed) return MG_ERR_CHANGED;   // refused before the search can run out of memory
+    if (a->step_dots && a->differentiated) return MG_ERR_TWICE;
+    mg_program *p = program_of(t, a, r);
+    if (p && p->order_state == ORDER_CACHED) {
+        ce_stretches(a, p, p->order, NULL, 0);   // the order for this step's targets
+#ifdef MG_CHECK_ORDER
+        int64_t n = mgi_search_order(a, r);
+        if (n < 0) return (int)n;
+        if (n != p->norder || memcmp(a->order, p->order, (size_t)n * sizeof *a->order)) return MG_ERR_ORDER;
+#endif
+        return mgi_chain_rule(a, r, p->order, p->norder);
     }
-    int64_t *copy = mgi_alloc(a, nt, sizeof *copy);
-    if (!copy) return;                           // no room: search again next time
-    memcpy(copy, topo, (size_t)nt * sizeof *copy);
-    int64_t k = 0, j = 0;                        // the stretches come in the order the search met them
-    for (int64_t i = 0; i < p->ninstr; i++) {
-        const mg_instr *in = &p->instr[i];
-        if (in->op != MG_T_CROSS_ENTROPY) continue;
-        int64_t start = k;
-        while (k < nt && copy[k] != in->out) k++;   // the cross-entropy's last node, * -1
-        int64_t at = k - (4 * in->n + 3);
-        if (k == nt || at < start || !ce_order(a, in, p->tokens[in->index + 1], copy + at, 1)) {
-            mgi_free(a, copy, nt, sizeof *copy);
-            p->topo_state = -1;
-            return;
-        }
-        p->ce_at[j++] = at;
-        k++;
-    }
-    p->topo = copy;
-    p->ntopo = nt;
-    p->topo_state = 1;
-}
-
-// --- teardown (mg_arena_free)
-
-void mgi_tape_free(mg_arena *a) {
-    free(a->tape);
-    free(a->tape_list);
-    for (int64_t i = 0; i < a->nprogs; i++) program_free(a, &a->progs[i]);
-    free(a->progs);
+    int64_t n = mgi_search_order(a, r);
+    if (n < 0) return (int)n;
+    if (p && p->order_state == ORDER_UNKNOWN) cache_order(t, a, p, a->order, n);
+    return mgi_chain_rule(a, r, a->order, n);
 }

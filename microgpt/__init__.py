@@ -1,7 +1,7 @@
 """microgpt: the GPT of Karpathy's microgpt.py, bit-identical to it, with a python and a c backend."""
 from .backend import BackendError, get_backend, set_backend
-from .graphs import new_graph
 from .model import GPT, Config, ConfigError
+from .modes import new_graph
 from .tokenizer import Tokenizer, VocabularyError
 
 __all__ = ["Value", "get_backend", "set_backend", "BackendError", "new_graph", "GPT", "Config",

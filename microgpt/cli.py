@@ -22,12 +22,13 @@ from .atomic import AtomicFile, OutputPathError, check_output_path
 from .backend import CHOICES, BackendError, resolve
 from .checkpoint import CheckpointError
 from .data import DataError, default_docs, docs_sha256, load_docs
-from .graphs import GRAPH_MODES, LEARNING_RATE, new_graph
 from .guard import TrainingFailed
 from .model import GPT, Config, ConfigError
+from .modes import MODE_NAMES, mode_help, new_graph
+from .optim import LEARNING_RATE, learning_rate
 from .plot import PlotError
 from .tokenizer import Tokenizer, VocabularyError
-from .train import learning_rate, params_sha256, sample, train
+from .train import params_sha256, sample, train
 
 USER_ERRORS = (DataError, ConfigError, CheckpointError, VocabularyError, BackendError, OutputPathError,
                PlotError, ValueError)
@@ -57,14 +58,12 @@ def note(message):
 def add_backend_flags(p):
     p.add_argument("--backend", choices=CHOICES, default=None,
                    help="python, c, or auto (default: $MICROGPT_BACKEND, else auto)")
-    p.add_argument("--graph", choices=GRAPH_MODES, default="auto",
-                   help="how the graph is built: seed (node for node, one op at a time), kernels (c only: "
-                        "one C call per layer), fused (linear rows as fused dot nodes), replay (c only: fused, "
-                        "each step replayed in C); auto (default): replay on c, fused on python; same bits")
+    p.add_argument("--graph", choices=("auto",) + MODE_NAMES, default="auto", help=mode_help())
 
 
 def build_parser():
-    from .profile import RUNGS, SEED_SCRIPT_RUNG
+    from .modes import RUNG_NAMES
+    from .profile import SEED_SCRIPT_RUNG
     D = TRAIN_DEFAULTS
     parser = Parser(prog="microgpt", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -99,7 +98,7 @@ def build_parser():
     add_backend_flags(s)
     add_memory_flag(s)
 
-    names = [SEED_SCRIPT_RUNG] + [r.name for r in RUNGS]
+    names = (SEED_SCRIPT_RUNG,) + RUNG_NAMES
     p = sub.add_parser("profile", help="time every rung, from the seed's algorithm to native kernels")
     p.add_argument("--steps", type=int, default=5, help="training steps per rung (default: 5)")
     p.add_argument("--data", help="data file (default: the embedded names list)")

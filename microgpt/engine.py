@@ -15,6 +15,8 @@ dot() is the one addition: the seed's `sum(w * x for w, x in zip(ws, xs))` as a 
 import math
 from itertools import chain
 
+from .ops import DerivedOps
+
 _COMPLEX_POW = "negative base to a fractional power: the result would be complex"
 
 
@@ -29,7 +31,7 @@ def real_pow(x, k):
 _DONE = object()  # stack marker in backward(): the node below it has had all its children searched
 
 
-class Value:
+class Value(DerivedOps):
     """A scalar in the graph: its data, its gradient, and how it was made."""
     __slots__ = ('data', 'grad', '_children', '_local_grads')
 
@@ -59,13 +61,7 @@ class Value:
     def log(self): return Value(math.log(self.data), (self,), (1 / self.data,))
     def exp(self): return Value(math.exp(self.data), (self,), (math.exp(self.data),))
     def relu(self): return Value(self.data if self.data > 0 else 0.0, (self,), (float(self.data > 0),))
-    def __neg__(self): return self * -1
-    def __radd__(self, other): return self + other
-    def __sub__(self, other): return self + (-other)
-    def __rsub__(self, other): return other + (-self)
-    def __rmul__(self, other): return self * other
-    def __truediv__(self, other): return self * other**-1
-    def __rtruediv__(self, other): return other * self**-1
+    # -x, x - y, x / y and the reflected forms: ops.DerivedOps, as the seed derives them
 
     def __repr__(self):
         return f"Value(data={self.data!r}, grad={self.grad!r})"

@@ -71,9 +71,10 @@ def zero_param_grads(graph):
         for p in graph.params:
             p.grad = 0
         return
-    lib, ptr = graph._lib, graph.arena.ptr
+    from .native import check, lib
+    ptr = graph.arena.ptr
     for i in range(graph.nparams):  # the parameters are the arena's first nodes, made before any reset
-        graph._check(lib.mg_set_grad(ptr, i, 0.0))
+        check(lib.mg_set_grad(ptr, i, 0.0))
 
 
 MATH_ERRORS = (ArithmeticError, ValueError, MemoryError)

@@ -69,5 +69,14 @@ def cross_entropy(logits, target):
     return -probs[target].log()
 
 
+def cross_entropy_fused(logits, target):
+    """cross_entropy() making only the target's probability: its siblings cannot reach the loss,
+    so the backward never sees them and every bit is the same (as the c kernel does)."""
+    max_val = max(val.data for val in logits)
+    exps = [(val - max_val).exp() for val in logits]
+    total = sum(exps)
+    return -(exps[target] / total).log()
+
+
 def mean(losses):
     return (1 / len(losses)) * sum(losses)

@@ -49,7 +49,7 @@ def _softmax(n):
 
 
 def _cross_entropy(vocab, fused):
-    # softmax, log, * -1; fused (c kernels): only the target's probability is made
+    # softmax, log, * -1; fused: only the target's probability is made
     if fused:
         return 3 * vocab + 4, 4 * vocab + 4
     nodes, links = _softmax(vocab)
@@ -138,7 +138,7 @@ def _c_arena_bytes(config, mode, positions):
     fused = mode in ("fused", "replay")
     nodes, links = step_graph(config, positions, fused, fused)
     total = (_capacity(P + nodes) * C_NODE_BYTES + _capacity(links) * C_LINK_BYTES
-             + _capacity(P + nodes) * C_SCRATCH_BYTES + P * C_ADAM_BYTES)
+             + _capacity(P + nodes) * C_SCRATCH_BYTES + _capacity(P) * C_ADAM_BYTES)
     if mode != "seed":
         total += _capacity(P + vector_entries(config, positions)) * 8
     if mode == "replay":
@@ -170,7 +170,7 @@ def estimate_bytes(config, backend, mode, saving=True):
     per_param = SNAPSHOT_BYTES + (SAVE_BYTES if saving else 0)
     if backend == "python":
         fused = mode != "seed"
-        nodes, links = step_graph(config, positions, fused, False)
+        nodes, links = step_graph(config, positions, fused, fused)
         return P * (PY_PARAM_BYTES + per_param) + nodes * PY_NODE_BYTES + links * PY_LINK_BYTES
     return _c_arena_bytes(config, mode, positions) + P * per_param
 

@@ -29,6 +29,10 @@ class Config:
     def head_dim(self):
         return self.n_embd // self.n_head
 
+    @property
+    def num_params(self):
+        return sum(rows * cols for rows, cols in parameter_shapes(self).values())
+
 
 def parameter_shapes(config):
     """state_dict names and (rows, cols) in the seed's order: this order decides the random draws."""
@@ -45,19 +49,21 @@ def parameter_shapes(config):
 
 
 class GPT:
+    """The seed's model over a graph (graphs.py): its parameters, forward and loss."""
+
     def __init__(self, config, graph, std=0.08):
         self.config, self.graph = config, graph
         # one random.gauss per parameter, state_dict order, row by row, exactly as the seed
         self.state_dict = {}
         for name, (nout, nin) in parameter_shapes(config).items():
-            rows = [[graph.param(random.gauss(0, std)) for _ in range(nin)] for _ in range(nout)]
-            self.state_dict[name] = graph.matrix(rows)
-        self.num_params = sum(r * c for r, c in parameter_shapes(config).values())
+            rows = [[random.gauss(0, std) for _ in range(nin)] for _ in range(nout)]
+            self.state_dict[name] = graph.layers.matrix(rows)
+        self.num_params = config.num_params
         graph.finish_params()
 
     def forward(self, token_id, pos_id, keys, values):
         """Logits for the next token; appends this position's keys and values to the cache."""
-        g, sd, cfg = self.graph, self.state_dict, self.config
+        g, sd, cfg = self.graph.layers, self.state_dict, self.config
         x = g.embed(sd['wte'], sd['wpe'], token_id, pos_id)  # token embedding + position embedding
         x = g.rmsnorm(x)
         for li in range(cfg.n_layer):
@@ -91,5 +97,5 @@ class GPT:
         losses = []
         for pos_id in range(n):
             logits = self.forward(tokens[pos_id], pos_id, keys, values)
-            losses.append(self.graph.cross_entropy(logits, tokens[pos_id + 1]))
-        return self.graph.mean(losses)
+            losses.append(self.graph.layers.cross_entropy(logits, tokens[pos_id + 1]))
+        return self.graph.layers.mean(losses)

@@ -4,6 +4,7 @@ A CValue is a handle into an Arena (csrc/arena.c). Its operations are one C call
 numbers are computed in C by the same expressions the python backend evaluates, bit for bit.
 """
 from . import _cmg  # ImportError here means the extension was not built: backend.py reports it
+from .ops import DerivedOps
 
 ffi, lib = _cmg.ffi, _cmg.lib
 
@@ -19,6 +20,8 @@ _ERRORS = {
                                      "made (set_data, parameters written, or Adam): build the step again"),
     lib.MG_ERR_TWICE: (ValueError, "this step's graph has fused nodes and was differentiated already: a second "
                                    "backward would not give the seed's gradients; build the step again"),
+    lib.MG_ERR_ORDER: (RuntimeError, "a cached backward order differs from a fresh search (a bug in microgpt's "
+                                     "csrc/tape.c: please report it)"),
 }
 
 
@@ -66,9 +69,6 @@ class Arena:
     def set_limit(self, max_bytes):
         check(lib.mg_arena_set_limit(self.ptr, max_bytes))
 
-    def set_fused(self, on):
-        check(lib.mg_arena_set_fused(self.ptr, 1 if on else 0))
-
     @property
     def nodes(self):
         return lib.mg_arena_nodes(self.ptr)
@@ -80,6 +80,14 @@ class Arena:
     @property
     def nbytes(self):
         return lib.mg_arena_bytes(self.ptr)
+
+    @property
+    def calls(self):
+        return lib.mg_arena_calls(self.ptr)
+
+    def leaves(self, values):
+        """len(values) new nodes at once: the first one's handle (the rest follow it)."""
+        return check(lib.mg_leaves(self.ptr, ffi.new("double[]", values), len(values)))
 
     def get(self, getter, handle):
         x = getter(self.ptr, handle, self._err)
@@ -112,7 +120,7 @@ def default_arena():
     return _default_arena
 
 
-class CValue:
+class CValue(DerivedOps):
     """A scalar in a C graph arena, with the python backend's Value API."""
     __slots__ = ('_arena', '_h')
 
@@ -147,13 +155,7 @@ class CValue:
     def log(self): return CValue._wrap(self._arena, lib.mg_log(self._arena.ptr, self._h))
     def exp(self): return CValue._wrap(self._arena, lib.mg_exp(self._arena.ptr, self._h))
     def relu(self): return CValue._wrap(self._arena, lib.mg_relu(self._arena.ptr, self._h))
-    def __neg__(self): return self * -1
-    def __radd__(self, other): return self + other
-    def __sub__(self, other): return self + (-other)
-    def __rsub__(self, other): return other + (-self)
-    def __rmul__(self, other): return self * other
-    def __truediv__(self, other): return self * other**-1
-    def __rtruediv__(self, other): return other * self**-1
+    # -x, x - y, x / y and the reflected forms: ops.DerivedOps
 
     @property
     def data(self):

@@ -11,19 +11,21 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
 from .backend import c_status
 from .data import default_docs, load_docs
-from .graphs import new_graph
 from .model import GPT, Config
+from .modes import RUNGS, new_graph
+from .optim import LEARNING_RATE
+from .parity import PRINTED_DECIMALS, parse_seed_output, printed_loss
 from .tokenizer import Tokenizer
-from .train import gc_paused, params_sha256
+from .train import params_sha256, step_loss, train, train_step
 
 
 SEED_SCRIPT_RUNG = "seed-script"
@@ -31,26 +33,6 @@ SEED_SCRIPT_RUNG = "seed-script"
 
 class SeedScriptError(ValueError):
     """The seed's script, run as the first rung, did not finish."""
-
-
-@dataclass
-class Rung:
-    name: str
-    backend: str
-    mode: str
-    gc_paused: bool
-    what: str
-
-
-RUNGS = [
-    Rung("seed", "python", "seed", False, "python backend, the seed's graph node for node, cyclic GC on as published"),
-    Rung("python-nogc", "python", "seed", True, "the same graph with the cyclic GC paused during a step"),
-    Rung("python", "python", "fused", True, "python backend: each linear row one fused dot node"),
-    Rung("c-ops", "c", "seed", True, "c backend, the seed's Python layers, one C call per scalar op"),
-    Rung("c-kernels", "c", "kernels", True, "c backend, one C call per layer, the seed's graph node for node"),
-    Rung("c-fused", "c", "fused", True, "c backend, one C call per layer, fused dot nodes"),
-    Rung("c-replay", "c", "replay", True, "c-fused recorded once per document length, replayed by one C call"),
-]
 
 
 @dataclass
@@ -105,41 +87,40 @@ def count_python_nodes(model, tokens):
 
     Value.__init__ = counting_init
     try:
-        model.graph.begin_step()
-        model.loss(tokens)
+        step_loss(model, tokens)
     finally:
         Value.__init__ = original
     return created[0]
 
 
-def calls_so_far(graph):
-    from .native import lib
-    return lib.mg_arena_calls(graph.arena.ptr)
+class PhaseTimer:
+    """train_step's timer: seconds per phase, summed over steps."""
+
+    def __init__(self):
+        self.seconds = {"forward": 0.0, "backward": 0.0, "adam": 0.0}
+        self.last = None
+
+    def start(self):
+        self.last = time.perf_counter()
+
+    def __call__(self, phase):
+        now = time.perf_counter()
+        self.seconds[phase] += now - self.last
+        self.last = now
 
 
-def run_steps(graph, model, token_lists, result=None):
-    """The training steps, each timed in three phases into result (None: untimed)."""
-    forward = backward = adam = 0.0
-    nodes = 0
-    pause = gc_paused if result is not None and result.gc_paused else nullcontext
+def run_steps(model, token_lists, rung, result=None):
+    """The training steps, each timed by phase into result (None: untimed). Returns the phase
+    timer and the nodes the steps made (c graphs; python counts them separately)."""
+    graph, timer, nodes = model.graph, PhaseTimer(), 0
     for step, tokens in enumerate(token_lists):
-        with pause():
-            t0 = time.perf_counter()
-            graph.begin_step()
-            loss = graph.training_loss(model, tokens)
-            t1 = time.perf_counter()
-            graph.backward(loss)
-            t2 = time.perf_counter()
-            value = graph.item(loss)
-            graph.adam_step(step, len(token_lists))
-            t3 = time.perf_counter()
-            if graph.backend == "c":
-                nodes += graph.arena.nodes - model.num_params
-            del loss
+        timer.start()
+        loss = train_step(model, tokens, step, len(token_lists), pause_gc=rung.gc_paused, timer=timer)
+        if graph.node_count() is not None:
+            nodes += graph.node_count() - model.num_params
         if result is not None:
-            result.losses.append(value)
-            forward, backward, adam = forward + t1 - t0, backward + t2 - t1, adam + t3 - t2
-    return forward, backward, adam, nodes
+            result.losses.append(loss)
+    return timer, nodes
 
 
 def run_rung(rung, docs, steps):
@@ -154,18 +135,19 @@ def run_rung(rung, docs, steps):
     graph = model.graph
     token_lists = [tokenizer.document(docs[step % len(docs)]) for step in range(steps)]
     initial_params, initial_moments = graph.param_data(), graph.adam_state()
-    run_steps(graph, model, token_lists)
+    run_steps(model, token_lists, rung)
     graph.set_param_data(initial_params)
     graph.set_adam_state(*initial_moments)
 
     result = Result(rung.name, rung.what, steps, gc_paused=rung.gc_paused)
-    calls_start = calls_so_far(graph) if rung.backend == "c" else None
+    calls_start = graph.c_calls()
     gc.collect()
     with GCTimer() as gc_timer:
-        forward, backward, adam, nodes = run_steps(graph, model, token_lists, result)
+        timer, nodes = run_steps(model, token_lists, rung, result)
+    forward, backward, adam = (timer.seconds[phase] for phase in ("forward", "backward", "adam"))
     if calls_start is not None:
-        result.calls_step = (calls_so_far(graph) - calls_start) / steps
-    if rung.backend == "python":
+        result.calls_step = (graph.c_calls() - calls_start) / steps
+    if graph.node_count() is None:
         for tokens in token_lists:  # an untimed pass to count nodes
             nodes += count_python_nodes(model, tokens)
     total = forward + backward + adam
@@ -179,8 +161,9 @@ def run_rung(rung, docs, steps):
 
 
 def find_seed_script(path=None):
-    """The seed's own script: --seed-script, else ../shared/reference/seed_microgpt.py beside the
-    current directory or the source tree, where a checkout of this project has it."""
+    """The seed's own script: --seed-script (Karpathy's microgpt.py as published, or the
+    development reference), else ../shared/reference/seed_microgpt.py beside the current
+    directory or the source tree, where a development checkout of this project has it."""
     if path:
         return path
     here = os.path.dirname(os.path.abspath(__file__))
@@ -191,30 +174,100 @@ def find_seed_script(path=None):
     return None
 
 
+@dataclass
+class SeedScriptRun:
+    """The seed's script as a rung: its timing, and what it printed to compare with."""
+    result: Result
+    schedule: int  # the steps its learning-rate schedule spans (the published script: always 1000)
+    printed: list  # its losses as printed, 4 decimals
+    full_precision: bool  # the reference's --full: each loss's repr and the parameters' sha256 too
+
+
 def run_seed_script(script, data_path, steps):
-    """Time the seed's script as published (GC on): unbuffered, each step line is stamped as it
-    arrives, and a step's time is the gap between consecutive lines (no start-up, no sampling)."""
-    proc = subprocess.Popen([sys.executable, "-u", script, data_path, str(steps), "--full"],
-                            stdout=subprocess.PIPE, text=True)
-    stamps, out = [], []
-    for line in proc.stdout:
-        if line.startswith("step"):
-            stamps.append(time.perf_counter())
-        out.append(line)
-    if proc.wait() != 0:
-        raise SeedScriptError(f"the seed's script {script} failed (exit code {proc.returncode})")
-    out = "".join(out)
-    result = Result(SEED_SCRIPT_RUNG, f"the seed's own script, as published ({os.path.basename(script)})", steps)
+    """Time the seed's script (GC on, as published) over its first `steps` training steps.
+
+    It runs in a scratch folder with the data copied to input.txt, where the script as published
+    reads it (it downloads names.txt only when input.txt is absent), and is also given the
+    development reference's arguments (data, steps, --full), which the published script ignores:
+    it always runs its own 1000-step schedule and prints each loss with 4 decimals, ending the
+    line with a carriage return. Output is read unbuffered and each step line stamped as it
+    arrives; a step's time is the gap between consecutive lines (no start-up, no sampling). The
+    script is stopped after `steps` lines when its schedule is longer."""
+    script = os.path.abspath(script)
+    with tempfile.TemporaryDirectory() as scratch:
+        shutil.copyfile(data_path, os.path.join(scratch, "input.txt"))
+        proc = subprocess.Popen([sys.executable, "-u", script, "input.txt", str(steps), "--full"], cwd=scratch,
+                                stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        stamps, lines, pending, stopped, schedule = [], [], b"", False, None
+        try:
+            while chunk := os.read(proc.stdout.fileno(), 65536):
+                *complete, pending = re.split(rb"[\r\n]", pending + chunk)
+                for line in complete:
+                    lines.append(line.decode("utf-8", "replace"))
+                    if line.startswith(b"step"):
+                        stamps.append(time.perf_counter())
+                        schedule = schedule or parse_seed_output(lines[-1]).total_steps.get(1)
+                if len(stamps) >= steps and schedule != steps:
+                    stopped = True  # its schedule is longer than the steps asked for: enough read
+                    break
+        except BaseException:
+            proc.kill()
+            raise
+        finally:
+            if stopped:
+                proc.kill()
+            code = proc.wait()
+            proc.stdout.close()
+    if code != 0 and not stopped:
+        raise SeedScriptError(f"the seed's script {script} failed (exit code {code})")
+    lines.append(pending.decode("utf-8", "replace"))
+    out = parse_seed_output("\n".join(lines))
+    printed = [out.printed.get(k) for k in range(1, steps + 1)]
+    if None in printed:
+        raise SeedScriptError(f"{script} did not print what the seed's script prints: {len(out.printed)} of the "
+                              f"{steps} step lines (`step N / M | loss X`) asked for (as published it runs 1000 steps)")
+    schedule = out.total_steps[1]
+    full = schedule == steps and out.full_precision and out.params_sha256 is not None
+    result = Result(SEED_SCRIPT_RUNG, f"the seed's own script, as published ({os.path.basename(script)}, cyclic GC on)",
+                    steps)
     if len(stamps) > 1:
-        result.ms_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) * 1e3
-    result.losses = [float(x) for x in re.findall(r"^step\s+\d+ /\s*\d+ \| loss \S+ \| (\S+)$", out, re.M)]
-    sha = re.search(r"^params sha256 ([0-9a-f]{64})$", out, re.M)
-    if len(result.losses) != steps or not sha:
-        raise SeedScriptError(f"{script} did not print what the seed's script prints with --full "
-                              f"({len(result.losses)} of {steps} step lines with repr(loss), params sha256: "
-                              f"{'yes' if sha else 'no'})")
-    result.params_sha256 = sha.group(1)
-    return result
+        result.ms_step = (stamps[steps - 1] - stamps[0]) / (steps - 1) * 1e3
+    if full:
+        result.losses = [out.full[k] for k in range(1, steps + 1)]
+        result.params_sha256 = out.params_sha256
+    else:
+        result.losses = [float(x) for x in printed]
+    return SeedScriptRun(result, schedule, printed, full)
+
+
+def seed_schedule_losses(docs, steps, schedule):
+    """This package's losses for steps 1..steps of a `schedule`-step run (the seed's setup, the
+    fastest backend), to compare with a seed script whose schedule differs from the rungs'."""
+    random.seed(42)
+    docs = list(docs)
+    random.shuffle(docs)
+    tokenizer = Tokenizer.from_docs(docs)
+    model = GPT(Config(vocab_size=tokenizer.vocab_size), new_graph("c" if c_status()[0] else "python"))
+    losses = []
+    train(model, tokenizer, docs, schedule, LEARNING_RATE, stop=steps, on_step=lambda step, loss: losses.append(loss))
+    return losses
+
+
+def check_seed_script(seed, docs, steps, rung_results):
+    """(agrees, the line that says so) for a seed script whose losses are compared at the 4
+    decimals it prints; the reference's --full output is compared bit for bit with the rungs."""
+    if seed.schedule == steps and rung_results:
+        ours = rung_results[0].losses
+    else:
+        ours = seed_schedule_losses(docs, steps, seed.schedule)
+    ours = [printed_loss(x) for x in ours]
+    where = f"steps 1-{steps} of its {seed.schedule}-step schedule"
+    if ours == seed.printed:
+        return True, (f"seed-script: its {steps} losses equal this package's at the {PRINTED_DECIMALS} decimals it "
+                      f"prints ({where}; it prints no parameter hash, so only the losses were compared)")
+    step = next(i for i, (a, b) in enumerate(zip(ours, seed.printed), 1) if a != b)
+    return False, (f"seed-script: DIFFERENT at step {step} ({where}): it printed {seed.printed[step - 1]}, this "
+                   f"package gives {ours[step - 1]} at {PRINTED_DECIMALS} decimals")
 
 
 def rungs_agree(results):
@@ -246,7 +299,7 @@ def plot(results, path):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("microgpt: --plot needs matplotlib: pip install 'microgpt[plot]' (or pip install matplotlib)",
+        print("microgpt: --plot needs matplotlib: pip install 'microgpt-exact[plot]' (or pip install matplotlib)",
               file=sys.stderr)
         return False
     names = [r.rung for r in results]
@@ -281,8 +334,8 @@ def cmd_profile(args):
     if SEED_SCRIPT_RUNG in wanted and not script:
         if args.rungs:
             raise ValueError("rung seed-script: the seed's script was not found; give --seed-script PATH")
-        print("microgpt: note: the seed's script (../shared/reference/seed_microgpt.py) was not found; "
-              "give --seed-script PATH to time it as the first rung", file=sys.stderr)
+        print("microgpt: note: the seed's script was not found; give --seed-script PATH (Karpathy's microgpt.py "
+              "as published) to time it as the first rung", file=sys.stderr)
     docs = load_docs(args.data) if args.data else default_docs()
     rungs = [r for r in RUNGS if r.name in wanted]
     c_ok, why = c_status()
@@ -291,7 +344,7 @@ def cmd_profile(args):
         rungs = [r for r in rungs if r.backend != "c"]
     if not rungs and not (script and SEED_SCRIPT_RUNG in wanted):
         raise ValueError("no rung left to run")
-    results = []
+    results, seed = [], None
     if script and SEED_SCRIPT_RUNG in wanted:
         print(f"running the seed's script {script} ({args.steps} steps)...",
               file=sys.stderr, flush=True)
@@ -300,7 +353,8 @@ def cmd_profile(args):
             if not args.data:
                 with open(data_path, "w") as f:
                     f.write("\n".join(docs) + "\n")
-            results.append(run_seed_script(script, data_path, args.steps))
+            seed = run_seed_script(script, data_path, args.steps)
+            results.append(seed.result)
     for rung in rungs:
         print(f"running {rung.name} ({args.steps} steps)...", file=sys.stderr, flush=True)
         results.append(run_rung(rung, docs, args.steps))
@@ -309,18 +363,26 @@ def cmd_profile(args):
     print(f"{args.steps} training steps per rung, {len(docs)} documents; times are ms per step, timed after "
           f"an untimed pass over the same steps (the seed's script: the gaps between its step lines)")
     print(format_table(results))
-    same = rungs_agree(results)
+    # the seed's script as published prints 4 decimals: it is compared at those, the rest bit for bit
+    compared = results if seed is None or seed.full_precision else results[1:]
+    same = rungs_agree(compared) if compared else True
     print()
-    if same:
-        print(f"bit-identical: yes, all {len(results)} rungs give the same {args.steps} losses and "
-              f"parameters (sha256 {results[0].params_sha256[:16]}...)")
-    else:
-        for r in results:
+    if compared and same:
+        print(f"bit-identical: yes, all {len(compared)} rungs give the same {args.steps} losses and "
+              f"parameters (sha256 {compared[0].params_sha256[:16]}...)")
+    elif compared:
+        for r in compared:
             print(f"  {r.rung}: losses {r.losses[:3]}... params {r.params_sha256[:16]}")
         print("bit-identical: NO, the rungs above disagree")
+    if seed is not None and not seed.full_precision:
+        seed_same, seed_line = check_seed_script(seed, docs, args.steps, compared)
+        same = same and seed_same
+        print(seed_line)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"steps": args.steps, "documents": len(docs), "bit_identical": same,
+                       "seed_script_compared_at": None if seed is None else
+                       "full precision" if seed.full_precision else f"{PRINTED_DECIMALS} decimals",
                        "rungs": [asdict(r) for r in results]}, f, indent=1)
     if args.plot and plot(results, args.plot):
         print(f"plot written to {args.plot}")

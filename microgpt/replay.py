@@ -1,37 +1,50 @@
-"""The replay graph: a training step's kernel calls recorded once per document length, then
-replayed in C (csrc/tape.c) for every later document of that length: one C call builds the
-whole forward graph, and the backward reuses the cached topological order. Same bits.
+"""Replay: a training step's kernel calls recorded once per document length, then replayed in C
+(csrc/tape.c) for every later document of that length: one C call builds the whole forward
+graph, and the backward reuses the program's cached topological order. Same bits.
 
 The graph of a training step depends on the document only through its length n: the tokens
 choose embedding rows and targets, which a replay takes as arguments. C checks that a recording
-is such a function of the tokens (mg_tape_end) and refuses to keep it otherwise; then this graph
-just builds that step with the kernels, as CKernelGraph does. Sampling and everything else but
-training_loss is CKernelGraph's.
+is such a function of the tokens (mg_tape_end) and refuses to keep it otherwise; the step is
+then simply built by the kernels, as on the fused graph.
 """
-from .graphs import CKernelGraph
+from .native import check, ffi, lib
 
 
-class CReplayGraph(CKernelGraph):
-    """CKernelGraph with fused dot nodes whose training steps are recorded and replayed in C."""
+class Tape:
+    """A C tape used with one arena; layers (cgraph.KernelLayers) pass it to each kernel call
+    while a step is being recorded."""
 
-    def __init__(self):
-        super().__init__(fused=True)
-        self.mode = "replay"
-        self._programs = {}  # document length n -> program id in the arena
+    def __init__(self, arena, layers):
+        ptr = lib.mg_tape_new()
+        if ptr == ffi.NULL:
+            raise MemoryError("could not allocate a tape")
+        self.ptr = ffi.gc(ptr, lib.mg_tape_free)
+        self.arena, self.layers = arena, layers
+        self.programs = {}  # document length n -> program id
 
     def training_loss(self, model, tokens):
-        """The loss of one document; call right after begin_step (the arena must be reset)."""
-        lib, ptr, check = self._k
+        """The loss of one document; call right after a reset of the arena."""
         n = min(model.config.block_size, len(tokens) - 1)
         if n < 1:
             return model.loss(tokens)  # raises the model's error for a too-short document
         used = tokens[:n + 1]
-        program = self._programs.get(n)
+        program = self.programs.get(n)
         if program is not None:
-            return check(lib.mg_tape_replay(ptr, program, used, n + 1))
-        check(lib.mg_tape_begin(ptr))
-        loss = model.loss(tokens)
-        program = lib.mg_tape_end(ptr, used, n + 1, loss)
+            return check(lib.mg_tape_replay(self.ptr, self.arena.ptr, program, used, n + 1))
+        check(lib.mg_tape_begin(self.ptr, self.arena.ptr))
+        self.layers.tape = self.ptr
+        try:
+            loss = model.loss(tokens)
+        finally:
+            self.layers.tape = ffi.NULL
+        program = lib.mg_tape_end(self.ptr, self.arena.ptr, used, n + 1, loss)
         if program >= 0:
-            self._programs[n] = program
+            self.programs[n] = program
         return loss
+
+    def backward(self, loss):
+        check(lib.mg_tape_backward(self.ptr, self.arena.ptr, loss))
+
+    @property
+    def nbytes(self):
+        return lib.mg_tape_bytes(self.ptr)

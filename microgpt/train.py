@@ -4,9 +4,10 @@ import hashlib
 import math
 import random
 import struct
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from .guard import MATH_ERRORS, LastGood, TrainingFailed, describe, likely_cause
+from .optim import LEARNING_RATE
 
 
 @contextmanager
@@ -25,19 +26,29 @@ def gc_paused():
             gc.enable()
 
 
-def learning_rate(lr, step, num_steps):
-    return lr * (1 - step / num_steps)
+def step_loss(model, tokens):
+    """A new step's graph for one document: its loss node, not yet differentiated. The previous
+    step's graph is dropped."""
+    model.graph.begin_step()
+    return model.graph.training_loss(model, tokens)
 
 
-def train_step(model, tokens, step, num_steps, lr):
-    """One step on one document: forward, backward, Adam. Returns the loss."""
+def train_step(model, tokens, step, num_steps, lr=LEARNING_RATE, pause_gc=True, timer=None):
+    """One step on one document: forward, backward, Adam (step of a num_steps schedule). Returns
+    the loss. timer, if given, is called with 'forward', 'backward' and 'adam' as each phase
+    ends (the profile times them); pause_gc=False runs it with the cyclic GC as the seed does."""
     graph = model.graph
-    with gc_paused():
-        graph.begin_step()
-        loss = graph.training_loss(model, tokens)
+    with gc_paused() if pause_gc else nullcontext():
+        loss = step_loss(model, tokens)
+        if timer:
+            timer("forward")
         graph.backward(loss)
+        if timer:
+            timer("backward")
         value = graph.item(loss)
         graph.adam_step(step, num_steps, lr)
+        if timer:
+            timer("adam")
         del loss
     return value
 
@@ -73,7 +84,7 @@ def sample(model, tokenizer, temperature, prefix=""):
     """One name: from BOS (then the prefix's letters, forced) until BOS or block_size tokens."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    graph, cfg = model.graph, model.config
+    graph, layers, cfg = model.graph, model.graph.layers, model.config
     forced = tokenizer.encode(prefix)
     if len(forced) >= cfg.block_size:
         raise ValueError(f"prefix {prefix!r} leaves no room: block_size is {cfg.block_size}")
@@ -86,8 +97,8 @@ def sample(model, tokenizer, temperature, prefix=""):
             if pos_id < len(forced):
                 token_id = forced[pos_id]
             else:
-                probs = graph.softmax(graph.scale(logits, temperature ** -1))  # the seed's l / temperature
-                token_id = random.choices(range(cfg.vocab_size), weights=graph.data(probs))[0]
+                probs = layers.softmax(layers.scale(logits, temperature ** -1))  # the seed's l / temperature
+                token_id = random.choices(range(cfg.vocab_size), weights=layers.data(probs))[0]
                 if token_id == tokenizer.bos:
                     break
             out.append(token_id)

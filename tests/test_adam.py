@@ -11,7 +11,8 @@ from fractions import Fraction
 import pytest
 
 from conftest import require
-from microgpt.graphs import BETA1, BETA2, EPS, LEARNING_RATE, PythonGraph
+from microgpt.graphs import PythonGraph
+from microgpt.optim import BETA1, BETA2, EPS, LEARNING_RATE, learning_rate
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +61,7 @@ def adam_both_ways(grads, m, v, params, step, num_steps):
         check(lib.mg_set_grad(arena.ptr, h, g))
     from microgpt.native import ffi
     check(lib.mg_adam_write(arena.ptr, ffi.new("double[]", m), ffi.new("double[]", v)))
-    check(lib.mg_adam_step(arena.ptr, LEARNING_RATE, BETA1, BETA2, EPS, step, num_steps))
+    check(lib.mg_adam_step(arena.ptr, learning_rate(LEARNING_RATE, step, num_steps), BETA1, BETA2, EPS, step))
     cm, cv = ffi.new("double[]", n), ffi.new("double[]", n)
     check(lib.mg_adam_read(arena.ptr, cm, cv))
     c_result = (arena.read_data(0, n), list(cm), list(cv))

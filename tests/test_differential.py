@@ -58,8 +58,9 @@ def test_model_step_graph_identical_across_backends(seed):
     """One training step's loss and every parameter after Adam, every way of building the graph."""
     import random
 
-    from microgpt.graphs import new_graph
+    from microgpt.modes import new_graph
     from microgpt.model import GPT, Config
+    from microgpt.train import train_step
     from conftest import GRAPHS, C_OK
     results = {}
     for backend, mode in GRAPHS:
@@ -67,15 +68,36 @@ def test_model_step_graph_identical_across_backends(seed):
             require("c")
         random.seed(seed)
         model = GPT(Config(vocab_size=7, n_embd=8, n_head=2, block_size=6, n_layer=2), new_graph(backend, mode))
-        g = model.graph
-        losses = []
-        for step, tokens in enumerate([[6, 1, 2, 3, 6], [6, 4, 0, 5, 2, 1, 3, 6], [6, 5, 6]]):
-            g.begin_step()
-            loss = model.loss(tokens)
-            g.backward(loss)
-            losses.append(g.item(loss))
-            g.adam_step(step, 3)
-        results[(backend, mode)] = (losses, g.param_data())
+        losses = [train_step(model, tokens, step, 3)
+                  for step, tokens in enumerate([[6, 1, 2, 3, 6], [6, 4, 0, 5, 2, 1, 3, 6], [6, 5, 6]])]
+        results[(backend, mode)] = (losses, model.graph.param_data())
     first = next(iter(results.values()))
     for key, value in results.items():
         assert value == first, key
+
+
+def test_fused_graph_makes_the_same_nodes_on_both_backends():
+    """'fused' means one thing everywhere: dot rows, and a cross-entropy with only the target's
+    probability. Counted per step on the python backend (Values made) and in the c arena."""
+    import random
+
+    from microgpt.model import GPT, Config
+    from microgpt.modes import new_graph
+    from microgpt.profile import count_python_nodes
+    from microgpt.train import step_loss
+    require("c")
+    config = Config(vocab_size=7, n_embd=8, n_head=2, block_size=6, n_layer=2)
+    for tokens in ([6, 1, 2, 3, 6], [6, 4, 0, 5, 2, 1, 3, 6]):
+        random.seed(0)
+        python = GPT(config, new_graph("python", "fused"))
+        counts = [count_python_nodes(python, tokens)]
+        for mode in ("fused", "replay", "replay"):  # replay: recorded, then replayed
+            random.seed(0)
+            c = GPT(config, new_graph("c", mode))
+            step_loss(c, tokens)
+            step_loss(c, tokens)
+            counts.append(c.graph.node_count() - c.num_params)
+        assert len(set(counts)) == 1, counts
+        random.seed(0)
+        seed_graph = count_python_nodes(GPT(config, new_graph("python", "seed")), tokens)
+        assert counts[0] < seed_graph / 3  # and fused is what it says: far fewer nodes than the seed's

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from microgpt.engine import Value
-from microgpt.graphs import new_graph
+from microgpt.modes import new_graph
 from microgpt.model import GPT, Config
 from microgpt.train import sample, train_step
 

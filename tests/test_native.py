@@ -4,6 +4,7 @@ import random
 import pytest
 
 from conftest import require
+from microgpt.train import step_loss
 
 
 @pytest.fixture(autouse=True)
@@ -54,20 +55,18 @@ def test_out_of_memory_is_memory_error_and_the_arena_survives():
 
 
 def test_kernel_out_of_memory_mid_training_loses_nothing():
-    from microgpt.graphs import new_graph
+    from microgpt.modes import new_graph
     from microgpt.model import GPT, Config
     random.seed(0)
     model = GPT(Config(vocab_size=5, n_embd=8, n_head=2, block_size=4), new_graph("c", "fused"))
     g = model.graph
     before = g.param_data()
     g.arena.set_limit(g.arena.nbytes + 1024)
-    g.begin_step()
     with pytest.raises(MemoryError):
-        g.training_loss(model, [4, 0, 1, 2, 4])
+        step_loss(model, [4, 0, 1, 2, 4])
     assert g.param_data() == before
     g.arena.set_limit(0)
-    g.begin_step()
-    loss = g.training_loss(model, [4, 0, 1, 2, 4])
+    loss = step_loss(model, [4, 0, 1, 2, 4])
     g.backward(loss)
     assert g.item(loss) > 0
 
@@ -75,7 +74,7 @@ def test_kernel_out_of_memory_mid_training_loses_nothing():
 @pytest.mark.parametrize("mode", ["fused", "replay"])
 def test_arena_size_is_flat_across_steps(shared, mode):
     from microgpt.data import load_docs
-    from microgpt.graphs import new_graph
+    from microgpt.modes import new_graph
     from microgpt.model import GPT, Config
     from microgpt.tokenizer import Tokenizer
     from microgpt.train import train_step
@@ -107,12 +106,11 @@ def test_c_value_children_and_repr():
 
 def fused_step(mode="fused"):
     """A model on a fused graph, with one step's graph built and not yet differentiated."""
-    from microgpt.graphs import new_graph
+    from microgpt.modes import new_graph
     from microgpt.model import GPT, Config
     random.seed(2)
     model = GPT(Config(vocab_size=5, n_embd=8, n_head=2, block_size=4), new_graph("c", mode))
-    model.graph.begin_step()
-    return model, model.graph.training_loss(model, [4, 0, 1, 2, 4])
+    return model, step_loss(model, [4, 0, 1, 2, 4])
 
 
 @pytest.mark.parametrize("mode", ["fused", "replay"])
@@ -124,8 +122,7 @@ def test_changing_a_value_under_fused_nodes_refuses_backward(mode):
     g.set_param_data(g.param_data())  # the same numbers, but written
     with pytest.raises(ValueError, match="changed after they were made"):
         g.backward(loss)
-    g.begin_step()  # a new step is fine again
-    loss = g.training_loss(model, [4, 0, 1, 2, 4])
+    loss = step_loss(model, [4, 0, 1, 2, 4])  # a new step is fine again
     g.backward(loss)
     g.adam_step(0, 2)
     with pytest.raises(ValueError, match="changed after they were made"):
@@ -141,15 +138,14 @@ def test_fused_nodes_are_never_kept():
 def test_seed_graph_keeps_local_gradients_from_when_nodes_were_made():
     """Unfused graphs store local gradients at creation, as the seed: a parameter changed
     between forward and backward does not change them, on either backend."""
-    from microgpt.graphs import new_graph
+    from microgpt.modes import new_graph
     from microgpt.model import GPT, Config
     grads = {}
     for backend in ("python", "c"):
         random.seed(2)
         model = GPT(Config(vocab_size=5, n_embd=8, n_head=2, block_size=4), new_graph(backend, "seed"))
         g = model.graph
-        g.begin_step()
-        loss = g.training_loss(model, [4, 0, 1, 2, 4])
+        loss = step_loss(model, [4, 0, 1, 2, 4])
         g.set_param_data([x * 2 for x in g.param_data()])
         g.backward(loss)
         grads[backend] = [p.grad for p in g.params] if backend == "python" else g.arena.read_grad(0, g.nparams)
@@ -201,21 +197,20 @@ def test_adam_with_no_parameters():
     from microgpt.native import Arena, check, lib
     arena = Arena()
     check(lib.mg_adam_init(arena.ptr, 0))
-    assert lib.mg_adam_step(arena.ptr, 0.01, 0.85, 0.99, 1e-8, 0, 10) == 0
+    assert lib.mg_adam_step(arena.ptr, 0.01, 0.85, 0.99, 1e-8, 0) == 0
 
 
 def test_second_backward_is_the_seeds_or_refused():
     """The seed's graph keeps every intermediate gradient, so a second backward adds to them: the
     seed-mode graphs of both backends do exactly that. Fused graphs cannot, and refuse."""
-    from microgpt.graphs import new_graph
+    from microgpt.modes import new_graph
     from microgpt.model import GPT, Config
     grads = {}
     for backend, mode in (("python", "seed"), ("c", "seed"), ("python", "fused"), ("c", "fused"), ("c", "replay")):
         random.seed(4)
         model = GPT(Config(vocab_size=5, n_embd=8, n_head=2, block_size=4), new_graph(backend, mode))
         g = model.graph
-        g.begin_step()
-        loss = g.training_loss(model, [4, 0, 1, 4])
+        loss = step_loss(model, [4, 0, 1, 4])
         g.backward(loss)
         if mode == "seed":
             g.backward(loss)

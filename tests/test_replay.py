@@ -7,6 +7,7 @@ import random
 import pytest
 
 from conftest import require
+from microgpt.train import step_loss
 
 CONFIG = dict(vocab_size=7, n_embd=8, n_head=2, block_size=6, n_layer=2)
 # lengths repeat with other tokens, so later steps are replays whose embeddings and targets differ
@@ -22,64 +23,57 @@ def c_backend():
 def train(graph, docs=DOCS, steps=3):
     """Losses and parameters after each step, over `steps` passes through docs."""
     from microgpt.model import Config, GPT
+    from microgpt.train import train_step
     random.seed(5)
     model = GPT(Config(**CONFIG), graph)
-    g, history = model.graph, []
+    history = []
     schedule = docs * steps
     for step, tokens in enumerate(schedule):
-        g.begin_step()
-        loss = g.training_loss(model, tokens)
-        g.backward(loss)
-        value = g.item(loss)
-        g.adam_step(step, len(schedule))
-        history.append((value, g.param_data()))
+        value = train_step(model, tokens, step, len(schedule))
+        history.append((value, model.graph.param_data()))
     return history, model
 
 
 def test_replay_is_bit_identical_to_building_each_step():
-    from microgpt.graphs import new_graph
+    from microgpt.modes import new_graph
     fused, _ = train(new_graph("c", "fused"))
     replayed, model = train(new_graph("c", "replay"))
     for step, (a, b) in enumerate(zip(fused, replayed)):
         assert a == b, f"step {step} differs"
     # and it did replay: one program per document length (cut to block_size), nothing else
-    assert sorted(model.graph._programs) == sorted({min(len(d) - 1, CONFIG["block_size"]) for d in DOCS})
+    assert sorted(model.graph.tape.programs) == sorted({min(len(d) - 1, CONFIG["block_size"]) for d in DOCS})
 
 
 def test_a_replayed_step_is_a_handful_of_c_calls():
-    from microgpt.graphs import new_graph
-    from microgpt.native import lib
+    from microgpt.modes import new_graph
+    from microgpt.train import train_step
     _, model = train(new_graph("c", "replay"), steps=1)
     g = model.graph
-    before = lib.mg_arena_calls(g.arena.ptr)
-    g.begin_step()
-    loss = g.training_loss(model, DOCS[1])  # its length was recorded at DOCS[0]
-    g.backward(loss)
-    g.adam_step(0, 1)
-    assert lib.mg_arena_calls(g.arena.ptr) - before == 4  # reset, replay, backward, adam
+    before = g.c_calls()
+    train_step(model, DOCS[1], 0, 1)  # its length was recorded at DOCS[0]
+    assert g.c_calls() - before == 5  # reset, replay, backward, read the loss, adam
 
 
 def test_replay_without_a_cached_order_still_matches_the_seed():
     """Unfused, the backward order is not one tape.c can rewrite: every backward searches."""
-    from microgpt.graphs import new_graph
-    from microgpt.replay import CReplayGraph
+    from microgpt.cgraph import CGraph
+    from microgpt.modes import new_graph
     seed, _ = train(new_graph("python", "seed"))
-    graph = CReplayGraph()
-    graph.arena.set_fused(False)
+    graph = CGraph("replay")
+    graph.layers.fused = 0  # record the seed's graph node for node
     replayed, model = train(graph)
     assert replayed == seed
-    assert model.graph._programs  # replayed, but with the search each time
+    assert model.graph.tape.programs  # replayed, but with the search each time
 
 
 def test_replay_loss_goes_stale_after_reset():
-    from microgpt.graphs import new_graph
+    from microgpt.modes import new_graph
     _, model = train(new_graph("c", "replay"), steps=1)
     g = model.graph
-    g.begin_step()
-    loss = g.training_loss(model, DOCS[1])
+    loss = step_loss(model, DOCS[1])
     g.begin_step()
     with pytest.raises(ValueError, match="stale"):
-        g.item(loss)
+        g.layers.item(loss)
 
 
 class Recorder:
@@ -87,21 +81,32 @@ class Recorder:
 
     def __init__(self):
         from microgpt.model import Config, GPT
+        from microgpt.modes import new_graph
         from microgpt.native import check, lib
-        from microgpt.replay import CReplayGraph
         random.seed(1)
-        self.model = GPT(Config(**CONFIG), CReplayGraph())
+        self.model = GPT(Config(**CONFIG), new_graph("c", "replay"))
         self.lib, self.check = lib, check
         self.ptr = self.model.graph.arena.ptr
+        self.tape = self.model.graph.tape.ptr
+
+    def loss_on_tape(self, tokens):
+        """The model's loss, its kernel calls given the tape (recorded if it is recording)."""
+        from microgpt.native import ffi
+        layers = self.model.graph.layers
+        layers.tape = self.tape
+        try:
+            return self.model.loss(tokens)
+        finally:
+            layers.tape = ffi.NULL
 
     def record(self, tokens, spoil=False):
         lib = self.lib
         self.model.graph.begin_step()
-        self.check(lib.mg_tape_begin(self.ptr))
-        loss = self.model.loss(tokens)
+        self.check(lib.mg_tape_begin(self.tape, self.ptr))
+        loss = self.loss_on_tape(tokens)
         if spoil:
             lib.mg_leaf(self.ptr, 1.0)
-        return lib.mg_tape_end(self.ptr, tokens, len(tokens), loss)
+        return lib.mg_tape_end(self.tape, self.ptr, tokens, len(tokens), loss)
 
 
 def test_a_spoiled_recording_is_not_kept():
@@ -114,15 +119,15 @@ def test_recording_must_start_right_after_a_reset():
     r = Recorder()
     r.model.graph.begin_step()
     r.lib.mg_leaf(r.ptr, 1.0)
-    assert r.lib.mg_tape_begin(r.ptr) == r.lib.MG_ERR_ARG
+    assert r.lib.mg_tape_begin(r.tape, r.ptr) == r.lib.MG_ERR_ARG
 
 
 def test_recording_that_is_not_a_function_of_the_tokens_is_refused():
     r = Recorder()
     r.model.graph.begin_step()
-    r.check(r.lib.mg_tape_begin(r.ptr))
-    loss = r.model.loss([6, 1, 2, 6])
-    assert r.lib.mg_tape_end(r.ptr, [6, 1, 3, 6], 4, loss) == r.lib.MG_ERR_ARG  # not the targets used
+    r.check(r.lib.mg_tape_begin(r.tape, r.ptr))
+    loss = r.loss_on_tape([6, 1, 2, 6])
+    assert r.lib.mg_tape_end(r.tape, r.ptr, [6, 1, 3, 6], 4, loss) == r.lib.MG_ERR_ARG  # not the targets used
 
 
 @pytest.mark.parametrize("tokens,why", [([6, 1, 6], "other length"), ([6, 1, 7, 6], "token past the vocabulary"),
@@ -133,10 +138,10 @@ def test_bad_replay_is_refused_and_drops_nothing_kept(tokens, why):
     kept = r.lib.mg_arena_kept(r.ptr)
     r.model.graph.begin_step()
     with pytest.raises(ValueError):
-        r.check(r.lib.mg_tape_replay(r.ptr, program, tokens, len(tokens)))
+        r.check(r.lib.mg_tape_replay(r.tape, r.ptr, program, tokens, len(tokens)))
     assert r.lib.mg_arena_nodes(r.ptr) == kept, why
     r.model.graph.begin_step()
-    assert r.lib.mg_tape_replay(r.ptr, program, [6, 3, 0, 6], 4) >= 0  # the program still works
+    assert r.lib.mg_tape_replay(r.tape, r.ptr, program, [6, 3, 0, 6], 4) >= 0  # the program still works
 
 
 def test_replay_refuses_a_changed_arena():
@@ -144,8 +149,8 @@ def test_replay_refuses_a_changed_arena():
     program = r.record([6, 1, 2, 6])
     r.model.graph.begin_step()
     r.lib.mg_leaf(r.ptr, 1.0)  # not right after a reset
-    assert r.lib.mg_tape_replay(r.ptr, program, [6, 1, 2, 6], 4) == r.lib.MG_ERR_ARG
+    assert r.lib.mg_tape_replay(r.tape, r.ptr, program, [6, 1, 2, 6], 4) == r.lib.MG_ERR_ARG
     # more persistent nodes than the program was recorded on cannot happen: keep() is refused
     # after the first reset (an old step's handles could otherwise name the kept nodes)
     assert r.lib.mg_arena_keep(r.ptr) == r.lib.MG_ERR_ARG
-    assert r.lib.mg_tape_replay(r.ptr, 99, [6, 1, 2, 6], 4) == r.lib.MG_ERR_ARG  # no such program
+    assert r.lib.mg_tape_replay(r.tape, r.ptr, 99, [6, 1, 2, 6], 4) == r.lib.MG_ERR_ARG  # no such program

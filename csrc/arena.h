@@ -1,0 +1,251 @@
+/*
+ * arena.h -- the arena's layout, its memory, handle checks and the scalar node constructors,
+ * for the files above it (backward.c, adam.c, kernels.c, tape.c, layers.c). Not part of the
+ * API (that is microgpt.h, which cffi sees; this is not).
+ *
+ * The arena is a struct of arrays. Node i has data[i], grad[i], op[i], and its children are the
+ * edges edge_begin[i] .. edge_begin[i+1]-1: edge e links to node edge_child[e] with the local
+ * gradient edge_lgrad[e] (d node / d child), computed when the node is made, as the seed does
+ * (except a DOT node's: its children come in pairs (w_j, x_j), and each one's local gradient is
+ * its partner's value, read at backward time; see dot_changed).
+ * Invariant: edge_begin[count] == nedges, so dropping nodes is moving the two counts back.
+ * A child always has a smaller index than its parent (nodes are made after their children).
+ *
+ * Rules: the nd_* constructors do no checks at all: the caller has validated the child indices
+ * and reserved room (mgi_reserve) for every node and edge it will make. A constructor that can
+ * fail (pow, log, exp) computes everything first and returns the negative error code before
+ * writing anything. Include after <stdint.h> and "microgpt.h".
+ */
+#ifndef MG_ARENA_H
+#define MG_ARENA_H
+
+#include <stddef.h>
+#include <errno.h>
+#include <math.h>
+#include "pymath.h"
+
+#define MG_IDX_MASK    0xffffffffLL   // low 32 bits of a handle: the index
+#define MG_IDX_LIMIT   0xffffffffLL   // most nodes (and vec entries) an arena holds
+#define MG_GEN_MODULUS 0x7fffffffLL   // generations count 1 .. MG_GEN_MODULUS, then wrap to 1 (never 0),
+                                      // so that handles stay >= 0
+#define MG_ELEM_LIMIT  (1LL << 40)    // sanity bound on edges, scratch and any other array
+
+// Memory an owner holds, counted by mgi_grow: the bytes of every array at its capacity (and
+// of the owner's struct), and a cap on them (0: none).
+typedef struct {
+    int64_t bytes;
+    int64_t limit;
+} mgi_memory;
+
+enum { MG_OP_LEAF, MG_OP_ADD, MG_OP_ADDC, MG_OP_MUL, MG_OP_MULC, MG_OP_POW, MG_OP_LOG, MG_OP_EXP,
+       MG_OP_RELU, MG_OP_DOT };      // DOT: a fused sum(w_j * x_j), children (w0, x0, w1, x1, ...)
+
+struct mg_arena {
+    // --- nodes
+    int64_t count;          // nodes alive
+    int64_t node_cap;       // nodes allocated
+    double *data;           // (node_cap) value
+    double *grad;           // (node_cap) dloss/dnode
+    uint8_t *op;            // (node_cap) MG_OP_*: only DOT changes how backward treats the node
+    uint32_t *seen;         // (node_cap) stamp of the last depth-first search that reached the node
+    int64_t *edge_begin;    // (node_cap+1) node i's edges are edge_begin[i] .. edge_begin[i+1]-1
+    // --- edges
+    int64_t nedges;         // edges alive
+    int64_t edge_cap;       // edges allocated
+    int64_t *edge_child;    // (edge_cap) the child's node index
+    double *edge_lgrad;     // (edge_cap) local gradient d node / d child (not written for DOT nodes)
+    // --- vecs: runs of node indices
+    int64_t vcount;         // entries alive
+    int64_t vec_cap;        // entries allocated
+    int64_t *vec_ids;       // (vec_cap) node indices
+    // --- persistence: everything below these counts survives mg_arena_reset
+    int64_t keep;           // persistent nodes
+    int64_t edges_keep;     // their edges
+    int64_t vecs_keep;      // persistent vec entries
+    int64_t generation;     // the high half of step handles: 0 until the first reset, then 1, 2, ...
+                            // (persistent nodes are all made in generation 0: keep() refuses later)
+    // --- the depth-first search's scratch (backward.c)
+    uint32_t search_stamp;  // stamp of the current search (compared with seen[])
+    int64_t search_cap;     // entries allocated in each of the three arrays below
+    int64_t *stack_node;    // (search_cap) depth-first stack: node
+    int64_t *stack_edge;    // (search_cap) depth-first stack: the node's next edge to follow
+    int64_t *order;         // (search_cap) nodes with children, in topological (post-)order
+    // --- the kernels' scratch (kernels.c, layers.c)
+    int64_t scratch_cap;    // entries allocated
+    int64_t *scratch;       // (scratch_cap) kernels' intermediate node indices and offsets
+    // --- Adam over nodes 0 .. nparams-1 (adam.c)
+    int64_t nparams;        // -1 until mg_adam_init
+    int64_t adam_cap;       // entries allocated in each Adam array (>= nparams)
+    double *adam_m;         // (adam_cap) first moment of parameter i
+    double *adam_v;         // (adam_cap) second moment
+    double *next_m;         // (adam_cap) a step's new first moments, swapped in if the step succeeds
+    double *next_v;         // (adam_cap) same, second moments
+    double *next_p;         // (adam_cap) same, parameter values (copied into data)
+    // --- fused (DOT) nodes of the current step
+    int64_t step_dots;      // DOT nodes alive that were made since the last reset
+    int dot_changed;        // a value changed while DOT nodes lived: their backward would misread it
+    int differentiated;     // a backward ran in this step (a second one is refused if DOT nodes live)
+    // --- memory and bookkeeping
+    mgi_memory mem;         // bytes held (the struct and every array at its capacity), and the cap
+    int64_t calls;          // API calls made on this arena (instrumentation only)
+    int64_t changes;        // bumped by every change not made by a layer kernel (a recording tape
+                            // compares it: such a change cannot be replayed from kernel calls)
+};
+
+// --- memory (arena.c): every allocation goes through these, so a->mem holds
+
+// Grow a group of arrays that share a capacity (the node arrays, the edge arrays, ...) to hold
+// `need` elements: geometric growth, counted in mem->bytes, within mem->limit and `max`. arrays[k]
+// (element size sizes[k], `extra` elements beyond the capacity) is updated in place; the caller
+// stores every one back, also on failure, when some may have moved. On failure the capacity is
+// unchanged (an array already grown is merely larger than it says).
+int mgi_grow(mgi_memory *mem, void **arrays, const size_t *sizes, int narrays, int64_t extra,
+             int64_t *cap, int64_t need, int64_t max);
+// room for that many more nodes, edges and vec entries, and that much kernel scratch (from 0)
+int mgi_reserve(mg_arena *a, int64_t nodes, int64_t edges, int64_t vecs, int64_t scratch);
+// search scratch for nodes 0 .. n-1
+int mgi_reserve_search(mg_arena *a, int64_t n);
+
+// --- calls and changes
+
+static inline void mgi_count_call(mg_arena *a) {
+    if (a) a->calls++;
+}
+
+// a change a layer kernel did not make (see `changes`)
+static inline void mgi_note_change(mg_arena *a) {
+    a->changes++;
+}
+
+// a value is about to change: a DOT node alive now would read the new value as a local gradient
+static inline void mgi_values_change(mg_arena *a) {
+    if (a->step_dots) a->dot_changed = 1;
+}
+
+// --- handles
+
+static inline int64_t mgi_handle_of(const mg_arena *a, int64_t idx) {
+    return idx < a->keep ? idx : idx | (a->generation << 32);
+}
+
+// A persistent node's handle is its index (generation 0: it was made before the first reset);
+// a step node's carries the current generation, which no later reset gives again, so a handle
+// from an earlier step is refused whatever node its index holds now.
+static inline int mgi_node_check(const mg_arena *a, int64_t h, int64_t *idx) {
+    if (!a) return MG_ERR_ARG;
+    if (h < 0) return MG_ERR_STALE;
+    int64_t i = h & MG_IDX_MASK;
+    if (i >= a->count || (h >> 32) != (i < a->keep ? 0 : a->generation)) return MG_ERR_STALE;
+    *idx = i;
+    return 0;
+}
+
+// vec handle v names entries off .. off+n-1 of vec_ids (the same rule: persistent entries are
+// named in generation 0, and no vec runs from persistent entries into a step's)
+static inline int mgi_vec_check(const mg_arena *a, int64_t v, int64_t n, int64_t *off) {
+    if (!a || n < 0 || n > MG_IDX_LIMIT) return MG_ERR_ARG;
+    if (v < 0) return MG_ERR_STALE;
+    int64_t o = v & MG_IDX_MASK, end = o + n;
+    if ((v >> 32) != (o < a->vecs_keep ? 0 : a->generation)) return MG_ERR_STALE;
+    if (end > a->vcount || (o < a->vecs_keep && end > a->vecs_keep)) return MG_ERR_ARG;
+    *off = o;
+    return 0;
+}
+
+static inline int64_t mgi_vec_handle_of(const mg_arena *a, int64_t off) {
+    return off < a->vecs_keep ? off : off | (a->generation << 32);
+}
+
+// --- scalar node constructors (unchecked; see the rules above)
+
+// append a node with value x and k <= 2 children (c0 with local gradient g0, then c1 with g1).
+// Written as one block with the counts in locals so the compiler keeps them in registers.
+static inline int64_t nd_make(mg_arena *a, uint8_t op, double x, int k,
+                              int64_t c0, double g0, int64_t c1, double g1) {
+    int64_t i = a->count, e = a->nedges;
+    a->data[i] = x;
+    a->grad[i] = 0.0;
+    if (k > 0) { a->edge_child[e] = c0; a->edge_lgrad[e] = g0; }
+    if (k > 1) { a->edge_child[e + 1] = c1; a->edge_lgrad[e + 1] = g1; }
+    a->edge_begin[i + 1] = e + k;
+    a->op[i] = op;
+    a->count = i + 1;
+    a->nedges = e + k;
+    return i;
+}
+
+static inline int64_t nd_leaf(mg_arena *a, double x) {
+    return nd_make(a, MG_OP_LEAF, x, 0, 0, 0.0, 0, 0.0);
+}
+
+static inline int64_t nd_add(mg_arena *a, int64_t x, int64_t y) {
+    return nd_make(a, MG_OP_ADD, a->data[x] + a->data[y], 2, x, 1.0, y, 1.0);
+}
+
+static inline int64_t nd_addc(mg_arena *a, int64_t x, double c) {
+    return nd_make(a, MG_OP_ADDC, a->data[x] + c, 1, x, 1.0, 0, 0.0);
+}
+
+static inline int64_t nd_mul(mg_arena *a, int64_t x, int64_t y) {
+    double dx = a->data[x], dy = a->data[y];
+    return nd_make(a, MG_OP_MUL, dx * dy, 2, x, dy, y, dx);
+}
+
+static inline int64_t nd_mulc(mg_arena *a, int64_t x, double c) {
+    return nd_make(a, MG_OP_MULC, a->data[x] * c, 1, x, c, 0, 0.0);
+}
+
+static inline int64_t nd_pow(mg_arena *a, int64_t x, double k) {
+    int err = 0;
+    double dx = a->data[x];
+    double y = py_pow(dx, k, &err);
+    if (err) return err;
+    double lgrad = k * py_pow(dx, k - 1.0, &err);
+    if (err) return err;
+    return nd_make(a, MG_OP_POW, y, 1, x, lgrad, 0, 0.0);
+}
+
+static inline int64_t nd_log(mg_arena *a, int64_t x) {
+    int err = 0;
+    double dx = a->data[x];
+    double y = py_log(dx, &err);
+    if (err) return err;
+    return nd_make(a, MG_OP_LOG, y, 1, x, 1.0 / dx, 0, 0.0);
+}
+
+static inline int64_t nd_exp(mg_arena *a, int64_t x) {
+    int err = 0;
+    double y = py_exp(a->data[x], &err);
+    if (err) return err;
+    return nd_make(a, MG_OP_EXP, y, 1, x, y, 0, 0.0);   // the seed calls math.exp again: same value
+}
+
+static inline int64_t nd_relu(mg_arena *a, int64_t x) {
+    double dx = a->data[x];
+    // max(0, x): 0 for nan and -0.0 too; local gradient float(x > 0)
+    return nd_make(a, MG_OP_RELU, dx > 0.0 ? dx : 0.0, 1, x, dx > 0.0 ? 1.0 : 0.0, 0, 0.0);
+}
+
+// the same sum as the seed's chain of products and sums, as one DOT node: children
+// (w0, x0, w1, x1, ...), the value rounded exactly as the chain rounds it (0 + w0*x0, + w1*x1, ...).
+// Each child's local gradient, the value of its partner, is not stored: backward reads it.
+static inline int64_t nd_dot(mg_arena *a, const int64_t *w, const int64_t *x, int64_t n) {
+    const double *d = a->data;
+    int64_t i = a->count, e = a->nedges;
+    double acc = d[w[0]] * d[x[0]] + 0.0;
+    for (int64_t j = 1; j < n; j++) acc = acc + d[w[j]] * d[x[j]];
+    for (int64_t j = 0; j < n; j++, e += 2) {
+        a->edge_child[e] = w[j];
+        a->edge_child[e + 1] = x[j];
+    }
+    a->step_dots++;
+    a->data[i] = acc;
+    a->grad[i] = 0.0;
+    a->edge_begin[i + 1] = e;
+    a->op[i] = MG_OP_DOT;
+    a->count = i + 1;
+    a->nedges = e;
+    return i;
+}
+
+#endif

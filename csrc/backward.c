@@ -1,0 +1,98 @@
+/*
+ * backward.c -- the seed's backward: a topological order by depth-first search, then the chain
+ * rule in reverse order, grad[child] += local_grad * grad[node]. The order decides in which
+ * order each gradient's terms are added, and so their rounding: it is the seed's build_topo,
+ * node for node (shared/PARITY.md).
+ *
+ * Not here: where an order comes from other than the search (tape.c caches one per recorded
+ * step and passes it to mgi_chain_rule), Adam (adam.c).
+ */
+#include <stdint.h>
+#include <string.h>
+#include "microgpt.h"
+#include "arena.h"
+#include "backward.h"
+
+// The seed's build_topo, without recursion: depth-first from the root, children in stored order,
+// a node marked when first reached, appended after all its children (post-order). Leaves are
+// marked but not appended: they have no edges, so where they sit in the order changes nothing.
+int64_t mgi_search_order(mg_arena *a, int64_t root) {
+    int rc = mgi_reserve_search(a, root + 1);    // everything reachable has an index <= root
+    if (rc) return rc;
+    if (++a->search_stamp == 0) {                // the stamp wrapped: clear every old stamp once
+        memset(a->seen, 0, (size_t)a->node_cap * sizeof *a->seen);
+        a->search_stamp = 1;
+    }
+    const uint32_t stamp = a->search_stamp;
+    const int64_t *eb = a->edge_begin, *child = a->edge_child;
+    const uint8_t *op = a->op;
+    uint32_t *seen = a->seen;
+    int64_t *stack_node = a->stack_node, *stack_edge = a->stack_edge, *order = a->order;
+    int64_t sp = 0, n = 0;
+    seen[root] = stamp;
+    if (op[root] == MG_OP_LEAF) return 0;
+    // v is the node being expanded, e its next edge; its ancestors wait on the stack
+    int64_t v = root, e = eb[root], end = eb[root + 1];
+    for (;;) {
+        if (e < end) {
+            int64_t k = child[e++];
+            if (seen[k] == stamp) continue;
+            seen[k] = stamp;
+            if (op[k] == MG_OP_LEAF) continue;   // a leaf is done at once
+            stack_node[sp] = v;                  // descend into k; resume v at edge e
+            stack_edge[sp] = e;
+            sp++;
+            v = k, e = eb[k], end = eb[k + 1];
+        } else {                                 // all of v's children are done
+            order[n++] = v;
+            if (sp == 0) break;
+            sp--;
+            v = stack_node[sp], e = stack_edge[sp], end = eb[v + 1];
+        }
+    }
+    return n;
+}
+
+int mgi_chain_rule(mg_arena *a, int64_t root, const int64_t *order, int64_t n) {
+    if (a->dot_changed) return MG_ERR_CHANGED;
+    // a second backward over fused nodes: the seed's chain would have kept the first one's
+    // gradients in its sum and product nodes, which a DOT node does not have
+    if (a->step_dots && a->differentiated) return MG_ERR_TWICE;
+    a->differentiated = 1;
+    const int64_t *eb = a->edge_begin, *child = a->edge_child;
+    const double *lgrad = a->edge_lgrad, *data = a->data;
+    const uint8_t *op = a->op;
+    double *grad = a->grad;
+    grad[root] = 1.0;
+    for (int64_t k = n - 1; k >= 0; k--) {
+        int64_t v = order[k], b = eb[v], end = eb[v + 1];
+        double g = grad[v];
+        if (op[v] == MG_OP_DOT) {
+            // a fused sum(w_j * x_j): each product node of the unfused chain would have had the
+            // gradient 0.0 + g, and the chain hands them out from the last pair to the first;
+            // each child's local gradient is its partner's value (unchanged: dot_changed)
+            double gn = 0.0 + g;
+            for (int64_t e = end - 2; e >= b; e -= 2) {
+                int64_t w = child[e], x = child[e + 1];
+                grad[w] += data[x] * gn;
+                grad[x] += data[w] * gn;
+            }
+        } else {
+            for (int64_t e = b; e < end; e++) grad[child[e]] += lgrad[e] * g;
+        }
+    }
+    return 0;
+}
+
+int mg_backward(mg_arena *a, int64_t root) {
+    mgi_count_call(a);
+    int64_t r = 0;
+    int rc = mgi_node_check(a, root, &r);
+    if (rc) return rc;
+    mgi_note_change(a);
+    if (a->dot_changed) return MG_ERR_CHANGED;   // refused before the search can run out of memory
+    if (a->step_dots && a->differentiated) return MG_ERR_TWICE;
+    int64_t n = mgi_search_order(a, r);
+    if (n < 0) return (int)n;
+    return mgi_chain_rule(a, r, a->order, n);
+}

@@ -1,0 +1,18 @@
+/*
+ * backward.h -- the backward pass as two steps, for the tape (tape.c) to reuse with an order of
+ * its own: the depth-first search that gives the seed's topological order, and the chain rule
+ * over a given order. Include after "arena.h".
+ */
+#ifndef MG_BACKWARD_H
+#define MG_BACKWARD_H
+
+// The seed's topological order of the graph below root (index, validated): the nodes with
+// children, in post-order, into a->order. Returns their number, or MG_ERR_NOMEM.
+int64_t mgi_search_order(mg_arena *a, int64_t root);
+
+// The chain rule from root (index, validated) over order[0..n-1], a topological order of the
+// nodes with children below root, taken in reverse. Refuses what a fused graph cannot do
+// (MG_ERR_CHANGED, MG_ERR_TWICE) before changing anything.
+int mgi_chain_rule(mg_arena *a, int64_t root, const int64_t *order, int64_t n);
+
+#endif

@@ -1,0 +1,148 @@
+"""The c backend's graph: parameters, Adam's moments and every step's nodes in one C arena
+(native.Arena), with the layers built one of two ways:
+
+- ScalarLayers (graphs.py) over CValue handles: the seed's Python layers, one C call per op;
+- KernelLayers: one C call per layer (csrc/layers.c), vectors as vecs of the arena.
+
+In replay mode a Tape (replay.py) records each document length's step once and replays it.
+"""
+from .graphs import Graph, Layers, ScalarLayers
+from .native import Arena, CValue, check, ffi, lib
+from .optim import BETA1, BETA2, EPS, LEARNING_RATE, learning_rate
+from .replay import Tape
+
+
+class KernelLayers(Layers):
+    """Each layer one C call. A vector is (vec handle, length); a matrix (vec handle, rows, cols).
+    tape is the C tape being recorded, or NULL."""
+
+    def __init__(self, graph, fused):
+        self.graph, self.fused = graph, 1 if fused else 0
+        self.ptr = graph.arena.ptr
+        self.tape = ffi.NULL
+
+    def matrix(self, rows):
+        nrows, ncols = len(rows), len(rows[0])
+        first = self.graph.new_params([x for row in rows for x in row])
+        return (check(lib.mg_vec_range(self.ptr, first, nrows * ncols)), nrows, ncols)
+
+    def embed(self, wte, wpe, token_id, pos_id):
+        if not (0 <= token_id < wte[1] and 0 <= pos_id < wpe[1]):
+            raise IndexError(f"embedding row out of range: token {token_id} of {wte[1]}, position {pos_id} of {wpe[1]}")
+        return (check(lib.mg_k_embed(self.ptr, self.tape, wte[0], wte[1], wpe[0], wpe[1], wte[2], token_id, pos_id)),
+                wte[2])
+
+    def add(self, x, y):
+        return (check(lib.mg_k_add(self.ptr, self.tape, x[0], y[0], x[1])), x[1])
+
+    def scale(self, x, c):
+        return (check(lib.mg_k_scale(self.ptr, self.tape, x[0], x[1], c)), x[1])
+
+    def relu(self, x):
+        return (check(lib.mg_k_relu(self.ptr, self.tape, x[0], x[1])), x[1])
+
+    def linear(self, x, w):
+        wh, nout, nin = w
+        if x[1] != nin:
+            raise ValueError(f"linear: input has {x[1]} elements, the matrix {nin} columns")
+        return (check(lib.mg_k_linear(self.ptr, self.tape, x[0], nin, wh, nout, self.fused)), nout)
+
+    def rmsnorm(self, x):
+        return (check(lib.mg_k_rmsnorm(self.ptr, self.tape, x[0], x[1])), x[1])
+
+    def softmax(self, x):
+        return (check(lib.mg_k_softmax(self.ptr, self.tape, x[0], x[1])), x[1])
+
+    def attention(self, q, keys, values, n_head):
+        qh, n = q
+        out = lib.mg_k_attention(self.ptr, self.tape, qh, [k[0] for k in keys], [v[0] for v in values],
+                                 len(keys), n_head, n // n_head)
+        return (check(out), n)
+
+    def cross_entropy(self, logits, target):
+        return check(lib.mg_k_cross_entropy(self.ptr, self.tape, logits[0], logits[1], target, self.fused))
+
+    def mean(self, losses):
+        return check(lib.mg_k_mean(self.ptr, self.tape, losses, len(losses)))
+
+    def item(self, node):
+        return self.graph.arena.get(lib.mg_get_data, node)
+
+    def data(self, vec):
+        out = ffi.new("double[]", vec[1])
+        check(lib.mg_vec_data(self.ptr, vec[0], vec[1], out))
+        return list(out)
+
+
+class CGraph(Graph):
+    """mode 'seed' (one C call per scalar op), 'kernels', 'fused' or 'replay' (modes.py)."""
+    backend = "c"
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.arena = Arena()
+        self.nparams = 0
+        if mode == "seed":
+            self.layers = ScalarLayers(self._param_value, fused=False)
+        else:
+            self.layers = KernelLayers(self, fused=(mode != "kernels"))
+        self.tape = Tape(self.arena, self.layers) if mode == "replay" else None
+
+    # --- parameters: the arena's first nparams nodes
+    def new_params(self, values):
+        """Parameters with these values: the first one's node index (the rest follow it)."""
+        first = self.arena.leaves(values)
+        self.nparams += len(values)
+        return first
+
+    def _param_value(self, x):
+        return CValue._wrap(self.arena, self.new_params([x]))
+
+    def finish_params(self):
+        self.arena.keep()
+        check(lib.mg_adam_init(self.arena.ptr, self.nparams))
+
+    def param_data(self):
+        return self.arena.read_data(0, self.nparams)
+
+    def set_param_data(self, values):
+        if len(values) != self.nparams:
+            raise ValueError(f"expected {self.nparams} parameter values, got {len(values)}")
+        self.arena.write_data(0, values)
+
+    # --- a step
+    def begin_step(self):
+        self.arena.reset()
+
+    def training_loss(self, model, tokens):
+        return self.tape.training_loss(model, tokens) if self.tape else model.loss(tokens)
+
+    def backward(self, loss):
+        if self.tape:
+            self.tape.backward(loss)
+        elif self.mode == "seed":
+            loss.backward()
+        else:
+            check(lib.mg_backward(self.arena.ptr, loss))
+
+    def adam_step(self, step, num_steps, lr=LEARNING_RATE):
+        if num_steps <= 0:
+            raise ValueError(f"num_steps must be positive, got {num_steps}")
+        check(lib.mg_adam_step(self.arena.ptr, learning_rate(lr, step, num_steps), BETA1, BETA2, EPS, step))
+
+    def adam_state(self):
+        m = ffi.new("double[]", self.nparams)
+        v = ffi.new("double[]", self.nparams)
+        check(lib.mg_adam_read(self.arena.ptr, m, v))
+        return list(m), list(v)
+
+    def set_adam_state(self, m, v):
+        if not len(m) == len(v) == self.nparams:
+            raise ValueError(f"expected {self.nparams} Adam moments, got {len(m)} and {len(v)}")
+        check(lib.mg_adam_write(self.arena.ptr, ffi.new("double[]", m), ffi.new("double[]", v)))
+
+    def node_count(self):
+        return self.arena.nodes
+
+    def c_calls(self):
+        return self.arena.calls
