@@ -5,11 +5,12 @@ when the graph raises a math error (a log of 0, an exp that overflows, Adam's g*
 the python backend's Adam may then have updated some parameters and not others). Either way the
 state to keep is the one from before the failed step.
 
-Copying every parameter and both Adam moments before each step would cost about as much as a
-step of the c backend. Training is deterministic (the documents come in order; nothing draws
-random numbers), so instead the state is copied only now and then (a copy's own time at most
-1/200 of the time spent training since the last one), and on a failure the state from before the failed step is rebuilt by restoring the
-copy and running the steps since it again.
+Copying every parameter and both Adam moments before each step would make a step of the c
+backend about three times slower (measured: 0.70 against 0.22 ms). Training is deterministic
+(the documents come in order; nothing draws random numbers), so instead the state is copied only
+now and then (a copy's own time at most 1/200 of the training time since the last one), and on
+a failure the state from before the failed step is rebuilt by restoring the copy and running the
+steps since it again.
 """
 import time
 
