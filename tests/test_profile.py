@@ -192,8 +192,11 @@ def test_plot_without_matplotlib_says_how_to_get_it(small_data, tmp_path):
             f"sys.exit(main(['profile', '--steps', '2', '--data', {str(small_data)!r}, '--rungs', 'python', "
             f"'--plot', {str(tmp_path / 'p.png')!r}]))")
     result = run_microgpt(code=code)
-    assert result.returncode == 0, result.stderr
+    # refused before running any rung (issue 9): exit 2, one line, no table
+    assert result.returncode == 2, result.stderr
     assert "pip install" in result.stderr and "matplotlib" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert "running" not in result.stderr and result.stdout == ""
     assert not (tmp_path / "p.png").exists()
 
 
