@@ -10,32 +10,29 @@ and --save then writes that state; --save and --metrics are checked before train
 atomically. Bad input is one line on stderr and exit code 2."""
 import argparse
 import json
-import math
 import os
-import random
 import signal
 import sys
 import time
 
 from . import __version__, atomic, checkpoint, limits
+from .api import DEFAULTS as TRAIN_DEFAULTS
+from .api import Model, check_count, check_lr, check_prefix, check_temperature
 from .atomic import AtomicFile, OutputPathError, check_output_path
-from .backend import CHOICES, BackendError, resolve
+from .backend import CHOICES, BackendError
 from .checkpoint import CheckpointError
-from .data import DataError, default_docs, docs_sha256, load_docs
+from .data import DataError
 from .guard import TrainingFailed
-from .model import GPT, Config, ConfigError
-from .modes import MODE_NAMES, mode_help, new_graph
-from .optim import LEARNING_RATE, learning_rate
+from .model import ConfigError
+from .modes import MODE_NAMES, mode_help
+from .optim import learning_rate
 from .plot import PlotError
-from .tokenizer import Tokenizer, VocabularyError
-from .train import params_sha256, sample, train
+from .tokenizer import VocabularyError
 
 USER_ERRORS = (DataError, ConfigError, CheckpointError, VocabularyError, BackendError, OutputPathError,
                PlotError, ValueError)
 
-# the one home of train's defaults: a flag left at None was not given (see resume_settings)
-TRAIN_DEFAULTS = {"steps": 1000, "seed": 42, "n_layer": 1, "n_embd": 16, "n_head": 4, "block_size": 16,
-                  "lr": LEARNING_RATE, "temperature": 0.5, "samples": 20}
+# train's defaults live in api.DEFAULTS: a flag left at None was not given (see resume_settings)
 # flags a checkpoint fixes: on --resume, giving one with another value is an error
 RUN_FLAGS = {"seed": "seed", "lr": "lr", "steps": "num_steps"}
 CONFIG_FLAGS = ("n_layer", "n_embd", "n_head", "block_size")
@@ -178,39 +175,12 @@ def silence_stdout():
         pass
 
 
-# --- checking flags
-
-def check_count(flag, value, maximum=None):
-    if value is None:
-        return
-    if value < 0:
-        raise ValueError(f"{flag} must be >= 0, got {value}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{flag} {value} is too large: at most {maximum}")
-
-
-def check_lr(lr):
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"--lr must be a finite number > 0, got {lr}")
-
-
-def check_temperature(temperature):
-    # sampling divides the logits by it as temperature ** -1, which must be a finite number
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"--temperature must be a finite number > 0, got {temperature}")
-    try:
-        inverse = temperature ** -1
-    except OverflowError:
-        inverse = math.inf
-    if not math.isfinite(inverse):
-        raise ValueError(f"--temperature {temperature} is too small: 1/temperature overflows")
-
+# --- checking flags (the rules are the API's: api.check_*)
 
 def check_sampling_args(args, tokenizer, config):
     """Refuse bad sampling flags before training, not after it."""
-    check_temperature(args.temperature)
-    if len(tokenizer.encode(args.prefix)) >= config.block_size:
-        raise ValueError(f"--prefix {args.prefix!r} leaves no room: block_size is {config.block_size}")
+    check_temperature(args.temperature, "--temperature")
+    check_prefix(args.prefix, tokenizer, config, "--prefix")
 
 
 def check_outputs(args):
@@ -249,58 +219,44 @@ def fill_defaults(args, names):
 
 def cmd_train(args):
     for name in ("steps", "stop_after", "samples"):
-        check_count("--" + name.replace("_", "-"), getattr(args, name), limits.MAX_STEPS)
+        if getattr(args, name) is not None:
+            check_count("--" + name.replace("_", "-"), getattr(args, name))
     for name in CONFIG_FLAGS:  # positivity is Config's to check
         value = getattr(args, name)
         if value is not None and value > limits.MAX_DIMENSION:
             raise ValueError(f"--{name.replace('_', '-')} {value} is too large: at most {limits.MAX_DIMENSION}")
     if args.lr is not None:
-        check_lr(args.lr)
+        check_lr(args.lr, "--lr")
     fill_defaults(args, ("temperature", "samples"))
-    check_temperature(args.temperature)
+    check_temperature(args.temperature, "--temperature")
     check_outputs(args)
-    backend = resolve(args.backend)
-    ck = checkpoint.load(args.resume) if args.resume else None
-    if ck:
-        seed, lr, num_steps = resume_settings(args, ck)
-        start, data_source = ck["step"], args.data or ck["data"]["source"]
+    build = dict(backend=args.backend, graph=args.graph, max_memory=args.max_memory, saving=bool(args.save))
+    if args.resume:
+        ck = checkpoint.load(args.resume)
+        resume_settings(args, ck)
+        model = Model.from_checkpoint(ck, **build)
+        try:
+            model.load_data(args.data, note)
+        except CheckpointError:
+            raise CheckpointError(f"checkpoint {args.resume} was trained on other data than "
+                                  f"{args.data or ck['data']['source'] or 'the default'}") from None
     else:
         fill_defaults(args, ("steps", "seed", "lr") + CONFIG_FLAGS)
-        seed, lr, num_steps, start, data_source = args.seed, args.lr, args.steps, 0, args.data
-
-    random.seed(seed)
-    docs = load_docs(data_source, note) if data_source else default_docs()
-    data_id = {"source": data_source, "sha256": docs_sha256(docs)}
-    random.shuffle(docs)
-    print(f"num docs: {len(docs)}")
-    tokenizer = Tokenizer.from_docs(docs)
-    print(f"vocab size: {tokenizer.vocab_size}")
-    if ck:
-        if ck["data"]["sha256"] != data_id["sha256"] or ck["chars"] != tokenizer.chars:
-            raise CheckpointError(f"checkpoint {args.resume} was trained on other data than {data_source or 'the default'}")
-        config = ck["config"]
-    else:
-        config = Config(vocab_size=tokenizer.vocab_size, n_layer=args.n_layer, n_embd=args.n_embd,
-                        n_head=args.n_head, block_size=args.block_size)
-    check_sampling_args(args, tokenizer, config)
-    graph = new_graph(backend, args.graph)
-    limits.check_memory(config, graph.backend, graph.mode, args.max_memory, saving=bool(args.save))
-    model = GPT(config, graph)
+        model = Model.new(args.data, steps=args.steps, seed=args.seed, n_layer=args.n_layer, n_embd=args.n_embd,
+                          n_head=args.n_head, block_size=args.block_size, lr=args.lr, note=note, **build)
+    print(f"num docs: {len(model.docs)}")
+    print(f"vocab size: {model.tokenizer.vocab_size}")
+    check_sampling_args(args, model.tokenizer, model.config)
     print(f"num params: {model.num_params}")
-    if ck:
-        model.graph.set_param_data(ck["params"])
-        model.graph.set_adam_state(ck["adam_m"], ck["adam_v"])
-        random.setstate(ck["random_state"])
 
+    start, num_steps = model.step, model.num_steps
     stop = num_steps if args.stop_after is None else min(num_steps, start + args.stop_after)
     metrics = AtomicFile(args.metrics) if args.metrics else None
     progress = Progress(num_steps, start, stop)
-    state = {"step": start}
 
     def on_step(step, loss):
-        state["step"] = step + 1
         if metrics:
-            metrics.write(json.dumps({"step": step + 1, "loss": loss, "lr": learning_rate(lr, step, num_steps),
+            metrics.write(json.dumps({"step": step + 1, "loss": loss, "lr": learning_rate(model.lr, step, num_steps),
                                       "elapsed": round(progress.elapsed(), 6)}) + "\n")
         if stops.reason != STDOUT_CLOSED:  # after a signal too: the step ran, its line is printed
             try:
@@ -311,36 +267,30 @@ def cmd_train(args):
 
     def save():
         if args.save:
-            m, v = model.graph.adam_state()
-            checkpoint.save(args.save, config=config, chars=tokenizer.chars, step=state["step"],
-                            num_steps=num_steps, seed=seed, lr=lr, data=data_id,
-                            params=model.graph.param_data(), adam_m=m, adam_v=v,
-                            random_state=random.getstate())
-            return f"; saved {args.save} (step {state['step']})"
+            model.save(args.save)
+            return f"; saved {args.save} (step {model.step})"
         return "; nothing saved (no --save)"
 
     try:
         with StopAfterStep() as stops:
             try:
-                train(model, tokenizer, docs, num_steps, lr, start=start, stop=stop,
-                      on_step=on_step, should_stop=lambda: stops.reason)
+                model.train(stop - start, on_step=on_step, should_stop=lambda: stops.reason)
             except TrainingFailed as failed:
                 progress.end()
-                state["step"] = failed.step
                 print(f"microgpt: error: {failed}{save()}", file=sys.stderr)
                 return EXIT_USAGE
             if stops.reason == STDOUT_CLOSED:
                 saved = save()
                 if args.save:
-                    note(f"stdout was closed after step {state['step']}{saved}")
+                    note(f"stdout was closed after step {model.step}{saved}")
                 return EXIT_PIPE
             progress.end()
             if stops.reason:
-                print(f"microgpt: {stops.reason} after step {state['step']}{save()}", file=sys.stderr)
+                print(f"microgpt: {stops.reason} after step {model.step}{save()}", file=sys.stderr)
                 return 128 + stops.signum
             save()
-        sha = params_sha256(model.graph.param_data())
-        samples = sample_lines(model, tokenizer, args.samples, args.temperature, args.prefix)
+        sha = model.params_sha256()
+        samples = sample_lines(model, args.samples, args.temperature, args.prefix)
         if metrics:
             metrics.write(json.dumps({"params_sha256": sha, "samples": samples}) + "\n")
         return 0
@@ -424,33 +374,24 @@ class StopAfterStep:
             signal.signal(sig, previous)
 
 
-def sample_lines(model, tokenizer, count, temperature, prefix):
+def sample_lines(model, count, temperature, prefix):
     print("--- inference (new, hallucinated names) ---")
-    names = []
-    for i in range(count):
-        names.append(sample(model, tokenizer, temperature, prefix))
-        print(f"sample {i+1:2d}: {names[-1]}")
-    return names
+    return model.sample(count, temperature, prefix, on_sample=lambda i, name: print(f"sample {i+1:2d}: {name}"))
 
 
 # --- sample, plot
 
 def cmd_sample(args):
-    check_count("--samples", args.samples)
+    if args.samples is not None:
+        check_count("--samples", args.samples)
     fill_defaults(args, ("temperature", "samples"))
-    check_temperature(args.temperature)
+    check_temperature(args.temperature, "--temperature")
     ck = checkpoint.load(args.checkpoint)
-    tokenizer = Tokenizer(ck["chars"])
-    check_sampling_args(args, tokenizer, ck["config"])
-    graph = new_graph(resolve(args.backend), args.graph)
-    limits.check_memory(ck["config"], graph.backend, graph.mode, args.max_memory, saving=False)
-    model = GPT(ck["config"], graph)  # draws are overwritten below
-    model.graph.set_param_data(ck["params"])
-    if args.seed is None:
-        random.setstate(ck["random_state"])
-    else:
-        random.seed(args.seed)
-    sample_lines(model, tokenizer, args.samples, args.temperature, args.prefix)
+    model = Model.from_checkpoint(ck, backend=args.backend, graph=args.graph, max_memory=args.max_memory)
+    check_sampling_args(args, model.tokenizer, model.config)
+    if args.seed is not None:
+        model.reseed(args.seed)
+    sample_lines(model, args.samples, args.temperature, args.prefix)
     return 0
 
 

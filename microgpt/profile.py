@@ -29,7 +29,7 @@ from .modes import RUNGS, new_graph
 from .optim import LEARNING_RATE
 from .parity import PRINTED_DECIMALS, parse_seed_output, printed_loss
 from .tokenizer import Tokenizer
-from .train import params_sha256, step_loss, train, train_step
+from .training import params_sha256, step_loss, train, train_step
 
 
 SEED_SCRIPT_RUNG = "seed-script"

@@ -9,7 +9,7 @@ from conftest import require, run_microgpt
 from test_cli import assert_clean_error
 
 from microgpt import checkpoint, guard
-from microgpt import train as train_module
+from microgpt import training as train_module
 from microgpt.model import GPT, Config
 from microgpt.modes import new_graph
 from microgpt.tokenizer import Tokenizer

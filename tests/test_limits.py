@@ -17,7 +17,7 @@ from test_cli import assert_clean_error
 from microgpt import limits
 from microgpt.model import GPT, Config, parameter_shapes
 from microgpt.modes import new_graph
-from microgpt.train import step_loss, train_step
+from microgpt.training import step_loss, train_step
 
 CONFIGS = [Config(vocab_size=27), Config(vocab_size=11, n_layer=2, n_embd=12, n_head=3, block_size=7)]
 FUSED = {"seed": False, "kernels": False, "fused": True, "replay": True}

@@ -20,7 +20,7 @@ from microgpt.data import load_docs
 from microgpt.modes import new_graph
 from microgpt.model import GPT, Config
 from microgpt.tokenizer import Tokenizer
-from microgpt.train import train
+from microgpt.training import train
 if not os.path.exists("input.txt"):
     sys.exit("input.txt is not in the folder the script runs in")
 random.seed(42)
