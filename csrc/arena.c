@@ -296,8 +296,8 @@ int64_t mg_children(mg_arena *a, int64_t x, int64_t *out, int64_t cap) {
     int rc = mgi_node_check(a, x, &i);
     if (rc) return rc;
     if (cap < 0 || (cap > 0 && !out)) return MG_ERR_ARG;
-    int64_t b = a->edge_begin[i], n = a->edge_begin[i + 1] - b;
-    for (int64_t k = 0; k < n && k < cap; k++) out[k] = mgi_handle_of(a, a->edge_child[b + k]);
+    int64_t n = mgi_child_count(a, i);
+    for (int64_t k = 0; k < n && k < cap; k++) out[k] = mgi_handle_of(a, mgi_child(a, i, k));
     return n;
 }
 

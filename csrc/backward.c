@@ -24,30 +24,29 @@ int64_t mgi_search_order(mg_arena *a, int64_t root) {
         a->search_stamp = 1;
     }
     const uint32_t stamp = a->search_stamp;
-    const int64_t *eb = a->edge_begin, *child = a->edge_child;
     const uint8_t *op = a->op;
     uint32_t *seen = a->seen;
-    int64_t *stack_node = a->stack_node, *stack_edge = a->stack_edge, *order = a->order;
+    int64_t *stack_node = a->stack_node, *stack_child = a->stack_edge, *order = a->order;
     int64_t sp = 0, n = 0;
     seen[root] = stamp;
     if (op[root] == MG_OP_LEAF) return 0;
-    // v is the node being expanded, e its next edge; its ancestors wait on the stack
-    int64_t v = root, e = eb[root], end = eb[root + 1];
+    // v is the node being expanded, p its next child; its ancestors wait on the stack
+    int64_t v = root, p = 0, end = mgi_child_count(a, root);
     for (;;) {
-        if (e < end) {
-            int64_t k = child[e++];
+        if (p < end) {
+            int64_t k = mgi_child(a, v, p++);
             if (seen[k] == stamp) continue;
             seen[k] = stamp;
             if (op[k] == MG_OP_LEAF) continue;   // a leaf is done at once
-            stack_node[sp] = v;                  // descend into k; resume v at edge e
-            stack_edge[sp] = e;
+            stack_node[sp] = v;                  // descend into k; resume v at child p
+            stack_child[sp] = p;
             sp++;
-            v = k, e = eb[k], end = eb[k + 1];
+            v = k, p = 0, end = mgi_child_count(a, k);
         } else {                                 // all of v's children are done
             order[n++] = v;
             if (sp == 0) break;
             sp--;
-            v = stack_node[sp], e = stack_edge[sp], end = eb[v + 1];
+            v = stack_node[sp], p = stack_child[sp], end = mgi_child_count(a, v);
         }
     }
     return n;
@@ -59,7 +58,7 @@ int mgi_chain_rule(mg_arena *a, int64_t root, const int64_t *order, int64_t n) {
     // gradients in its sum and product nodes, which a DOT node does not have
     if (a->step_dots && a->differentiated) return MG_ERR_TWICE;
     a->differentiated = 1;
-    const int64_t *eb = a->edge_begin, *child = a->edge_child;
+    const int64_t *eb = a->edge_begin, *child = a->edge_child, *ids = a->vec_ids;
     const double *lgrad = a->edge_lgrad, *data = a->data;
     const uint8_t *op = a->op;
     double *grad = a->grad;
@@ -72,8 +71,9 @@ int mgi_chain_rule(mg_arena *a, int64_t root, const int64_t *order, int64_t n) {
             // gradient 0.0 + g, and the chain hands them out from the last pair to the first;
             // each child's local gradient is its partner's value (unchanged: dot_changed)
             double gn = 0.0 + g;
-            for (int64_t e = end - 2; e >= b; e -= 2) {
-                int64_t w = child[e], x = child[e + 1];
+            const int64_t *wv = ids + child[b], *xv = ids + child[b + 1];
+            for (int64_t j = child[b + 2] - 1; j >= 0; j--) {
+                int64_t w = wv[j], x = xv[j];
                 grad[w] += data[x] * gn;
                 grad[x] += data[w] * gn;
             }

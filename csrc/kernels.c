@@ -116,12 +116,12 @@ int64_t mgi_k_relu(mg_arena *a, int64_t x, int64_t n) {
 // out_r = sum(w[r][j] * x[j] for j), w row-major nout x nin: the seed's linear()
 int64_t mgi_k_linear(mg_arena *a, int64_t x, int64_t nin, int64_t w, int64_t nout, int fused) {
     int64_t nodes = fused ? nout : 2 * nin * nout;
-    int rc = mgi_reserve(a, nodes, fused ? 2 * nin * nout : 2 * nodes, nout, 0);
+    int rc = mgi_reserve(a, nodes, fused ? MG_DOT_EDGES * nout : 2 * nodes, nout, 0);
     if (rc) return rc;
     const int64_t *xs = a->vec_ids + x, *ws = a->vec_ids + w;
     int64_t *out = a->vec_ids + a->vcount;
     for (int64_t r = 0; r < nout; r++)
-        out[r] = fused ? nd_dot(a, ws + r * nin, xs, nin) : dot_chain(a, ws + r * nin, xs, nin);
+        out[r] = fused ? nd_dot(a, w + r * nin, x, nin) : dot_chain(a, ws + r * nin, xs, nin);
     return vec_commit(a, nout);
 }
 

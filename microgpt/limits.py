@@ -30,11 +30,17 @@ class MemoryLimitError(ValueError):
 
 # --- the graph of one training step, counted
 
-def _linear(nin, nout, fused):
+# edge entries of a fused dot node in the C arena: it names its children through two vecs
+# (csrc/arena.h, nd_dot) where the python backend's node holds all 2n of them
+C_DOT_EDGES = 3
+
+
+def _linear(nin, nout, fused, compact=False):
     """(nodes, links) of one linear layer: each row the seed's chain of products and sums
-    (0 + w0*x0, then + wj*xj), or one fused dot node with children (w0, x0, w1, x1, ...)."""
+    (0 + w0*x0, then + wj*xj), or one fused dot node with children (w0, x0, w1, x1, ...), which
+    the C arena stores compactly (compact: its edge entries, not its children)."""
     if fused:
-        return nout, 2 * nin * nout
+        return nout, (C_DOT_EDGES if compact else 2 * nin) * nout
     return 2 * nin * nout, nout * (4 * nin - 1)
 
 
@@ -72,17 +78,19 @@ def _add(nodes_links, *more):
     return n, e
 
 
-def step_graph(config, positions, fused_linear, fused_loss):
+def step_graph(config, positions, fused_linear, fused_loss, compact_dots=False):
     """(nodes, links) that one training step over `positions` positions makes (a document of
-    positions + 1 tokens, positions <= block_size), not counting the parameters."""
+    positions + 1 tokens, positions <= block_size), not counting the parameters. compact_dots:
+    count a fused dot node's links as the C arena's edge entries."""
     c, P = config, positions
     n, V, L = c.n_embd, c.vocab_size, c.n_layer
     # the parts of a position that do not depend on how many positions came before it
-    layer = _add(_rmsnorm(n), *[_linear(n, n, fused_linear)] * 4, (n, 2 * n),  # q k v o, residual
-                 _rmsnorm(n), _linear(n, 4 * n, fused_linear), (4 * n, 4 * n),  # fc1, relu
-                 _linear(4 * n, n, fused_linear), (n, 2 * n))  # fc2, residual
+    cd = compact_dots
+    layer = _add(_rmsnorm(n), *[_linear(n, n, fused_linear, cd)] * 4, (n, 2 * n),  # q k v o, residual
+                 _rmsnorm(n), _linear(n, 4 * n, fused_linear, cd), (4 * n, 4 * n),  # fc1, relu
+                 _linear(4 * n, n, fused_linear, cd), (n, 2 * n))  # fc2, residual
     fixed = _add((n, 2 * n), _rmsnorm(n), (L * layer[0], L * layer[1]),  # embed, rmsnorm, layers
-                 _linear(n, V, fused_linear), _cross_entropy(V, fused_loss))
+                 _linear(n, V, fused_linear, cd), _cross_entropy(V, fused_loss))
     # attention is linear in t; summed over t = 1..P with sum(t) = P(P+1)/2
     a1 = _attention(1, c.n_head, c.head_dim)
     a0 = (0, -c.n_head * (1 + c.head_dim))  # the per-head constant part of the links
@@ -136,7 +144,7 @@ def _capacity(n):
 def _c_arena_bytes(config, mode, positions):
     P = num_params(config)
     fused = mode in ("fused", "replay")
-    nodes, links = step_graph(config, positions, fused, fused)
+    nodes, links = step_graph(config, positions, fused, fused, compact_dots=True)
     total = (_capacity(P + nodes) * C_NODE_BYTES + _capacity(links) * C_LINK_BYTES
              + _capacity(P + nodes) * C_SCRATCH_BYTES + _capacity(P) * C_ADAM_BYTES)
     if mode != "seed":
