@@ -7,7 +7,7 @@
  * edges edge_begin[i] .. edge_begin[i+1]-1: edge e links to node edge_child[e] with the local
  * gradient edge_lgrad[e] (d node / d child), computed when the node is made, as the seed does
  * (except a DOT node's: its children come in pairs (w_j, x_j) that it names through two vecs, and
- * each one's local gradient is its partner's value, read at backward time; see nd_dot and
+ * each one's local gradient is its partner's value, read at backward time; see nd_dot_of and
  * dot_changed). mgi_child_count and mgi_child read any node's children.
  * Invariant: edge_begin[count] == nedges, so dropping nodes is moving the two counts back.
  * A child always has a smaller index than its parent (nodes are made after their children).
@@ -244,20 +244,25 @@ static inline int64_t mgi_child(const mg_arena *a, int64_t v, int64_t p) {
     return a->edge_child[b + p];
 }
 
-// The seed's sum(w_j * x_j for j) as one DOT node over the vecs at offsets w and x (n entries
-// each), the value rounded exactly as the chain of products and sums rounds it (0 + w0*x0, then
-// + w1*x1, ...). Each child's local gradient, the value of its partner, is read by the backward.
-static inline int64_t nd_dot(mg_arena *a, int64_t w, int64_t x, int64_t n) {
+// The seed's sum(w_j * x_j for j) over the vecs at offsets w and x (n entries each), rounded
+// exactly as its chain of products and sums rounds it: 0 + w0*x0, then + w1*x1, ...
+static inline double dot_value(const mg_arena *a, int64_t w, int64_t x, int64_t n) {
     const double *d = a->data;
     const int64_t *wv = a->vec_ids + w, *xv = a->vec_ids + x;
-    int64_t i = a->count, e = a->nedges;
     double acc = d[wv[0]] * d[xv[0]] + 0.0;
     for (int64_t j = 1; j < n; j++) acc = acc + d[wv[j]] * d[xv[j]];
+    return acc;
+}
+
+// That sum as one DOT node whose value (dot_value's) is given. Each child's local gradient, the
+// value of its partner, is read by the backward.
+static inline int64_t nd_dot_of(mg_arena *a, int64_t w, int64_t x, int64_t n, double value) {
+    int64_t i = a->count, e = a->nedges;
     a->edge_child[e] = w;
     a->edge_child[e + 1] = x;
     a->edge_child[e + 2] = n;
     a->step_dots++;
-    a->data[i] = acc;
+    a->data[i] = value;
     a->grad[i] = 0.0;
     a->edge_begin[i + 1] = e + MG_DOT_EDGES;
     a->op[i] = MG_OP_DOT;
