@@ -119,7 +119,7 @@ void mg_arena_free(mg_arena *a) {
     if (!a) return;
     free(a->data); free(a->grad); free(a->op); free(a->seen); free(a->edge_begin);
     free(a->edge_child); free(a->edge_lgrad);
-    free(a->vec_ids);
+    free(a->vec_ids); free(a->vec_run);
     free(a->stack_node); free(a->stack_edge); free(a->order); free(a->scratch);
     free(a->adam_m); free(a->adam_v); free(a->next_m); free(a->next_v); free(a->next_p);
     free(a);
@@ -131,6 +131,13 @@ int64_t mg_arena_keep(mg_arena *a) {
     mgi_note_change(a);
     if (a->generation != 0) return MG_ERR_ARG;   // after a reset, old handles could name kept nodes
     if (a->step_dots) return MG_ERR_ARG;      // DOT nodes read values that Adam changes: never kept
+    void *run[] = { a->vec_run };                // see vec_run (arena.h)
+    const size_t size[] = { sizeof *a->vec_run };
+    int rc = mgi_grow(&a->mem, run, size, 1, 0, &a->run_cap, a->vcount, MG_IDX_LIMIT);
+    a->vec_run = run[0];
+    if (rc) return rc;
+    for (int64_t k = a->vcount - 1; k >= 0; k--)
+        a->vec_run[k] = k + 1 < a->vcount && a->vec_ids[k + 1] == a->vec_ids[k] + 1 ? a->vec_run[k + 1] + 1 : 1;
     a->keep = a->count;
     a->edges_keep = a->nedges;
     a->vecs_keep = a->vcount;

@@ -63,6 +63,9 @@ struct mg_arena {
     int64_t keep;           // persistent nodes
     int64_t edges_keep;     // their edges
     int64_t vecs_keep;      // persistent vec entries
+    int64_t run_cap;        // entries allocated in vec_run
+    int64_t *vec_run;       // (vecs_keep) how many persistent entries from k on name consecutive
+                            // nodes (a weight matrix's vec: all of it), so a kernel can tell at once
     int64_t generation;     // the high half of step handles: 0 until the first reset, then 1, 2, ...
                             // (persistent nodes are all made in generation 0: keep() refuses later)
     // --- the depth-first search's scratch (backward.c)
@@ -254,13 +257,25 @@ static inline double dot_value(const mg_arena *a, int64_t w, int64_t x, int64_t 
     return acc;
 }
 
+// vec entries off .. off+n-1 name n consecutive nodes (known at once for persistent entries)
+static inline int mgi_vec_is_range(const mg_arena *a, int64_t off, int64_t n) {
+    if (off + n <= a->vecs_keep) return a->vec_run[off] >= n;
+    const int64_t *ids = a->vec_ids + off;
+    for (int64_t k = 1; k < n; k++)
+        if (ids[k] != ids[0] + k) return 0;
+    return 1;
+}
+
 // That sum as one DOT node whose value (dot_value's) is given. Each child's local gradient, the
 // value of its partner, is read by the backward.
-static inline int64_t nd_dot_of(mg_arena *a, int64_t w, int64_t x, int64_t n, double value) {
+// ranges: both vecs name runs of consecutive nodes, apart from each other (the backward then
+// reads them as arrays); kept in the otherwise unused edge_lgrad of the first entry.
+static inline int64_t nd_dot_of(mg_arena *a, int64_t w, int64_t x, int64_t n, double value, int ranges) {
     int64_t i = a->count, e = a->nedges;
     a->edge_child[e] = w;
     a->edge_child[e + 1] = x;
     a->edge_child[e + 2] = n;
+    a->edge_lgrad[e] = ranges ? 1.0 : 0.0;
     a->step_dots++;
     a->data[i] = value;
     a->grad[i] = 0.0;

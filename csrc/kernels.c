@@ -138,11 +138,15 @@ int64_t mgi_k_linear(mg_arena *a, int64_t x, int64_t nin, int64_t w, int64_t nou
     const int64_t *xs = a->vec_ids + x, *ws = a->vec_ids + w;
     int64_t *out = a->vec_ids + a->vcount, r = 0;
     if (fused) {
+        // the weights and inputs as two runs of nodes that do not meet: the backward's fast path
+        int64_t w0 = ws[0], x0 = xs[0];
+        int ranges = mgi_vec_is_range(a, w, nin * nout) && mgi_vec_is_range(a, x, nin) &&
+                     (x0 + nin <= w0 || w0 + nin * nout <= x0);
         for (double v[4]; r + 4 <= nout; r += 4) {
             dot_values4(a, w + r * nin, x, nin, v);
-            for (int k = 0; k < 4; k++) out[r + k] = nd_dot_of(a, w + (r + k) * nin, x, nin, v[k]);
+            for (int k = 0; k < 4; k++) out[r + k] = nd_dot_of(a, w + (r + k) * nin, x, nin, v[k], ranges);
         }
-        for (; r < nout; r++) out[r] = nd_dot_of(a, w + r * nin, x, nin, dot_value(a, w + r * nin, x, nin));
+        for (; r < nout; r++) out[r] = nd_dot_of(a, w + r * nin, x, nin, dot_value(a, w + r * nin, x, nin), ranges);
     } else {
         for (; r < nout; r++) out[r] = dot_chain(a, ws + r * nin, xs, nin);
     }
