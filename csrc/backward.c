@@ -79,7 +79,7 @@ __attribute__((target("avx2"))) static void dot_ranges_avx2(double *restrict gw,
 #define DOT_RANGES(simd, ...) ((simd) ? dot_ranges_avx2(__VA_ARGS__) : dot_ranges_scalar(__VA_ARGS__))
 #define HAVE_AVX2() __builtin_cpu_supports("avx2")
 #else
-#define DOT_RANGES(simd, ...) dot_ranges_scalar(__VA_ARGS__)
+#define DOT_RANGES(simd, ...) ((void)(simd), dot_ranges_scalar(__VA_ARGS__))
 #define HAVE_AVX2() 0
 #endif
 
