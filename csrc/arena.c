@@ -14,9 +14,13 @@
  * Every exported function counts itself (a->calls); one that changes the arena also notes the
  * change (a->changes), which is what tells a recording tape that it cannot replay the step.
  *
+ * Threads: an arena is used by one thread at a time (the Python side serializes or refuses);
+ * an arena bound to a thread (mg_arena_bind_thread) refuses handles from any other thread.
+ * Memory: capacity only grows; a Values arena is kept small by mg_arena_compact, which drops
+ * the nodes no live Value reaches (the Python side knows which Values live).
+ *
  * Not here: the backward (backward.c), Adam (adam.c), the layer kernels (kernels.c, layers.c),
- * the tape (tape.c): the arena calls none of them. Nor threads (an arena is used by one thread
- * at a time), nor freeing memory before mg_arena_free (capacity only grows).
+ * the tape (tape.c): the arena calls none of them.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -100,6 +104,19 @@ int mgi_reserve_search(mg_arena *a, int64_t n) {
     return rc;
 }
 
+// --- threads
+
+static _Thread_local char thread_token;
+
+const void *mgi_thread_token(void) { return &thread_token; }
+
+int mg_arena_bind_thread(mg_arena *a) {
+    mgi_count_call(a);
+    if (!a) return MG_ERR_ARG;
+    a->owner = mgi_thread_token();
+    return 0;
+}
+
 // --- lifecycle
 
 mg_arena *mg_arena_new(void) {
@@ -169,12 +186,18 @@ int mg_arena_set_limit(mg_arena *a, int64_t max_bytes) {
 static int64_t handle_or_error(const mg_arena *a, int64_t r) { return r < 0 ? r : mgi_handle_of(a, r); }
 
 // count the call and note the change; validate x, then make room for one node with `edges` children
+// room for one more node with `edges` children: the common case without a call
+static inline int reserve_one(mg_arena *a, int64_t edges) {
+    if (a->count < a->node_cap && a->nedges + edges <= a->edge_cap) return 0;
+    return mgi_reserve(a, 1, edges, 0, 0);
+}
+
 static int begin_unary(mg_arena *a, int64_t x, int64_t *i, int64_t edges) {
     mgi_count_call(a);
     int rc = mgi_node_check(a, x, i);
     if (rc) return rc;
     mgi_note_change(a);
-    return mgi_reserve(a, 1, edges, 0, 0);
+    return reserve_one(a, edges);
 }
 
 static int begin_binary(mg_arena *a, int64_t x, int64_t y, int64_t *i, int64_t *j) {
@@ -183,7 +206,7 @@ static int begin_binary(mg_arena *a, int64_t x, int64_t y, int64_t *i, int64_t *
     if (rc) return rc;
     if ((rc = mgi_node_check(a, x, i))) return rc;
     mgi_note_change(a);
-    return mgi_reserve(a, 1, 2, 0, 0);
+    return reserve_one(a, 2);
 }
 
 int64_t mg_leaf(mg_arena *a, double x) {
@@ -193,8 +216,9 @@ int64_t mg_leaf(mg_arena *a, double x) {
 int64_t mg_leaves(mg_arena *a, const double *xs, int64_t n) {
     mgi_count_call(a);
     if (!a || n < 1 || !xs) return MG_ERR_ARG;
+    if (a->owner && a->owner != mgi_thread_token()) return MG_ERR_THREAD;
     mgi_note_change(a);
-    int rc = mgi_reserve(a, n, 0, 0, 0);
+    int rc = n == 1 ? reserve_one(a, 0) : mgi_reserve(a, n, 0, 0, 0);
     if (rc) return rc;
     int64_t first = nd_leaf(a, xs[0]);
     for (int64_t k = 1; k < n; k++) nd_leaf(a, xs[k]);
@@ -299,6 +323,88 @@ int64_t mg_children(mg_arena *a, int64_t x, int64_t *out, int64_t cap) {
     int64_t b = a->edge_begin[i], n = a->edge_begin[i + 1] - b;
     for (int64_t k = 0; k < n && k < cap; k++) out[k] = mgi_handle_of(a, a->edge_child[b + k]);
     return n;
+}
+
+// the fast forms for Python's Value: NaN on a refused handle (mg_node_status tells which)
+double mg_data(mg_arena *a, int64_t x) {
+    mgi_count_call(a);
+    int64_t i = 0;
+    return mgi_node_check(a, x, &i) ? NAN : a->data[i];
+}
+
+double mg_grad(mg_arena *a, int64_t x) {
+    mgi_count_call(a);
+    int64_t i = 0;
+    return mgi_node_check(a, x, &i) ? NAN : a->grad[i];
+}
+
+int mg_node_status(mg_arena *a, int64_t x) {
+    mgi_count_call(a);
+    int64_t i = 0;
+    return mgi_node_check(a, x, &i);
+}
+
+int mg_node_op(mg_arena *a, int64_t x) {
+    mgi_count_call(a);
+    int64_t i = 0;
+    int rc = mgi_node_check(a, x, &i);
+    return rc ? rc : a->op[i];
+}
+
+// --- the collection of a Values arena
+
+int64_t mg_arena_compact(mg_arena *a, int64_t *roots, int64_t nroots, int64_t *others, int64_t nothers) {
+    mgi_count_call(a);
+    if (!a || nroots < 0 || nothers < 0 || (nroots && !roots) || (nothers && !others)) return MG_ERR_ARG;
+    if (a->owner && a->owner != mgi_thread_token()) return MG_ERR_THREAD;
+    if (a->keep || a->vcount || a->step_dots || a->nparams >= 0) return MG_ERR_ARG;
+    int64_t n = a->count, idx = 0;
+    for (int64_t k = 0; k < nroots; k++) {       // every root valid before anything changes
+        int rc = mgi_node_check(a, roots[k], &idx);
+        if (rc) return rc;
+    }
+    int rc = mgi_reserve_search(a, n);           // order[] becomes the map: old index -> new, or -1
+    if (rc) return rc;
+    mgi_note_change(a);
+    int64_t *map = a->order, *eb = a->edge_begin, *child = a->edge_child;
+    for (int64_t i = 0; i < n; i++) map[i] = -1;
+    for (int64_t k = 0; k < nroots; k++) map[roots[k] & MG_IDX_MASK] = 0;
+    // mark: children have smaller indices than their parents, so one sweep down reaches them all
+    for (int64_t i = n - 1; i >= 0; i--)
+        if (map[i] == 0)
+            for (int64_t e = eb[i]; e < eb[i + 1]; e++) map[child[e]] = 0;
+    // slide the marked nodes and their edges down, in order; eb[i + 1] is read before node i's
+    // new end is written at or below it
+    int64_t m = 0, ne = 0, begin = eb[0];
+    for (int64_t i = 0; i < n; i++) {
+        int64_t end = eb[i + 1];
+        if (map[i] == 0) {
+            map[i] = m;
+            a->data[m] = a->data[i];
+            a->grad[m] = a->grad[i];
+            a->op[m] = a->op[i];
+            for (int64_t e = begin; e < end; e++, ne++) {
+                child[ne] = map[child[e]];       // a child was moved already: it is below
+                a->edge_lgrad[ne] = a->edge_lgrad[e];
+            }
+            eb[m + 1] = ne;
+            m++;
+        }
+        begin = end;
+    }
+    a->count = m;
+    a->nedges = ne;
+    a->differentiated = 0;
+    int64_t old_generation = a->generation;
+    a->generation = a->generation % MG_GEN_MODULUS + 1;
+    for (int64_t k = 0; k < nroots; k++) roots[k] = mgi_handle_of(a, map[roots[k] & MG_IDX_MASK]);
+    for (int64_t k = 0; k < nothers; k++) {
+        int64_t h = others[k], i = h & MG_IDX_MASK;
+        // a valid handle of a node that survived gets its new handle; any other is refused
+        others[k] = h >= 0 && i < n && (h >> 32) == old_generation && map[i] >= 0
+                    ? mgi_handle_of(a, map[i]) : MG_ERR_STALE;
+    }
+    return m;
 }
 
 // --- bulk access to the persistent nodes (plain indices)

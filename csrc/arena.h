@@ -37,8 +37,8 @@ typedef struct {
     int64_t limit;
 } mgi_memory;
 
-enum { MG_OP_LEAF, MG_OP_ADD, MG_OP_ADDC, MG_OP_MUL, MG_OP_MULC, MG_OP_POW, MG_OP_LOG, MG_OP_EXP,
-       MG_OP_RELU, MG_OP_DOT };      // DOT: a fused sum(w_j * x_j), children (w0, x0, w1, x1, ...)
+// the node ops, MG_OP_LEAF .. MG_OP_DOT, are in microgpt.h (Python reads them: Value._op);
+// DOT: a fused sum(w_j * x_j), children (w0, x0, w1, x1, ...)      // DOT: a fused sum(w_j * x_j), children (w0, x0, w1, x1, ...)
 
 struct mg_arena {
     // --- nodes
@@ -90,6 +90,9 @@ struct mg_arena {
     int64_t calls;          // API calls made on this arena (instrumentation only)
     int64_t changes;        // bumped by every change not made by a layer kernel (a recording tape
                             // compares it: such a change cannot be replayed from kernel calls)
+    // --- threads
+    const void *owner;      // NULL, or the thread token (mgi_thread_token) of the only thread whose
+                            // handles are accepted: a Python thread's own default arena
 };
 
 // --- memory (arena.c): every allocation goes through these, so a->mem holds
@@ -122,6 +125,11 @@ static inline void mgi_values_change(mg_arena *a) {
     if (a->step_dots) a->dot_changed = 1;
 }
 
+// --- threads
+
+// a token unique to the calling thread (the address of a thread-local variable in arena.c)
+const void *mgi_thread_token(void);
+
 // --- handles
 
 static inline int64_t mgi_handle_of(const mg_arena *a, int64_t idx) {
@@ -133,6 +141,7 @@ static inline int64_t mgi_handle_of(const mg_arena *a, int64_t idx) {
 // from an earlier step is refused whatever node its index holds now.
 static inline int mgi_node_check(const mg_arena *a, int64_t h, int64_t *idx) {
     if (!a) return MG_ERR_ARG;
+    if (a->owner && a->owner != mgi_thread_token()) return MG_ERR_THREAD;   // before any array is read
     if (h < 0) return MG_ERR_STALE;
     int64_t i = h & MG_IDX_MASK;
     if (i >= a->count || (h >> 32) != (i < a->keep ? 0 : a->generation)) return MG_ERR_STALE;

@@ -39,6 +39,7 @@
 #define MG_ERR_CHANGED  -8  /* backward after a value its fused nodes read was changed (see below) */
 #define MG_ERR_TWICE    -9  /* a second backward over a step with fused nodes (see below) */
 #define MG_ERR_ORDER   -10  /* checking builds only: a cached backward order differs from a search */
+#define MG_ERR_THREAD  -11  /* a thread-bound arena (mg_arena_bind_thread) used from another thread */
 
 typedef struct mg_arena mg_arena;
 typedef struct mg_tape mg_tape;
@@ -148,3 +149,33 @@ int mg_tape_begin(mg_tape *t, mg_arena *a);
 int64_t mg_tape_end(mg_tape *t, mg_arena *a, const int64_t *tokens, int64_t ntokens, int64_t loss);
 int64_t mg_tape_replay(mg_tape *t, mg_arena *a, int64_t program, const int64_t *tokens, int64_t ntokens);
 int mg_tape_backward(mg_tape *t, mg_arena *a, int64_t loss);
+
+/* --- Values from Python: what the c backend's Value needs beyond the scalar nodes (arena.c) ----
+ * mg_data/mg_grad: one node's data or gradient; NaN when the handle is refused, which
+ * mg_node_status then tells apart from a node whose value is NaN (0 or MG_ERR_*).
+ * mg_node_op: the node's MG_OP_* code below (>= 0), or MG_ERR_*. */
+#define MG_OP_LEAF 0
+#define MG_OP_ADD  1
+#define MG_OP_ADDC 2
+#define MG_OP_MUL  3
+#define MG_OP_MULC 4
+#define MG_OP_POW  5
+#define MG_OP_LOG  6
+#define MG_OP_EXP  7
+#define MG_OP_RELU 8
+#define MG_OP_DOT  9
+double mg_data(mg_arena *a, int64_t x);
+double mg_grad(mg_arena *a, int64_t x);
+int mg_node_status(mg_arena *a, int64_t x);
+int mg_node_op(mg_arena *a, int64_t x);
+/* Bind the arena to the calling thread: from then on, any call that names one of its nodes from
+ * another thread is refused with MG_ERR_THREAD before anything is read (the default arena of a
+ * Python thread's Values). */
+int mg_arena_bind_thread(mg_arena *a);
+/* The collection of a Values arena (no persistent nodes, no vecs, no fused nodes: MG_ERR_ARG
+ * otherwise): keep the nodes reachable from roots[0..nroots-1] (handles), drop every other one,
+ * and slide the survivors down in their order (children stay below their parents). roots[k]
+ * is rewritten to its node's new handle; others[k] (handles that are not roots, e.g. labelled
+ * nodes) likewise, or to MG_ERR_STALE when its node was dropped. The generation moves on, so
+ * every handle not rewritten is refused from now on. Returns the nodes alive. */
+int64_t mg_arena_compact(mg_arena *a, int64_t *roots, int64_t nroots, int64_t *others, int64_t nothers);

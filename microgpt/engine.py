@@ -15,7 +15,7 @@ dot() is the one addition: the seed's `sum(w * x for w, x in zip(ws, xs))` as a 
 import math
 from itertools import chain
 
-from .ops import DerivedOps
+from .ops import DerivedOps, mixing_error
 
 _COMPLEX_POW = "negative base to a fractional power: the result would be complex"
 
@@ -32,36 +32,49 @@ _DONE = object()  # stack marker in backward(): the node below it has had all it
 
 
 class Value(DerivedOps):
-    """A scalar in the graph: its data, its gradient, and how it was made."""
-    __slots__ = ('data', 'grad', '_children', '_local_grads')
+    """A scalar in the graph: its data, its gradient, and how it was made (children, the local
+    gradients d self / d child, and the op's name for teaching tools: micrograd's _op)."""
+    __slots__ = ('data', 'grad', '_children', '_local_grads', '_op', 'label')
+    backend = "python"
 
-    def __init__(self, data, children=(), local_grads=()):
+    def __init__(self, data, children=(), local_grads=(), op='', label=''):
         if not children and type(data) is not float:
             data = float(data)  # leaves hold doubles, as on the c backend, so ints never do int arithmetic
         self.data = data
         self.grad = 0
         self._children = children
         self._local_grads = local_grads
+        self._op = op
+        self.label = label
 
     def __add__(self, other):
         if isinstance(other, Value):
-            return Value(self.data + other.data, (self, other), (1, 1))
-        return Value(self.data + other, (self,), (1,))
+            return Value(self.data + other.data, (self, other), (1, 1), '+')
+        if isinstance(other, DerivedOps):
+            raise mixing_error(self, other, '+')  # the c backend's Value
+        return Value(self.data + other, (self,), (1,), '+')
 
     def __mul__(self, other):
         if isinstance(other, Value):
-            return Value(self.data * other.data, (self, other), (other.data, self.data))
-        return Value(self.data * other, (self,), (other,))
+            return Value(self.data * other.data, (self, other), (other.data, self.data), '*')
+        if isinstance(other, DerivedOps):
+            raise mixing_error(self, other, '*')
+        return Value(self.data * other, (self,), (other,), '*')
 
     def __pow__(self, other):
-        if isinstance(other, Value):
+        if isinstance(other, DerivedOps):
             raise TypeError("Value ** Value is not supported: the exponent must be a number")
-        return Value(real_pow(self.data, other), (self,), (other * real_pow(self.data, other - 1),))
+        return Value(real_pow(self.data, other), (self,), (other * real_pow(self.data, other - 1),), '**')
 
-    def log(self): return Value(math.log(self.data), (self,), (1 / self.data,))
-    def exp(self): return Value(math.exp(self.data), (self,), (math.exp(self.data),))
-    def relu(self): return Value(self.data if self.data > 0 else 0.0, (self,), (float(self.data > 0),))
+    def log(self): return Value(math.log(self.data), (self,), (1 / self.data,), 'log')
+    def exp(self): return Value(math.exp(self.data), (self,), (math.exp(self.data),), 'exp')
+    def relu(self): return Value(self.data if self.data > 0 else 0.0, (self,), (float(self.data > 0),), 'relu')
     # -x, x - y, x / y and the reflected forms: ops.DerivedOps, as the seed derives them
+
+    @property
+    def _prev(self):
+        """micrograd's name: the distinct children, as a set (_children keeps order and repeats)."""
+        return set(self._children)
 
     def __repr__(self):
         return f"Value(data={self.data!r}, grad={self.grad!r})"
@@ -105,4 +118,4 @@ def dot(ws, xs):
     total = 0
     for a, b in zip(wd, xd):
         total += a * b
-    return Value(total, tuple(chain.from_iterable(zip(ws, xs))), tuple(chain.from_iterable(zip(xd, wd))))
+    return Value(total, tuple(chain.from_iterable(zip(ws, xs))), tuple(chain.from_iterable(zip(xd, wd))), 'dot')
