@@ -1,36 +1,31 @@
-"""The c backend's Python side: the compiled module, the arena that owns a graph, and Value handles.
+"""The c backend's Python side: the compiled module, the arenas that own graphs, and Value handles.
 
-A CValue is a handle into an Arena (csrc/arena.c). Its operations are one C call each and its
-numbers are computed in C by the same expressions the python backend evaluates, bit for bit.
+A c-backend Value is a handle into an arena (csrc/arena.c). Its operations are one C call each
+and its numbers are computed in C by the same expressions the python backend evaluates, bit for
+bit. Two kinds of arena, two kinds of handle:
 
-Values a user makes (not a model) live in the default arena of the thread that makes them. That
-arena collects itself: every Value made in it is listed, and once the arena has grown enough
-since the last collection, the Values that nothing but the list refers to (their reference
-count says so) are dropped from it, and C keeps only the nodes the others reach, sliding them
-down in order (mg_arena_compact) and handing back their new handles. Memory stays flat for any
-number of expressions, and no Value a program can still reach ever loses its node.
+- a thread's default arena (ValuesArena), for the Values a user makes: CValue objects, each
+  naming its node through a slot. A CValue releases its slot when it dies (in batches), and the
+  arena compacts itself as it grows, keeping only the nodes some slot reaches: memory stays flat
+  for any number of expressions, with nothing for the user to do. The arena is bound to its
+  thread: any other thread's call is refused in C before anything is read.
+- an Arena of its own (a model's graph): NodeValue objects hold node handles; the arena keeps
+  every node until reset(), which is the lifetime of a training step, and refuses old handles.
 
-The hot paths (the operators, .data, .grad) are written out flat: C functions bound once, no
-helper calls, one comparison for the errors and the collection together.
+The hot paths (the operators, .data, .grad) are written out flat, with the C functions bound
+once: each costs one C call, one wrapper object and one comparison.
 """
 import threading
-from functools import partial
-from itertools import compress
-from operator import lt
-from sys import getrefcount
 
 from . import _cmg  # ImportError here means the extension was not built: backend.py reports it
 from .ops import DerivedOps, mixing_error
 
 ffi, lib = _cmg.ffi, _cmg.lib
 
-_THREAD_MESSAGE = ("this c-backend Value belongs to another thread: a thread's Values live in its own default "
-                   "arena and only that thread may use them; pass plain numbers (.data) between threads, or "
-                   "use the python backend")
 _ERRORS = {
     lib.MG_ERR_NOMEM: (MemoryError, "the graph arena could not grow: out of memory"),
     lib.MG_ERR_STALE: (ValueError, "stale Value: its graph was reset, or it was made in a microgpt.scope() "
-                                   "that has ended (or it belongs to another arena)"),
+                                   "that has ended"),
     lib.MG_ERR_DOMAIN: (ValueError, "math domain error"),
     lib.MG_ERR_OVERFLOW: (OverflowError, "math range error"),
     lib.MG_ERR_ZERODIV: (ZeroDivisionError, "0.0 cannot be raised to a negative power"),
@@ -42,7 +37,9 @@ _ERRORS = {
                                    "backward would not give the seed's gradients; build the step again"),
     lib.MG_ERR_ORDER: (RuntimeError, "a cached backward order differs from a fresh search (a bug in microgpt's "
                                      "csrc/tape.c: please report it)"),
-    lib.MG_ERR_THREAD: (RuntimeError, _THREAD_MESSAGE),
+    lib.MG_ERR_THREAD: (RuntimeError, "this c-backend Value belongs to another thread: a thread's Values live in "
+                                      "its own default arena and only that thread may use them; pass plain "
+                                      "numbers (.data) between threads, or use the python backend"),
 }
 
 OP_NAMES = {lib.MG_OP_LEAF: "", lib.MG_OP_ADD: "+", lib.MG_OP_ADDC: "+", lib.MG_OP_MUL: "*", lib.MG_OP_MULC: "*",
@@ -62,40 +59,20 @@ def check(result):
     return result
 
 
-# --- the collection's arithmetic
-_NEVER = 1 << 62                 # no handle reaches it: arenas that do not collect
-_GEN_MODULUS = 0x7fffffff        # csrc/arena.h: generations run 1 .. modulus, then wrap to 1
-_FIRST_COLLECTION = 1 << 14      # nodes before a Values arena first collects (about 1 MB)
-# the reference count of a Value that only the arena's list refers to, measured the way
-# collect() measures (a list's item, counted by map); CPython's own figure, not assumed
-_UNREACHED = list(map(getrefcount, [object()]))[0]
-_reached = partial(lt, _UNREACHED)
-
-
 class Arena:
-    """Owns one C graph arena; freed with the object, or at once with close().
+    """Owns one C graph arena (a model's graph, or one of your own: NodeValue handles); freed
+    with the object, or at once with close(). Used by one thread at a time: a caller that shares
+    one between threads serializes its use with `lock`."""
+    values = False
 
-    values=True makes a Values arena (a thread's default arena): bound to the thread that makes
-    it, listing its Values and collecting what none of them reaches (see the module docstring).
-    Other arenas (a model's graph) keep every node until reset(), which is their lifetime."""
-
-    def __init__(self, values=False):
-        ptr = lib.mg_arena_new()
+    def __init__(self, ptr=None):
+        ptr = lib.mg_arena_new() if ptr is None else ptr
         if ptr == ffi.NULL:
             raise MemoryError("could not allocate a graph arena")
         self.ptr = ffi.gc(ptr, lib.mg_arena_free)
         self._err = ffi.new("int *")
-        self.collects = values
-        self.values = []               # the Values made in it (a Values arena), or those since the last reset
-        self.track = self.values.append if values else _forget
-        self.labels = {}               # handle -> label (Value.label)
-        self.generation = 0            # of new handles (the high half: csrc/microgpt.h)
-        self.next_collection = _NEVER  # the first handle that makes the arena collect
-        self.scopes = []               # each open scope(): how many listed Values precede it
-        self.lock = threading.RLock()  # held by backward(); callers of a shared arena may hold it too
-        if values:
-            check(lib.mg_arena_bind_thread(self.ptr))
-            self.next_collection = _FIRST_COLLECTION
+        self.labels = {}  # handle -> label (Value.label), until reset
+        self.lock = threading.RLock()
 
     def close(self):
         if self.ptr is not None:
@@ -114,9 +91,9 @@ class Arena:
 
     def reset(self):
         """Drop every node made since keep(); their handles go stale."""
-        self.generation = check(lib.mg_arena_reset(self.ptr))
+        generation = check(lib.mg_arena_reset(self.ptr))
         self.labels.clear()
-        return self.generation
+        return generation
 
     def set_limit(self, max_bytes):
         check(lib.mg_arena_set_limit(self.ptr, max_bytes))
@@ -160,48 +137,41 @@ class Arena:
     def write_data(self, first, values):
         check(lib.mg_write_data(self.ptr, first, len(values), ffi.new("double[]", values)))
 
-    # --- a Values arena's collection
-    def made(self, handle, value=None):
-        """A C call returned `handle`, which is an error or past the collection's mark: raise, or
-        wrap it (in `value`, or a new CValue), list it, collect, and return it."""
-        if handle < 0:
-            raise_error(handle)
-        if value is None:
-            value = _new(CValue)
-        value._a = self
-        value._h = handle
-        self.track(value)
-        if self.collects:
-            self.collect()  # value is held here, so it stays
-        return value
 
-    def collect(self, scope_end=None):
-        """Drop every listed Value nothing else refers to, and every node no remaining one reaches.
-        scope_end: the Values listed from that index on are dropped whoever holds them."""
-        values = self.values
-        listed = values if scope_end is None else values[:scope_end]
-        reached = list(map(_reached, list(map(getrefcount, listed))))
-        alive = list(compress(listed, reached))
-        roots = ffi.new("int64_t[]", [v._h for v in alive])
-        keys = list(self.labels)
-        others = ffi.new("int64_t[]", keys)
-        count = check(lib.mg_arena_compact(self.ptr, roots, len(alive), others, len(keys)))
-        self.generation = self.generation % _GEN_MODULUS + 1
-        for v, h in zip(alive, roots):
-            v._h = h
-        self.labels = {h: self.labels[k] for k, h in zip(keys, others) if h >= 0}
-        # an open scope starts after as many Values as survived before its start
-        prefix = [0]
-        for r in reached:
-            prefix.append(prefix[-1] + r)
-        self.scopes = [prefix[min(s, len(reached))] for s in self.scopes]
-        values[:] = alive
-        # the next collection when as many nodes again are made: scanning stays O(1) a node
-        self.next_collection = (self.generation << 32) | min(max(2 * count, _FIRST_COLLECTION), 0xffffffff)
-        return count
+_RELEASE_BATCH = 512  # dead Values' slots handed back to C at once
 
 
-_forget = __import__("collections").deque(maxlen=0).append  # a list that keeps nothing
+class ValuesArena(Arena):
+    """A thread's default arena: CValue slots, released as their Values die, compacted by C."""
+    values = True
+
+    def __init__(self):
+        super().__init__(lib.mg_values_new())
+        self.thread = threading.get_ident()
+        self.freed = []                # slots of CValues that died, not yet handed back
+        self.label_ids = {}            # label text -> id (C keeps a node's id)
+        self.label_texts = [""]        # id -> text
+
+    @property
+    def slots(self):
+        return lib.mg_v_slots(self.ptr)
+
+    def release(self, _get_ident=threading.get_ident):
+        """Hand dead Values' slots back to C (from the arena's own thread only: C would refuse)."""
+        if _get_ident() != self.thread or self.ptr is None:
+            return
+        freed = self.freed
+        n = len(freed)
+        slots = ffi.new("int64_t[]", freed[:n])
+        del freed[:n]  # one step each: a Value dying in another thread meanwhile appends after them
+        check(lib.mg_v_release(self.ptr, slots, n))
+
+    def collect(self):
+        """Release what died and compact now (it happens by itself; tests and scopes call it)."""
+        self.release()
+        return check(lib.mg_v_collect(self.ptr))
+
+
 _local = threading.local()
 
 
@@ -210,184 +180,256 @@ def default_arena():
     try:
         return _local.arena
     except AttributeError:
-        arena = _local.arena = Arena(values=True)
+        arena = _local.arena = ValuesArena()
         return arena
 
 
 class scope:
     """`with microgpt.scope(): ...`: every c-backend Value made inside (in this thread) is freed at
     the end, even one still referred to (using it afterwards is a clear error); Values made
-    before stay. Not needed for flat memory (the arena collects itself); it frees at once.
-    On the python backend it does nothing: Python frees Values itself."""
+    before stay, with the gradients the scope gave them. Not needed for flat memory (the arena
+    compacts itself); it frees at once."""
 
     def __enter__(self):
         self.arena = default_arena()
-        self.arena.scopes.append(len(self.arena.values))
+        check(lib.mg_v_scope_begin(self.arena.ptr))
         return self
 
     def __exit__(self, *exc):
-        arena = self.arena
-        start = arena.scopes.pop()
-        arena.collect(scope_end=start)
+        check(lib.mg_v_scope_end(self.arena.ptr))
 
 
 _new = object.__new__
-_add, _addc, _mul, _mulc = lib.mg_add, lib.mg_add_const, lib.mg_mul, lib.mg_mul_const
-_pow, _log, _exp, _relu, _leaf = lib.mg_pow, lib.mg_log, lib.mg_exp, lib.mg_relu, lib.mg_leaf
-_data, _grad, _set_data, _set_grad = lib.mg_data, lib.mg_grad, lib.mg_set_data, lib.mg_set_grad
-_status, _backward = lib.mg_node_status, lib.mg_backward
 
 
-def _nan_or_error(v):
-    """mg_data/mg_grad gave NaN: the node's value, or a refused handle."""
-    rc = _status(v._a.ptr, v._h)
-    if rc:
-        raise_error(rc)
-
-
-def _other_operand(self, other, symbol, reflected=False):
-    """An operand C could not take as a number: another backend's Value is a clear error;
-    anything else is Python's business (NotImplemented)."""
+def _other_operand(self, other, symbol):
+    """An operand C could not take as a number: another backend's or arena's Value is a clear
+    error; anything else is Python's business (NotImplemented)."""
     if isinstance(other, DerivedOps):
-        raise mixing_error(other, self, symbol) if reflected else mixing_error(self, other, symbol)
+        raise mixing_error(self, other, symbol)
     return NotImplemented
 
 
-class CValue(DerivedOps):
-    """A scalar in a C graph arena, with the python backend's Value API."""
-    __slots__ = ('_a', '_h')
-    backend = "c"
+def _value_class(name, doc, slots):
+    """The class of c-backend Values naming nodes through slots (slots=True, a thread's default
+    arena) or by node handle (a model's arena). The two differ only in the C functions they call
+    and in what they do when they die, so they are written once, here."""
+    p = "mg_v_" if slots else "mg_"
+    add, addc, mul, mulc, pow_, log, exp, relu = (getattr(lib, p + f) for f in (
+        "add", "add_const", "mul", "mul_const", "pow", "log", "exp", "relu"))
+    data, grad, set_data, set_grad, status = (getattr(lib, (p + f) if slots else g) for f, g in (
+        ("data", "mg_data"), ("grad", "mg_grad"), ("set_data", "mg_set_data"), ("set_grad", "mg_set_grad"),
+        ("status", "mg_node_status")))
 
-    def __init__(self, data, arena=None, label=None):
-        if arena is not None:
-            a = arena
-        else:
+    def wrap(a, h):
+        """The Value of a handle C returned (or the error it stands for)."""
+        if h < 0:
+            raise_error(h)
+        v = _new(cls)
+        v._a = a
+        v._h = h
+        return v
+
+    def refused(v):
+        """data/grad gave NaN: the node's value, or a refused handle."""
+        rc = status(v._a.ptr, v._h)
+        if rc:
+            raise_error(rc)
+
+    class Value(DerivedOps):
+        __slots__ = ('_a', '_h')
+        backend = "c"
+
+        # The operators: one C call and one check. other is a number, or a Value of the same
+        # class and arena; anything else goes to _other_operand (cffi raises TypeError for it).
+        def __add__(self, other):
+            a = self._a
+            if type(other) is cls:
+                if other._a is not a:
+                    raise mixing_error(self, other, "+")
+                h = add(a.ptr, self._h, other._h)
+            else:
+                try:
+                    h = addc(a.ptr, self._h, other)
+                except TypeError:
+                    return _other_operand(self, other, "+")
+            if h < 0:
+                raise_error(h)
+            v = _new(cls)
+            v._a = a
+            v._h = h
+            return v
+
+        def __mul__(self, other):
+            a = self._a
+            if type(other) is cls:
+                if other._a is not a:
+                    raise mixing_error(self, other, "*")
+                h = mul(a.ptr, self._h, other._h)
+            else:
+                try:
+                    h = mulc(a.ptr, self._h, other)
+                except TypeError:
+                    return _other_operand(self, other, "*")
+            if h < 0:
+                raise_error(h)
+            v = _new(cls)
+            v._a = a
+            v._h = h
+            return v
+
+        def __radd__(self, other):
+            if isinstance(other, DerivedOps):
+                raise mixing_error(other, self, "+")
+            return self + other
+
+        def __rmul__(self, other):
+            if isinstance(other, DerivedOps):
+                raise mixing_error(other, self, "*")
+            return self * other
+
+        def __pow__(self, other):
+            if isinstance(other, DerivedOps):
+                raise TypeError("Value ** Value is not supported: the exponent must be a number")
             try:
-                a = _local.arena
+                h = pow_(self._a.ptr, self._h, other)
+            except TypeError:
+                return NotImplemented
+            return wrap(self._a, h)
+
+        def log(self): return wrap(self._a, log(self._a.ptr, self._h))
+        def exp(self): return wrap(self._a, exp(self._a.ptr, self._h))
+        def relu(self): return wrap(self._a, relu(self._a.ptr, self._h))
+        # -x, x - y, x / y and the other reflected forms: ops.DerivedOps
+
+        @property
+        def data(self):
+            x = data(self._a.ptr, self._h)
+            if x != x:
+                refused(self)
+            return x
+
+        @data.setter
+        def data(self, x):
+            rc = set_data(self._a.ptr, self._h, x)
+            if rc:
+                raise_error(rc)
+
+        @property
+        def grad(self):
+            x = grad(self._a.ptr, self._h)
+            if x != x:
+                refused(self)
+            return x
+
+        @grad.setter
+        def grad(self, x):
+            rc = set_grad(self._a.ptr, self._h, x)
+            if rc:
+                raise_error(rc)
+
+        def __reduce__(self):
+            raise TypeError("a c-backend Value cannot be pickled or copied: it is a handle into a C graph; "
+                            "use its .data")
+
+        def __repr__(self):
+            return f"Value(data={self.data!r}, grad={self.grad!r})"
+
+    def bind(final):
+        """The class the operators make (the subclass below, with what its kind adds)."""
+        nonlocal cls
+        cls = final
+        final._wrap_handle = staticmethod(wrap)
+
+    cls = None
+    Value.__name__ = Value.__qualname__ = name
+    Value.__doc__ = doc
+    Value._bind = staticmethod(bind)
+    return Value
+
+
+class CValue(_value_class("CValue", "A Value a user makes on the c backend: a slot in this thread's default arena, "
+                                    "with the python backend's Value API.", slots=True)):
+    __slots__ = ()
+
+    def __new__(cls, data, arena=None, label=None):
+        if arena is not None and not arena.values:
+            return NodeValue(data, arena, label)  # a Value in an arena of your own
+        if arena is None:
+            try:
+                arena = _local.arena
             except AttributeError:
-                a = default_arena()
-        h = _leaf(a.ptr, data)
-        if 0 <= h < a.next_collection:
-            self._a = a
-            self._h = h
-            a.track(self)
-        else:
-            a.made(h, self)
-        if label is not None:
-            self.label = label
+                arena = default_arena()
+        h = lib.mg_v_leaf(arena.ptr, data)
+        if h < 0:
+            raise_error(h)
+        v = _new(cls)
+        v._a = arena
+        v._h = h
+        if label:
+            v.label = label
+        return v
+
+    def __del__(self, _batch=_RELEASE_BATCH):
+        # hand the slot back (in batches: one C call per _batch Values); any thread may run this
+        a = self._a
+        freed = a.freed
+        freed.append(self._h)
+        if len(freed) >= _batch:
+            a.release()
 
     @classmethod
     def _wrap(cls, arena, handle):
-        """The Value of a handle C returned (or the error it stands for)."""
-        if not 0 <= handle < arena.next_collection:
-            return arena.made(handle)
-        v = _new(CValue)
+        """A Value of a handle C returned in `arena` (a slot, or a model arena's node handle)."""
+        return (CValue if arena.values else NodeValue)._wrap_handle(arena, handle)
+
+    def _node(self):
+        return check(lib.mg_v_node(self._a.ptr, self._h))
+
+    @property
+    def _children(self):
+        """The children in order (x * x has x twice), each a new Value of its node."""
+        a = self._a
+        out = ffi.new("int64_t[]", 2)
+        n = check(lib.mg_v_children(a.ptr, self._h, out, 2))
+        if n > 2:
+            out = ffi.new("int64_t[]", n)
+            check(lib.mg_v_children(a.ptr, self._h, out, n))
+        return tuple(CValue._wrap_handle(a, out[i]) for i in range(n))
+
+    @property
+    def label(self):
+        return self._a.label_texts[check(lib.mg_v_label(self._a.ptr, self._h))]
+
+    @label.setter
+    def label(self, text):
+        a, text = self._a, str(text)
+        ident = a.label_ids.get(text)
+        if ident is None:
+            ident = a.label_ids[text] = len(a.label_texts)
+            a.label_texts.append(text)
+        check(lib.mg_v_set_label(a.ptr, self._h, ident))
+
+    def backward(self):
+        check(lib.mg_backward(self._a.ptr, self._node()))
+
+
+class NodeValue(_value_class("NodeValue", "A c-backend Value in an arena of its own (a model's graph): a node "
+                                          "handle, refused after the arena's reset.", slots=False)):
+    __slots__ = ()
+
+    def __new__(cls, data, arena, label=None):
+        h = check(lib.mg_leaf(arena.ptr, data))
+        v = _new(cls)
         v._a = arena
-        v._h = handle
-        arena.track(v)
-        return v
-
-    # The operators: one C call, then the one check below. other is a number, or a CValue of the
-    # same arena: anything else goes to _other_operand (cffi raises TypeError for it).
-    def __add__(self, other):
-        a = self._a
-        if type(other) is CValue:
-            if other._a is not a:
-                raise mixing_error(self, other, "+")
-            h = _add(a.ptr, self._h, other._h)
-        else:
-            try:
-                h = _addc(a.ptr, self._h, other)
-            except TypeError:
-                return _other_operand(self, other, "+")
-        if not 0 <= h < a.next_collection:
-            return a.made(h)
-        v = _new(CValue)
-        v._a = a
         v._h = h
-        a.track(v)
+        if label:
+            v.label = label
         return v
 
-    def __mul__(self, other):
-        a = self._a
-        if type(other) is CValue:
-            if other._a is not a:
-                raise mixing_error(self, other, "*")
-            h = _mul(a.ptr, self._h, other._h)
-        else:
-            try:
-                h = _mulc(a.ptr, self._h, other)
-            except TypeError:
-                return _other_operand(self, other, "*")
-        if not 0 <= h < a.next_collection:
-            return a.made(h)
-        v = _new(CValue)
-        v._a = a
-        v._h = h
-        a.track(v)
-        return v
+    def _node(self):
+        return self._h
 
-    def __radd__(self, other):
-        if isinstance(other, DerivedOps):
-            raise mixing_error(other, self, "+")
-        return self + other
-
-    def __rmul__(self, other):
-        if isinstance(other, DerivedOps):
-            raise mixing_error(other, self, "*")
-        return self * other
-
-    def __pow__(self, other):
-        if isinstance(other, DerivedOps):
-            raise TypeError("Value ** Value is not supported: the exponent must be a number")
-        a = self._a
-        try:
-            h = _pow(a.ptr, self._h, other)
-        except TypeError:
-            return NotImplemented
-        return self._unary(a, h)
-
-    def _unary(self, a, h):
-        if not 0 <= h < a.next_collection:
-            return a.made(h)
-        v = _new(CValue)
-        v._a = a
-        v._h = h
-        a.track(v)
-        return v
-
-    def log(self): return self._unary(self._a, _log(self._a.ptr, self._h))
-    def exp(self): return self._unary(self._a, _exp(self._a.ptr, self._h))
-    def relu(self): return self._unary(self._a, _relu(self._a.ptr, self._h))
-    # -x, x - y, x / y and the other reflected forms: ops.DerivedOps
-
-    @property
-    def data(self):
-        x = _data(self._a.ptr, self._h)
-        if x != x:
-            _nan_or_error(self)
-        return x
-
-    @data.setter
-    def data(self, x):
-        rc = _set_data(self._a.ptr, self._h, x)
-        if rc:
-            raise_error(rc)
-
-    @property
-    def grad(self):
-        x = _grad(self._a.ptr, self._h)
-        if x != x:
-            _nan_or_error(self)
-        return x
-
-    @grad.setter
-    def grad(self, x):
-        rc = _set_grad(self._a.ptr, self._h, x)
-        if rc:
-            raise_error(rc)
-
-    # --- the graph, for teaching tools (micrograd's names; python Value has the same)
     @property
     def _children(self):
         a = self._a
@@ -395,44 +437,42 @@ class CValue(DerivedOps):
         n = check(lib.mg_children(a.ptr, self._h, out, 2))
         if n > 2:
             out = ffi.new("int64_t[]", n)
-            lib.mg_children(a.ptr, self._h, out, n)
-        return tuple(CValue._wrap(a, out[i]) for i in range(n))
-
-    @property
-    def _prev(self):
-        """The distinct children, as micrograd's _prev (a set; _children keeps order and repeats)."""
-        seen = {}
-        for child in self._children:
-            seen.setdefault(child._h, child)
-        return set(seen.values())
-
-    @property
-    def _op(self):
-        return OP_NAMES[check(lib.mg_node_op(self._a.ptr, self._h))]
+            check(lib.mg_children(a.ptr, self._h, out, n))
+        return tuple(NodeValue._wrap_handle(a, out[i]) for i in range(n))
 
     @property
     def label(self):
+        check(lib.mg_node_status(self._a.ptr, self._h))
         return self._a.labels.get(self._h, "")
 
     @label.setter
     def label(self, text):
         check(lib.mg_node_status(self._a.ptr, self._h))
-        self._a.labels[self._h] = text
-
-    def same_node(self, other):
-        """Whether two handles name one node (a node's wrappers are not unique on this backend)."""
-        return isinstance(other, CValue) and other._a is self._a and other._h == self._h
+        self._a.labels[self._h] = str(text)
 
     def backward(self):
-        a = self._a
-        with a.lock:
-            rc = _backward(a.ptr, self._h)
-        if rc:
-            raise_error(rc)
+        check(lib.mg_backward(self._a.ptr, self._h))
 
-    def __reduce__(self):
-        raise TypeError("a c-backend Value cannot be pickled or copied: it is a handle into a C graph; "
-                        "use its .data")
 
-    def __repr__(self):
-        return f"Value(data={self.data!r}, grad={self.grad!r})"
+def _op(self):
+    return OP_NAMES[check(lib.mg_node_op(self._a.ptr, self._node()))]
+
+
+def _prev(self):
+    """micrograd's _prev: the distinct children, as a set (_children keeps order and repeats)."""
+    distinct = {}
+    for child in self._children:
+        distinct.setdefault(child._node(), child)
+    return set(distinct.values())
+
+
+def _same_node(self, other):
+    """Whether two c-backend Values name one node (a node's Value objects are not unique)."""
+    return type(other) is type(self) and other._a is self._a and other._node() == self._node()
+
+
+for _cls in (CValue, NodeValue):
+    _cls._bind(_cls)
+    _cls._op = property(_op)
+    _cls._prev = property(_prev)
+    _cls.same_node = _same_node
