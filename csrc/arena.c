@@ -435,11 +435,18 @@ static int compact(mg_arena *a) {
     return 0;
 }
 
-// Before an op that makes one node with `edges` children: compact when due (slots were checked
-// and stay valid; their nodes may move), then room for the node and its slot.
+// Before an op that makes one node with `edges` children: when a compaction is due, ask for the
+// dead Values' slots once, then compact (slots were checked and stay valid; their nodes may
+// move); then room for the node and its slot.
 static int v_begin(mg_arena *a, int64_t edges) {
-    if (a->count >= a->next_compact && compact(a))
-        a->next_compact = 2 * a->count;          // no room to compact now: grow, and try later
+    if (a->count >= a->next_compact) {
+        if (!a->release_asked) {
+            a->release_asked = 1;
+            return MG_ERR_RELEASE;
+        }
+        a->release_asked = 0;
+        if (compact(a)) a->next_compact = 2 * a->count;   // no room to compact now: grow, try later
+    }
     int rc = reserve_one(a, edges);
     if (!rc && !a->nfree && a->slot_count >= a->slot_cap) rc = grow_slots(a, a->slot_count + 1);
     if (!rc) mgi_note_change(a);

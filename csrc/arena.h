@@ -99,6 +99,7 @@ struct mg_arena {
     int64_t slot_cap;
     int64_t nfree;          // entries on the free stack
     int64_t next_compact;   // the node count at which an op compacts first
+    int release_asked;      // MG_ERR_RELEASE was returned: the next op compacts
     int64_t *node_label;    // (node_cap) label id of node i (0: none), kept through compaction
     int scope_depth;
     int64_t scope_start[64];// node count when each open scope began (moved by compaction)

@@ -39,7 +39,9 @@
 #define MG_ERR_CHANGED  -8  /* backward after a value its fused nodes read was changed (see below) */
 #define MG_ERR_TWICE    -9  /* a second backward over a step with fused nodes (see below) */
 #define MG_ERR_ORDER   -10  /* checking builds only: a cached backward order differs from a search */
-#define MG_ERR_THREAD  -11  /* a thread-bound arena (mg_arena_bind_thread) used from another thread */
+#define MG_ERR_THREAD  -11  /* a Values arena (mg_values_new) called from another thread */
+#define MG_ERR_RELEASE -12  /* a Values arena asks for its dead Values' slots (mg_v_release) before it
+                               compacts: nothing was done; release them and call again */
 
 typedef struct mg_arena mg_arena;
 typedef struct mg_tape mg_tape;
@@ -175,8 +177,10 @@ int mg_node_op(mg_arena *a, int64_t x);
  * its nodes). Python's Value objects name its nodes through slots: a slot handle is a small
  * integer that keeps naming its node while the arena compacts. Each op below makes a node and a
  * slot for it; the Python object releases its slot when it dies (mg_v_release). When the nodes
- * have doubled since the last compaction, an op first compacts: the nodes no slot reaches
- * (through children) are dropped, the rest slide down in order (children stay below parents).
+ * have doubled since the last compaction, an op returns MG_ERR_RELEASE once, doing nothing, so
+ * that the caller releases the slots of Values that died; called again, it first compacts: the
+ * nodes no slot reaches (through children) are dropped, the rest slide down in order (children
+ * stay below parents).
  * A scope (mg_v_scope_begin/end) drops every node made inside it at its end: the slots that
  * named them are refused from then on (MG_ERR_STALE) until released. Reset and keep are refused. */
 mg_arena *mg_values_new(void);                /* NULL when out of memory */

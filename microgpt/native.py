@@ -138,9 +138,6 @@ class Arena:
         check(lib.mg_write_data(self.ptr, first, len(values), ffi.new("double[]", values)))
 
 
-_RELEASE_BATCH = 512  # dead Values' slots handed back to C at once
-
-
 class ValuesArena(Arena):
     """A thread's default arena: CValue slots, released as their Values die, compacted by C."""
     values = True
@@ -156,10 +153,8 @@ class ValuesArena(Arena):
     def slots(self):
         return lib.mg_v_slots(self.ptr)
 
-    def release(self, _get_ident=threading.get_ident):
-        """Hand dead Values' slots back to C (from the arena's own thread only: C would refuse)."""
-        if _get_ident() != self.thread or self.ptr is None:
-            return
+    def release(self):
+        """Hand dead Values' slots back to C (called in the arena's own thread, when C asks)."""
         freed = self.freed
         n = len(freed)
         slots = ffi.new("int64_t[]", freed[:n])
@@ -202,6 +197,15 @@ class scope:
 _new = object.__new__
 
 
+def _retry(arena, code, fn, *args):
+    """A C call on slots returned `code` < 0: an error, or the arena asking for the slots of the
+    Values that died before it compacts (then release them and call again)."""
+    if code != lib.MG_ERR_RELEASE:
+        raise_error(code)
+    arena.release()
+    return check(fn(arena.ptr, *args))
+
+
 def _other_operand(self, other, symbol):
     """An operand C could not take as a number: another backend's or arena's Value is a clear
     error; anything else is Python's business (NotImplemented)."""
@@ -222,13 +226,18 @@ def _value_class(name, doc, slots):
         ("status", "mg_node_status")))
 
     def wrap(a, h):
-        """The Value of a handle C returned (or the error it stands for)."""
-        if h < 0:
-            raise_error(h)
+        """The Value of a handle C returned (>= 0)."""
         v = _new(cls)
         v._a = a
         v._h = h
         return v
+
+    def unary(self, fn, *args):
+        a = self._a
+        h = fn(a.ptr, self._h, *args)
+        if h < 0:
+            h = _retry(a, h, fn, self._h, *args)
+        return wrap(a, h)
 
     def refused(v):
         """data/grad gave NaN: the node's value, or a refused handle."""
@@ -248,13 +257,15 @@ def _value_class(name, doc, slots):
                 if other._a is not a:
                     raise mixing_error(self, other, "+")
                 h = add(a.ptr, self._h, other._h)
+                if h < 0:
+                    h = _retry(a, h, add, self._h, other._h)
             else:
                 try:
                     h = addc(a.ptr, self._h, other)
                 except TypeError:
                     return _other_operand(self, other, "+")
-            if h < 0:
-                raise_error(h)
+                if h < 0:
+                    h = _retry(a, h, addc, self._h, other)
             v = _new(cls)
             v._a = a
             v._h = h
@@ -266,13 +277,15 @@ def _value_class(name, doc, slots):
                 if other._a is not a:
                     raise mixing_error(self, other, "*")
                 h = mul(a.ptr, self._h, other._h)
+                if h < 0:
+                    h = _retry(a, h, mul, self._h, other._h)
             else:
                 try:
                     h = mulc(a.ptr, self._h, other)
                 except TypeError:
                     return _other_operand(self, other, "*")
-            if h < 0:
-                raise_error(h)
+                if h < 0:
+                    h = _retry(a, h, mulc, self._h, other)
             v = _new(cls)
             v._a = a
             v._h = h
@@ -292,14 +305,13 @@ def _value_class(name, doc, slots):
             if isinstance(other, DerivedOps):
                 raise TypeError("Value ** Value is not supported: the exponent must be a number")
             try:
-                h = pow_(self._a.ptr, self._h, other)
+                return unary(self, pow_, other)
             except TypeError:
                 return NotImplemented
-            return wrap(self._a, h)
 
-        def log(self): return wrap(self._a, log(self._a.ptr, self._h))
-        def exp(self): return wrap(self._a, exp(self._a.ptr, self._h))
-        def relu(self): return wrap(self._a, relu(self._a.ptr, self._h))
+        def log(self): return unary(self, log)
+        def exp(self): return unary(self, exp)
+        def relu(self): return unary(self, relu)
         # -x, x - y, x / y and the other reflected forms: ops.DerivedOps
 
         @property
@@ -362,7 +374,7 @@ class CValue(_value_class("CValue", "A Value a user makes on the c backend: a sl
                 arena = default_arena()
         h = lib.mg_v_leaf(arena.ptr, data)
         if h < 0:
-            raise_error(h)
+            h = _retry(arena, h, lib.mg_v_leaf, data)
         v = _new(cls)
         v._a = arena
         v._h = h
@@ -370,13 +382,9 @@ class CValue(_value_class("CValue", "A Value a user makes on the c backend: a sl
             v.label = label
         return v
 
-    def __del__(self, _batch=_RELEASE_BATCH):
-        # hand the slot back (in batches: one C call per _batch Values); any thread may run this
-        a = self._a
-        freed = a.freed
-        freed.append(self._h)
-        if len(freed) >= _batch:
-            a.release()
+    def __del__(self):
+        # the slot goes back to C when C asks, before it compacts (in any thread: a list append)
+        self._a.freed.append(self._h)
 
     @classmethod
     def _wrap(cls, arena, handle):
