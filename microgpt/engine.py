@@ -15,7 +15,7 @@ dot() is the one addition: the seed's `sum(w * x for w, x in zip(ws, xs))` as a 
 import math
 from itertools import chain
 
-from .ops import DerivedOps, mixing_error
+from .ops import DerivedOps
 
 _COMPLEX_POW = "negative base to a fractional power: the result would be complex"
 
@@ -32,44 +32,55 @@ _DONE = object()  # stack marker in backward(): the node below it has had all it
 
 
 class Value(DerivedOps):
-    """A scalar in the graph: its data, its gradient, and how it was made (children, the local
-    gradients d self / d child, and the op's name for teaching tools: micrograd's _op)."""
-    __slots__ = ('data', 'grad', '_children', '_local_grads', '_op', 'label')
+    """A scalar in the graph: its data, its gradient, and how it was made: its children and the
+    local gradients d self / d child, followed by the op's name (micrograd's _op, for teaching
+    tools; backward's zip stops at the last child, so it never reads the name, and storing it
+    there costs the seed's hot path nothing)."""
+    __slots__ = ('data', 'grad', '_children', '_local_grads', '_label')
     backend = "python"
 
-    def __init__(self, data, children=(), local_grads=(), op='', label=''):
+    def __init__(self, data, children=(), local_grads=()):
         if not children and type(data) is not float:
             data = float(data)  # leaves hold doubles, as on the c backend, so ints never do int arithmetic
         self.data = data
         self.grad = 0
         self._children = children
         self._local_grads = local_grads
-        self._op = op
-        self.label = label
 
+    # other is a Value or a number. A c-backend Value as other is refused by its own reflected
+    # operator, which the number branch calls (native.py), so this hot path pays nothing for it.
     def __add__(self, other):
         if isinstance(other, Value):
-            return Value(self.data + other.data, (self, other), (1, 1), '+')
-        if isinstance(other, DerivedOps):
-            raise mixing_error(self, other, '+')  # the c backend's Value
-        return Value(self.data + other, (self,), (1,), '+')
+            return Value(self.data + other.data, (self, other), (1, 1, '+'))
+        return Value(self.data + other, (self,), (1, '+'))
 
     def __mul__(self, other):
         if isinstance(other, Value):
-            return Value(self.data * other.data, (self, other), (other.data, self.data), '*')
-        if isinstance(other, DerivedOps):
-            raise mixing_error(self, other, '*')
-        return Value(self.data * other, (self,), (other,), '*')
+            return Value(self.data * other.data, (self, other), (other.data, self.data, '*'))
+        return Value(self.data * other, (self,), (other, '*'))
 
     def __pow__(self, other):
         if isinstance(other, DerivedOps):
             raise TypeError("Value ** Value is not supported: the exponent must be a number")
-        return Value(real_pow(self.data, other), (self,), (other * real_pow(self.data, other - 1),), '**')
+        return Value(real_pow(self.data, other), (self,), (other * real_pow(self.data, other - 1), '**'))
 
-    def log(self): return Value(math.log(self.data), (self,), (1 / self.data,), 'log')
-    def exp(self): return Value(math.exp(self.data), (self,), (math.exp(self.data),), 'exp')
-    def relu(self): return Value(self.data if self.data > 0 else 0.0, (self,), (float(self.data > 0),), 'relu')
+    def log(self): return Value(math.log(self.data), (self,), (1 / self.data, 'log'))
+    def exp(self): return Value(math.exp(self.data), (self,), (math.exp(self.data), 'exp'))
+    def relu(self): return Value(self.data if self.data > 0 else 0.0, (self,), (float(self.data > 0), 'relu'))
     # -x, x - y, x / y and the reflected forms: ops.DerivedOps, as the seed derives them
+
+    @property
+    def _op(self):
+        grads = self._local_grads
+        return grads[-1] if len(grads) > len(self._children) else ''
+
+    @property
+    def label(self):
+        return getattr(self, '_label', '')
+
+    @label.setter
+    def label(self, text):
+        self._label = str(text)
 
     @property
     def _prev(self):
@@ -118,4 +129,5 @@ def dot(ws, xs):
     total = 0
     for a, b in zip(wd, xd):
         total += a * b
-    return Value(total, tuple(chain.from_iterable(zip(ws, xs))), tuple(chain.from_iterable(zip(xd, wd))), 'dot')
+    local_grads = tuple(chain(chain.from_iterable(zip(xd, wd)), ('dot',)))
+    return Value(total, tuple(chain.from_iterable(zip(ws, xs))), local_grads)

@@ -64,7 +64,8 @@ def test_values_kept_alive_keep_their_nodes_through_collections():
 
 def test_labels_follow_their_nodes_through_a_collection():
     from microgpt.native import CValue, default_arena
-    a = CValue(2.0, label="a")
+    a = CValue(2.0)
+    a.label = "a"
     b = a * 3.0
     b._children[0].label = "a again"  # another Value object of a's node: the label is the node's
     garbage = [CValue(1.0) for _ in range(100)]

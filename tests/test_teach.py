@@ -14,7 +14,8 @@ def expression(v):
 
 
 def test_to_dot_shows_every_node_with_data_grad_op_and_label(Value):
-    a, b = Value(2.0, label="a"), Value(-3.0, label="b")
+    a, b = Value(2.0), Value(-3.0)
+    a.label, b.label = "a", "b"
     out = a * b + a.exp()
     out.label = "out"
     out.backward()
@@ -36,7 +37,9 @@ def test_to_dot_is_the_same_text_on_both_backends():
     from microgpt.native import CValue
     texts = []
     for V in (PythonValue, CValue):
-        out = expression([V(1.5, label="x{1}"), V(0.5, label='y"|<')])
+        x, y = V(1.5), V(0.5)
+        x.label, y.label = "x{1}", 'y"|<'
+        out = expression([x, y])
         out.backward()
         texts.append(microgpt.to_dot(out))
     assert texts[0] == texts[1]
@@ -54,7 +57,7 @@ def test_to_dot_refuses_a_huge_graph_unless_asked(Value):
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed (to_dot itself needs none)")
 def test_graphviz_renders_to_dot_output(Value):
-    out = expression([Value(1.5, label="x"), Value(0.5)])
+    out = expression([Value(1.5), Value(0.5)])
     out.backward()
     svg = subprocess.run(["dot", "-Tsvg"], input=microgpt.to_dot(out), capture_output=True, text=True, check=True)
     assert "<svg" in svg.stdout

@@ -150,9 +150,8 @@ def test_value_of_the_live_backend_is_looked_up_when_asked_for():
 
 
 def test_op_children_and_label(Value):
-    a = Value(2.0, label="a")
-    b = Value(-3.0)
-    b.label = "b"
+    a, b = Value(2.0), Value(-3.0)
+    a.label, b.label = "a", "b"
     c = a * b + a.exp()
     assert (a.label, b.label, c.label) == ("a", "b", "")
     assert c._op == "+" and a._op == ""
