@@ -124,8 +124,13 @@ int mgi_reserve_search(mg_arena *a, int64_t n);
 
 // --- calls and changes
 
+// a token unique to the calling thread (the address of a thread-local variable in arena.c)
+const void *mgi_thread_token(void);
+
 static inline void mgi_count_call(mg_arena *a) {
-    if (a) a->calls++;
+    // not when another thread calls into a Values arena: the call is refused, and counting it
+    // would write to the arena that thread does not own
+    if (a && (!a->owner || a->owner == mgi_thread_token())) a->calls++;
 }
 
 // a change a layer kernel did not make (see `changes`)
@@ -140,8 +145,6 @@ static inline void mgi_values_change(mg_arena *a) {
 
 // --- threads
 
-// a token unique to the calling thread (the address of a thread-local variable in arena.c)
-const void *mgi_thread_token(void);
 
 // 0, or MG_ERR_THREAD when the arena is bound to another thread
 static inline int mgi_thread_check(const mg_arena *a) {
