@@ -115,3 +115,29 @@ def test_shared_model_serialized_on_its_arena_lock_trains_as_serially():
     [t.join() for t in ts]
     assert losses == expected
     assert shared.graph.param_data() == serial.graph.param_data()
+
+
+def test_another_thread_using_a_value_while_its_thread_computes_is_refused_every_time():
+    from microgpt.native import CValue
+    w = CValue(1.0)
+    done, outcomes = threading.Event(), []
+
+    def intruder():
+        while not done.is_set():
+            for use in (lambda: w.data, lambda: w + 1.0, lambda: w.backward(), lambda: w._children):
+                try:
+                    use()
+                    outcomes.append("ran")
+                except RuntimeError as e:
+                    outcomes.append("refused" if "another thread" in str(e) else str(e))
+    t = threading.Thread(target=intruder)
+    t.start()
+    try:
+        for i in range(3000):  # the owner keeps making and differentiating nodes meanwhile
+            y = w * 2.0 + float(i)
+            y.backward()
+            assert y.data == 2.0 + i
+    finally:
+        done.set()
+        t.join()
+    assert outcomes and set(outcomes) == {"refused"}
