@@ -196,6 +196,7 @@ class scope:
 
 
 _new = object.__new__
+_v_leaf = lib.mg_v_leaf
 
 
 def _retry(arena, code, fn, *args):
@@ -245,13 +246,6 @@ def _value_class(name, doc, slots):
         v._a = a
         v._h = h
         return v
-
-    def unary(self, fn, *args):
-        a = self._a
-        h = fn(a.ptr, self._h, *args)
-        if h < 0:
-            h = _retry(a, h, fn, self._h, *args)
-        return wrap(a, h)
 
     def refused(v):
         """data/grad gave NaN: the node's value, or a refused handle."""
@@ -318,14 +312,48 @@ def _value_class(name, doc, slots):
         def __pow__(self, other):
             if isinstance(other, DerivedOps):
                 raise TypeError("Value ** Value is not supported: the exponent must be a number")
+            a = self._a
             try:
-                return unary(self, pow_, other)
+                h = pow_(a.ptr, self._h, other)
             except TypeError:
                 return NotImplemented
+            if h < 0:
+                h = _retry(a, h, pow_, self._h, other)
+            v = _new(cls)
+            v._a = a
+            v._h = h
+            return v
 
-        def log(self): return unary(self, log)
-        def exp(self): return unary(self, exp)
-        def relu(self): return unary(self, relu)
+        # log, exp, relu: the same, written out (a shared helper costs a call each)
+        def log(self):
+            a = self._a
+            h = log(a.ptr, self._h)
+            if h < 0:
+                h = _retry(a, h, log, self._h)
+            v = _new(cls)
+            v._a = a
+            v._h = h
+            return v
+
+        def exp(self):
+            a = self._a
+            h = exp(a.ptr, self._h)
+            if h < 0:
+                h = _retry(a, h, exp, self._h)
+            v = _new(cls)
+            v._a = a
+            v._h = h
+            return v
+
+        def relu(self):
+            a = self._a
+            h = relu(a.ptr, self._h)
+            if h < 0:
+                h = _retry(a, h, relu, self._h)
+            v = _new(cls)
+            v._a = a
+            v._h = h
+            return v
         # -x, x - y, x / y and the other reflected forms: ops.DerivedOps
 
         @property
@@ -386,9 +414,9 @@ class CValue(_value_class("CValue", "A Value a user makes on the c backend: a sl
                 arena = _local.arena
             except AttributeError:
                 arena = default_arena()
-        h = lib.mg_v_leaf(arena.ptr, data)
+        h = _v_leaf(arena.ptr, data)
         if h < 0:
-            h = _retry(arena, h, lib.mg_v_leaf, data)
+            h = _retry(arena, h, _v_leaf, data)
         v = _new(cls)
         v._a = arena
         v._h = h
