@@ -94,3 +94,18 @@ def test_gradcheck_refuses_bad_input(backend):
     with pytest.raises(TypeError, match="one Value"):
         microgpt.gradcheck(lambda v: 1.0, [1.0], backend=backend)
     assert math.isnan(microgpt.gradcheck(lambda v: v[0] * float("nan"), [1.0], backend=backend))
+
+
+def test_the_readme_values_example_runs_on_both_backends(backend, capsys):
+    import pathlib
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Values from Python", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    microgpt.set_backend(backend)
+    try:
+        exec(compile(code, "README.md", "exec"), {})
+    finally:
+        microgpt.set_backend(None)
+    out = capsys.readouterr().out
+    assert out.startswith("digraph value {") and "{ a | data 2 | grad 4.38906 }" in out
+    assert float(out.split()[-1]) < 1e-6
