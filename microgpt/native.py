@@ -429,7 +429,7 @@ class CValue(_value_class("CValue", "A Value a user makes on the c backend: a sl
     @classmethod
     def _wrap(cls, arena, handle):
         """A Value of a handle C returned in `arena` (a slot, or a model arena's node handle)."""
-        return (CValue if arena.values else NodeValue)._wrap_handle(arena, handle)
+        return (CValue if arena.values else NodeValue)._wrap_handle(arena, check(handle))
 
     def _node(self):
         return check(lib.mg_v_node(self._a.ptr, self._h))
