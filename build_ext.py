@@ -2,10 +2,12 @@
 
 csrc/microgpt.h is the single source of truth for the binding: it is fed to cdef as it is, and
 the C files include it, so the compiler checks the declarations against the implementation.
-setup.py uses `cffi_modules=["build_ext.py:ffibuilder"]`; `python build_ext.py` builds in place.
-MICROGPT_SANITIZE=1 builds with AddressSanitizer and UBSan (tests only: the module then needs
-libasan preloaded into the Python process).
+Every csrc/*.c is a source and every csrc/*.h a dependency (a header edit rebuilds the module).
+setup.py uses `cffi_modules=["build_ext.py:ffibuilder"]` (and makes the module optional);
+`python build_ext.py` builds in place. MICROGPT_SANITIZE=1 builds with AddressSanitizer and UBSan
+(GCC/Clang only; tests only: the module then needs libasan preloaded into the Python process).
 """
+import glob
 import os
 
 import cffi
@@ -20,13 +22,46 @@ def _path(rel):
     return rel if os.path.realpath(os.getcwd()) == HERE else os.path.join(HERE, rel)
 
 
-compile_args = ["-std=c11", "-O2", "-Wall", "-Wextra", "-ffp-contract=off"]
-link_args = []
-if os.environ.get("MICROGPT_SANITIZE") == "1":  # also checks every cached backward order (csrc/tape.c)
-    sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all"]
-    compile_args += ["-DMG_CHECK_ORDER"]
-    compile_args += sanitize
-    link_args += sanitize
+def _csrc(pattern):
+    """csrc files matching pattern, sorted, so a file split or renamed there needs no edit here."""
+    return [_path(os.path.join("csrc", os.path.basename(p))) for p in sorted(glob.glob(os.path.join(HERE, "csrc", pattern)))]
+
+
+def compiler_flags(compiler_type):
+    """(compile args, link args, libraries) for a setuptools compiler type ('unix', 'msvc', ...).
+
+    The C core must round every operation as CPython does, so no compiler may contract a*b+c
+    into one fused multiply-add (one rounding instead of two). GCC and Clang: -ffp-contract=off
+    (either may contract by default, depending on version and language mode). MSVC: /fp:precise, under
+    which Visual Studio 2022 (17.0) and later do not contract (/fp:contract, which would, is not
+    given); older MSVC may contract under /fp:precise, but only when /arch:AVX2 or higher lets it
+    emit FMA instructions, which is not given either. MSVC's C runtime has the math functions
+    built in (no libm)."""
+    if compiler_type == "msvc":
+        return ["/std:c11", "/O2", "/W4", "/fp:precise"], [], []
+    compile_args = ["-std=c11", "-O2", "-Wall", "-Wextra", "-ffp-contract=off"]
+    link_args = []
+    if os.environ.get("MICROGPT_SANITIZE") == "1":
+        # also: check every cached backward order (csrc/tape.c), and run Adam's portable path
+        # (csrc/adam.c), so that the tests cover it as the plain build covers the SIMD one
+        sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all"]
+        compile_args += ["-DMG_CHECK_ORDER", "-DMG_NO_SIMD"] + sanitize
+        link_args += sanitize
+    return compile_args, link_args, ["m"]
+
+
+def default_compiler_type():
+    """The compiler type setuptools picks on this platform when not told otherwise."""
+    try:
+        from setuptools._distutils.ccompiler import get_default_compiler
+    except ImportError:  # a setuptools without its vendored distutils
+        from distutils.ccompiler import get_default_compiler
+    return get_default_compiler()
+
+
+SOURCES = _csrc("*.c")
+HEADERS = _csrc("*.h")
+compile_args, link_args, libraries = compiler_flags(default_compiler_type())
 
 ffibuilder = cffi.FFI()
 with open(os.path.join(HERE, "csrc", "microgpt.h"), encoding="utf-8") as f:
@@ -35,11 +70,12 @@ with open(os.path.join(HERE, "csrc", "microgpt.h"), encoding="utf-8") as f:
 ffibuilder.set_source(
     "microgpt._cmg",
     '#include <stdint.h>\n#include "microgpt.h"\n',
-    sources=[_path(f"csrc/{name}") for name in sorted(os.listdir(os.path.join(HERE, "csrc"))) if name.endswith(".c")],
+    sources=SOURCES,
+    depends=HEADERS,
     include_dirs=[_path("csrc")],
     extra_compile_args=compile_args,
     extra_link_args=link_args,
-    libraries=["m"],
+    libraries=libraries,
 )
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from microgpt.data import default_docs, load_docs
 from microgpt.model import GPT, Config
 from microgpt.modes import RUNG_NAMES, RUNGS, new_graph
 from microgpt.tokenizer import Tokenizer
-from microgpt.train import step_loss, train_step
+from microgpt.training import step_loss, train_step
 
 NAMES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "names.txt"
 

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import Trainer
 from microgpt.modes import RUNG_NAMES
-from microgpt.train import sample
+from microgpt.training import sample
 
 
 @pytest.mark.benchmark(group="train step")

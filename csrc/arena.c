@@ -131,7 +131,7 @@ void mg_arena_free(mg_arena *a) {
     if (!a) return;
     free(a->data); free(a->grad); free(a->op); free(a->seen); free(a->edge_begin);
     free(a->edge_child); free(a->edge_lgrad);
-    free(a->vec_ids);
+    free(a->vec_ids); free(a->vec_run);
     free(a->stack_node); free(a->stack_edge); free(a->order); free(a->scratch);
     free(a->adam_m); free(a->adam_v); free(a->next_m); free(a->next_v); free(a->next_p);
     free(a->slot_node); free(a->slot_free); free(a->node_label);
@@ -145,6 +145,13 @@ int64_t mg_arena_keep(mg_arena *a) {
     if (a->owner) return MG_ERR_ARG;             // a Values arena: its nodes live while a Value names them
     if (a->generation != 0) return MG_ERR_ARG;   // after a reset, old handles could name kept nodes
     if (a->step_dots) return MG_ERR_ARG;      // DOT nodes read values that Adam changes: never kept
+    void *run[] = { a->vec_run };                // see vec_run (arena.h)
+    const size_t size[] = { sizeof *a->vec_run };
+    int rc = mgi_grow(&a->mem, run, size, 1, 0, &a->run_cap, a->vcount, MG_IDX_LIMIT);
+    a->vec_run = run[0];
+    if (rc) return rc;
+    for (int64_t k = a->vcount - 1; k >= 0; k--)
+        a->vec_run[k] = k + 1 < a->vcount && a->vec_ids[k + 1] == a->vec_ids[k] + 1 ? a->vec_run[k + 1] + 1 : 1;
     a->keep = a->count;
     a->edges_keep = a->nedges;
     a->vecs_keep = a->vcount;
@@ -317,8 +324,8 @@ int64_t mg_children(mg_arena *a, int64_t x, int64_t *out, int64_t cap) {
     int rc = mgi_node_check(a, x, &i);
     if (rc) return rc;
     if (cap < 0 || (cap > 0 && !out)) return MG_ERR_ARG;
-    int64_t b = a->edge_begin[i], n = a->edge_begin[i + 1] - b;
-    for (int64_t k = 0; k < n && k < cap; k++) out[k] = mgi_handle_of(a, a->edge_child[b + k]);
+    int64_t n = mgi_child_count(a, i);
+    for (int64_t k = 0; k < n && k < cap; k++) out[k] = mgi_handle_of(a, mgi_child(a, i, k));
     return n;
 }
 

@@ -6,8 +6,9 @@
  * The arena is a struct of arrays. Node i has data[i], grad[i], op[i], and its children are the
  * edges edge_begin[i] .. edge_begin[i+1]-1: edge e links to node edge_child[e] with the local
  * gradient edge_lgrad[e] (d node / d child), computed when the node is made, as the seed does
- * (except a DOT node's: its children come in pairs (w_j, x_j), and each one's local gradient is
- * its partner's value, read at backward time; see dot_changed).
+ * (except a DOT node's: its children come in pairs (w_j, x_j) that it names through two vecs, and
+ * each one's local gradient is its partner's value, read at backward time; see nd_dot_of and
+ * dot_changed). mgi_child_count and mgi_child read any node's children.
  * Invariant: edge_begin[count] == nedges, so dropping nodes is moving the two counts back.
  * A child always has a smaller index than its parent (nodes are made after their children).
  *
@@ -62,6 +63,9 @@ struct mg_arena {
     int64_t keep;           // persistent nodes
     int64_t edges_keep;     // their edges
     int64_t vecs_keep;      // persistent vec entries
+    int64_t run_cap;        // entries allocated in vec_run
+    int64_t *vec_run;       // (vecs_keep) how many persistent entries from k on name consecutive
+                            // nodes (a weight matrix's vec: all of it), so a kernel can tell at once
     int64_t generation;     // the high half of step handles: 0 until the first reset, then 1, 2, ...
                             // (persistent nodes are all made in generation 0: keep() refuses later)
     // --- the depth-first search's scratch (backward.c)
@@ -256,25 +260,59 @@ static inline int64_t nd_relu(mg_arena *a, int64_t x) {
     return nd_make(a, MG_OP_RELU, dx > 0.0 ? dx : 0.0, 1, x, dx > 0.0 ? 1.0 : 0.0, 0, 0.0);
 }
 
-// the same sum as the seed's chain of products and sums, as one DOT node: children
-// (w0, x0, w1, x1, ...), the value rounded exactly as the chain rounds it (0 + w0*x0, + w1*x1, ...).
-// Each child's local gradient, the value of its partner, is not stored: backward reads it.
-static inline int64_t nd_dot(mg_arena *a, const int64_t *w, const int64_t *x, int64_t n) {
+// A DOT node holds three edge entries instead of its 2n children: the vec offsets of its
+// weights and of its inputs, and n. Its children are (w0, x0, w1, x1, ...) with
+// w_j = vec_ids[weights + j] and x_j = vec_ids[inputs + j] (vecs never change while they live).
+#define MG_DOT_EDGES 3
+
+// node v's number of children, and its p-th child (a DOT node's read from its vecs)
+static inline int64_t mgi_child_count(const mg_arena *a, int64_t v) {
+    int64_t b = a->edge_begin[v];
+    return a->op[v] == MG_OP_DOT ? 2 * a->edge_child[b + 2] : a->edge_begin[v + 1] - b;
+}
+
+static inline int64_t mgi_child(const mg_arena *a, int64_t v, int64_t p) {
+    int64_t b = a->edge_begin[v];
+    if (a->op[v] == MG_OP_DOT) return a->vec_ids[a->edge_child[b + (p & 1)] + (p >> 1)];
+    return a->edge_child[b + p];
+}
+
+// The seed's sum(w_j * x_j for j) over the vecs at offsets w and x (n entries each), rounded
+// exactly as its chain of products and sums rounds it: 0 + w0*x0, then + w1*x1, ...
+static inline double dot_value(const mg_arena *a, int64_t w, int64_t x, int64_t n) {
     const double *d = a->data;
+    const int64_t *wv = a->vec_ids + w, *xv = a->vec_ids + x;
+    double acc = d[wv[0]] * d[xv[0]] + 0.0;
+    for (int64_t j = 1; j < n; j++) acc = acc + d[wv[j]] * d[xv[j]];
+    return acc;
+}
+
+// vec entries off .. off+n-1 name n consecutive nodes (known at once for persistent entries)
+static inline int mgi_vec_is_range(const mg_arena *a, int64_t off, int64_t n) {
+    if (off + n <= a->vecs_keep) return a->vec_run[off] >= n;
+    const int64_t *ids = a->vec_ids + off;
+    for (int64_t k = 1; k < n; k++)
+        if (ids[k] != ids[0] + k) return 0;
+    return 1;
+}
+
+// That sum as one DOT node whose value (dot_value's) is given. Each child's local gradient, the
+// value of its partner, is read by the backward.
+// ranges: both vecs name runs of consecutive nodes, apart from each other (the backward then
+// reads them as arrays); kept in the otherwise unused edge_lgrad of the first entry.
+static inline int64_t nd_dot_of(mg_arena *a, int64_t w, int64_t x, int64_t n, double value, int ranges) {
     int64_t i = a->count, e = a->nedges;
-    double acc = d[w[0]] * d[x[0]] + 0.0;
-    for (int64_t j = 1; j < n; j++) acc = acc + d[w[j]] * d[x[j]];
-    for (int64_t j = 0; j < n; j++, e += 2) {
-        a->edge_child[e] = w[j];
-        a->edge_child[e + 1] = x[j];
-    }
+    a->edge_child[e] = w;
+    a->edge_child[e + 1] = x;
+    a->edge_child[e + 2] = n;
+    a->edge_lgrad[e] = ranges ? 1.0 : 0.0;
     a->step_dots++;
-    a->data[i] = acc;
+    a->data[i] = value;
     a->grad[i] = 0.0;
-    a->edge_begin[i + 1] = e;
+    a->edge_begin[i + 1] = e + MG_DOT_EDGES;
     a->op[i] = MG_OP_DOT;
     a->count = i + 1;
-    a->nedges = e;
+    a->nedges = e + MG_DOT_EDGES;
     return i;
 }
 

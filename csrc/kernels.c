@@ -9,7 +9,7 @@
  * bodies directly.
  *
  * The fused graph (fused = 1) keeps every bit with fewer nodes: a linear row is one DOT node
- * instead of the seed's chain of products and sums (arena.h, nd_dot), and a cross-entropy makes
+ * instead of the seed's chain of products and sums (arena.h, nd_dot_of), and a cross-entropy makes
  * only the target's probability, whose siblings cannot reach the loss (shared/PARITY.md).
  *
  * Not here: which layers, in which order (that is Python's model), and any recording.
@@ -113,15 +113,43 @@ int64_t mgi_k_relu(mg_arena *a, int64_t x, int64_t n) {
     return vec_commit(a, n);
 }
 
+// Four rows' sums at once (rows r .. r+3 of w), each exactly dot_value's: four independent
+// chains, so the additions overlap instead of each waiting for the one before.
+static void dot_values4(const mg_arena *a, int64_t w, int64_t x, int64_t nin, double out[4]) {
+    const double *d = a->data;
+    const int64_t *xv = a->vec_ids + x, *w0 = a->vec_ids + w, *w1 = w0 + nin, *w2 = w1 + nin, *w3 = w2 + nin;
+    double x0 = d[xv[0]];
+    double s0 = d[w0[0]] * x0 + 0.0, s1 = d[w1[0]] * x0 + 0.0, s2 = d[w2[0]] * x0 + 0.0, s3 = d[w3[0]] * x0 + 0.0;
+    for (int64_t j = 1; j < nin; j++) {
+        double xj = d[xv[j]];
+        s0 = s0 + d[w0[j]] * xj;
+        s1 = s1 + d[w1[j]] * xj;
+        s2 = s2 + d[w2[j]] * xj;
+        s3 = s3 + d[w3[j]] * xj;
+    }
+    out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3;
+}
+
 // out_r = sum(w[r][j] * x[j] for j), w row-major nout x nin: the seed's linear()
 int64_t mgi_k_linear(mg_arena *a, int64_t x, int64_t nin, int64_t w, int64_t nout, int fused) {
     int64_t nodes = fused ? nout : 2 * nin * nout;
-    int rc = mgi_reserve(a, nodes, fused ? 2 * nin * nout : 2 * nodes, nout, 0);
+    int rc = mgi_reserve(a, nodes, fused ? MG_DOT_EDGES * nout : 2 * nodes, nout, 0);
     if (rc) return rc;
     const int64_t *xs = a->vec_ids + x, *ws = a->vec_ids + w;
-    int64_t *out = a->vec_ids + a->vcount;
-    for (int64_t r = 0; r < nout; r++)
-        out[r] = fused ? nd_dot(a, ws + r * nin, xs, nin) : dot_chain(a, ws + r * nin, xs, nin);
+    int64_t *out = a->vec_ids + a->vcount, r = 0;
+    if (fused) {
+        // the weights and inputs as two runs of nodes that do not meet: the backward's fast path
+        int64_t w0 = ws[0], x0 = xs[0];
+        int ranges = mgi_vec_is_range(a, w, nin * nout) && mgi_vec_is_range(a, x, nin) &&
+                     (x0 + nin <= w0 || w0 + nin * nout <= x0);
+        for (double v[4]; r + 4 <= nout; r += 4) {
+            dot_values4(a, w + r * nin, x, nin, v);
+            for (int k = 0; k < 4; k++) out[r + k] = nd_dot_of(a, w + (r + k) * nin, x, nin, v[k], ranges);
+        }
+        for (; r < nout; r++) out[r] = nd_dot_of(a, w + r * nin, x, nin, dot_value(a, w + r * nin, x, nin), ranges);
+    } else {
+        for (; r < nout; r++) out[r] = dot_chain(a, ws + r * nin, xs, nin);
+    }
     return vec_commit(a, nout);
 }
 

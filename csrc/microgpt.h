@@ -53,7 +53,7 @@ int64_t mg_arena_keep(mg_arena *a);           /* everything made so far persists
                                                  MG_ERR_ARG after the first reset */
 int64_t mg_arena_reset(mg_arena *a);          /* drop nodes and vecs made since keep; returns generation */
 int64_t mg_arena_nodes(const mg_arena *a);    /* nodes alive (persistent + this step) */
-int64_t mg_arena_edges(const mg_arena *a);    /* child links alive */
+int64_t mg_arena_edges(const mg_arena *a);    /* edge entries alive (a fused dot node has three) */
 int64_t mg_arena_kept(const mg_arena *a);     /* persistent nodes */
 int64_t mg_arena_bytes(const mg_arena *a);    /* bytes of memory the arena holds */
 int64_t mg_arena_calls(const mg_arena *a);    /* API calls made on this arena so far (see Calls) */

@@ -108,7 +108,10 @@ static inline double py_product_error(double a, double b, double p) {
     return ((ah * bh - p) + ah * bl + al * bh) + al * bl;
 }
 
+// A zero is exact everywhere: CPython's float_pow gives +0.0 for (+-0.0)**2 and for
+// (+-0.0)**0.5 without calling pow(), which is what x*x and 0.0 are.
 static inline double py_square(double x, int *err) {
+    if (x == 0.0) return 0.0;
 #if MG_POW_BOUND_KNOWN
     double s = x * x, u = py_fast_ulp(s);
     if (u != 0.0 && fabs(py_product_error(x, x, s)) <= py_fast_tolerance(s) * u) return s;
@@ -117,6 +120,7 @@ static inline double py_square(double x, int *err) {
 }
 
 static inline double py_sqrt(double x, int *err) {
+    if (x == 0.0) return 0.0;
 #if MG_POW_BOUND_KNOWN
     double s = sqrt(x), u = py_fast_ulp(s);
     if (u != 0.0 && x >= 0x1p-900) {

@@ -338,14 +338,13 @@ int64_t mg_tape_replay(mg_tape *t, mg_arena *a, int64_t program, const int64_t *
 
 // u and v have the same non-leaf children in the same order
 static int same_inner_children(const mg_arena *a, int64_t u, int64_t v) {
-    const int64_t *eb = a->edge_begin, *child = a->edge_child;
     const uint8_t *op = a->op;
-    int64_t e = eb[u], eu = eb[u + 1], f = eb[v], ev = eb[v + 1];
+    int64_t e = 0, eu = mgi_child_count(a, u), f = 0, ev = mgi_child_count(a, v);
     for (;;) {
-        while (e < eu && op[child[e]] == MG_OP_LEAF) e++;
-        while (f < ev && op[child[f]] == MG_OP_LEAF) f++;
+        while (e < eu && op[mgi_child(a, u, e)] == MG_OP_LEAF) e++;
+        while (f < ev && op[mgi_child(a, v, f)] == MG_OP_LEAF) f++;
         if (e == eu || f == ev) return e == eu && f == ev;
-        if (child[e++] != child[f++]) return 0;
+        if (mgi_child(a, u, e++) != mgi_child(a, v, f++)) return 0;
     }
 }
 

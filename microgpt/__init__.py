@@ -1,15 +1,19 @@
 """microgpt: the GPT of Karpathy's microgpt.py, bit-identical to it, with a python and a c backend."""
-from contextlib import nullcontext
-
-from .backend import BackendError, get_backend, set_backend
-from .model import GPT, Config, ConfigError
-from .modes import new_graph
-from .teach import gradcheck, to_dot
-from .tokenizer import Tokenizer, VocabularyError
-
-__all__ = ["Value", "get_backend", "set_backend", "BackendError", "new_graph", "GPT", "Config",
-           "ConfigError", "Tokenizer", "VocabularyError", "to_dot", "gradcheck", "scope"]
 __version__ = "0.1.0"
+
+from contextlib import nullcontext  # noqa: E402
+
+from .api import Model, load, train  # noqa: E402 (the version first: the CLI imports it)
+from .backend import BackendError, get_backend, set_backend  # noqa: E402
+from .guard import TrainingFailed  # noqa: E402
+from .model import GPT, Config, ConfigError  # noqa: E402
+from .modes import new_graph  # noqa: E402
+from .teach import gradcheck, to_dot  # noqa: E402
+from .tokenizer import Tokenizer, VocabularyError  # noqa: E402
+
+__all__ = ["train", "load", "Model", "TrainingFailed", "Value", "get_backend", "set_backend", "BackendError",
+           "new_graph", "GPT", "Config", "ConfigError", "Tokenizer", "VocabularyError", "to_dot", "gradcheck",
+           "scope"]
 
 
 def scope():

@@ -3,6 +3,7 @@
 Chosen by, in order: set_backend() from code, the MICROGPT_BACKEND environment variable, else
 'auto', which takes c when the extension is compiled and otherwise python with a notice on stderr.
 Asking for c when it cannot load is an error that names the cause, never a silent fallback."""
+import importlib.util
 import os
 import sys
 
@@ -18,16 +19,21 @@ class BackendError(RuntimeError):
 
 
 def c_status():
-    """(True, '') when the c extension loads, else (False, why)."""
+    """(True, '') when the c extension loads, else (False, why), why saying what to do about it."""
     try:
         from . import native  # noqa: F401
     except ImportError as e:
-        why = f"the compiled extension microgpt._cmg did not load ({e})"
+        if importlib.util.find_spec(f"{__package__}._cmg") is not None:
+            return False, f"its compiled extension microgpt._cmg did not load ({e}); reinstalling microgpt may fix it"
         package = os.path.dirname(os.path.abspath(__file__))
         if os.path.exists(os.path.join(package, "..", "build_ext.py")):
-            why += (f"; this microgpt is the source checkout at {package}, which has no compiled extension: "
-                    f"`pip install .` there builds it, or run from outside the checkout")
-        return False, why
+            return False, (f"this microgpt is the source checkout at {package}, which has no compiled extension "
+                           f"(microgpt._cmg): `pip install .` there builds it (with a C compiler), or run from "
+                           f"outside the checkout")
+        return False, ("its C extension (microgpt._cmg) was not built when microgpt was installed, most likely "
+                       "because no working C compiler was found then; to get it, install a C compiler (gcc or "
+                       "clang; on macOS `xcode-select --install`; on Windows the Visual Studio Build Tools) and "
+                       "reinstall microgpt with pip's --force-reinstall --no-cache-dir")
     return True, ""
 
 
@@ -56,10 +62,10 @@ def resolve(name=None):
     if ok:
         return "c"
     if name == "c":
-        raise BackendError(f"backend 'c' was requested but {why}; reinstall with a C compiler "
-                           f"available (pip install .), or use --backend python")
+        raise BackendError(f"backend 'c' was requested but {why}; or use --backend python")
     if not _noticed:
-        print(f"microgpt: note: using the python backend, {why}", file=sys.stderr)
+        print(f"microgpt: note: using the python backend (the same results, about 100 times slower than c): {why}. "
+              f"{ENV_VAR}=python silences this note.", file=sys.stderr)
         _noticed = True
     return "python"
 

@@ -2,16 +2,28 @@
 
 Format: a header line `microgpt-checkpoint 1 sha256=<hex>` and a JSON body whose sha256 the
 header records, so a truncated or altered file is refused rather than half-loaded. Floats are
-written by repr and read back by float(), which round-trips every double exactly.
+written by repr and read back by float(), which round-trips every double exactly. A file is
+written whole or not at all (atomic.py).
+
+A checksum proves only that the file is the one written; load() also checks every field (its
+type, range, size and the sizes its config implies) before anything is built from it, so a
+hand-edited or foreign file is one clear error, never a traceback or a huge allocation.
 """
 import hashlib
 import json
-import os
+import math
+import re
 
+from . import atomic, limits
 from .model import Config, ConfigError
 
 MAGIC = "microgpt-checkpoint"
 VERSION = 1
+CONFIG_KEYS = ("vocab_size", "n_layer", "n_embd", "n_head", "block_size")
+FIELDS = ("config", "chars", "step", "num_steps", "seed", "lr", "data", "params", "adam_m", "adam_v",
+          "random_state")
+# json.loads needs several times the file's size: the text, then a float object per number
+LOAD_BYTES_PER_FILE_BYTE = 6
 
 
 class CheckpointError(ValueError):
@@ -20,24 +32,47 @@ class CheckpointError(ValueError):
 
 def save(path, *, config, chars, step, num_steps, seed, lr, data, params, adam_m, adam_v, random_state):
     body = json.dumps({
-        "config": {k: getattr(config, k) for k in ("vocab_size", "n_layer", "n_embd", "n_head", "block_size")},
+        "config": {k: getattr(config, k) for k in CONFIG_KEYS},
         "chars": chars, "step": step, "num_steps": num_steps, "seed": seed, "lr": lr, "data": data,
         "params": params, "adam_m": adam_m, "adam_v": adam_v,
         "random_state": [random_state[0], list(random_state[1]), random_state[2]],
-    })
+    }, allow_nan=False)
     digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(f"{MAGIC} {VERSION} sha256={digest}\n{body}")
-    os.replace(tmp, path)  # a crash mid-write never leaves a half checkpoint under the real name
+    atomic.write_bytes(path, f"{MAGIC} {VERSION} sha256={digest}\n{body}".encode("utf-8"))
+
+
+def _finite_float(text):
+    x = float(text)
+    if not math.isfinite(x):
+        raise ValueError(f"number {text} is out of a double's range")
+    return x
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not a number a checkpoint may hold")
+
+
+def _read(path):
+    try:
+        size = limits.regular_file_size(path, "checkpoint")
+        available = limits.available_bytes()
+        if available is not None and size * LOAD_BYTES_PER_FILE_BYTE > available:
+            raise CheckpointError(f"checkpoint {path} is {limits.format_bytes(size)}: reading it needs more than "
+                                  f"the {limits.format_bytes(available)} of memory available")
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror}") from None
+    except CheckpointError:
+        raise
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def load(path):
-    """The checkpoint's fields as a dict, with 'config' a Config; CheckpointError if unusable."""
-    try:
-        raw = open(path, "rb").read()
-    except OSError as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror}") from None
+    """The checkpoint's fields as a dict, with 'config' a Config and 'random_state' a tuple for
+    random.setstate; CheckpointError (one line) if the file is unusable in any way."""
+    raw = _read(path)
     header, _, body = raw.partition(b"\n")
     parts = header.decode("ascii", "replace").split(" ")
     if len(parts) != 3 or parts[0] != MAGIC or not parts[2].startswith("sha256="):
@@ -47,17 +82,97 @@ def load(path):
     if hashlib.sha256(body).hexdigest() != parts[2][len("sha256="):]:
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated (checksum mismatch)")
     try:
-        ck = json.loads(body)
-        ck["config"] = Config(**ck["config"])
-        n = ck["config"].num_params
-        numbers = (int, float)
-        floats_ok = all(type(x) in numbers for key in ("params", "adam_m", "adam_v") for x in ck[key])
-        state = ck["random_state"]
-        ck["random_state"] = (state[0], tuple(state[1]), state[2])
-        ok = (floats_ok and len(ck["params"]) == n and len(ck["chars"]) + 1 == ck["config"].vocab_size and len(ck["adam_m"]) == n == len(ck["adam_v"])
-              and 0 <= ck["step"] <= ck["num_steps"])
-    except (ValueError, KeyError, TypeError, IndexError, ConfigError) as e:
+        ck = json.loads(body, parse_float=_finite_float, parse_constant=_no_constant)
+    except RecursionError:
+        raise CheckpointError(f"checkpoint {path} is malformed: its JSON is nested too deeply") from None
+    except ValueError as e:  # also UnicodeDecodeError and the parse hooks' errors
         raise CheckpointError(f"checkpoint {path} is malformed: {e}") from None
-    if not ok:
-        raise CheckpointError(f"checkpoint {path} is inconsistent (sizes or step do not fit its config)")
+    try:
+        return _validate(ck)
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint {path} is malformed: {e}") from None
+
+
+def _is_int(x):
+    return type(x) is int
+
+
+def _field(ck, name, kind, test=None, what=""):
+    x = ck[name]
+    if not isinstance(x, kind) or isinstance(x, bool):
+        raise ValueError(f"field {name!r} must be {what or kind.__name__}, got {type(x).__name__}")
+    if test is not None and not test(x):
+        raise ValueError(f"field {name!r} must be {what}, got {_short(x)}")
+    return x
+
+
+def _short(x):
+    text = repr(x)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _floats(ck, name, n, minimum=None):
+    xs = ck[name]
+    if type(xs) is not list:
+        raise ValueError(f"field {name!r} must be a list of numbers, got {type(xs).__name__}")
+    if len(xs) != n:
+        raise ValueError(f"field {name!r} has {len(xs)} numbers; its config needs {n}")
+    for i, x in enumerate(xs):
+        if type(x) is not float:  # checkpoints are written with floats only; ints could be 10**400
+            raise ValueError(f"{name}[{i}] must be a float, got {_short(x)}")
+        if minimum is not None and x < minimum:
+            raise ValueError(f"{name}[{i}] must be >= {minimum}, got {x!r}")
+    return xs
+
+
+def _validate(ck):
+    if type(ck) is not dict:
+        raise ValueError("the body is not a JSON object")
+    missing = [f for f in FIELDS if f not in ck]
+    if missing:
+        raise ValueError(f"missing field(s) {', '.join(missing)}")
+    extra = sorted(set(ck) - set(FIELDS))
+    if extra:
+        raise ValueError(f"unknown field(s) {', '.join(map(str, extra))}")
+
+    config = ck["config"]
+    if type(config) is not dict or sorted(config) != sorted(CONFIG_KEYS):
+        raise ValueError(f"field 'config' must be an object with exactly {', '.join(CONFIG_KEYS)}")
+    for key in CONFIG_KEYS:
+        if not _is_int(config[key]) or config[key] > limits.MAX_DIMENSION:
+            raise ValueError(f"config.{key} must be an integer up to {limits.MAX_DIMENSION}, got {_short(config[key])}")
+    try:
+        config = Config(**config)
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+
+    _field(ck, "chars", str, lambda s: len(s) + 1 == config.vocab_size and list(s) == sorted(set(s)),
+           "a string of vocab_size - 1 sorted distinct characters")
+    num_steps = _field(ck, "num_steps", int, lambda n: 0 <= n <= limits.MAX_STEPS,
+                       f"an integer in 0..{limits.MAX_STEPS}")
+    _field(ck, "step", int, lambda s: 0 <= s <= num_steps, f"an integer in 0..num_steps ({num_steps})")
+    _field(ck, "seed", int, None, "an integer")
+    lr = _field(ck, "lr", float, lambda x: math.isfinite(x) and x > 0, "a finite float > 0")
+
+    data = ck["data"]
+    if (type(data) is not dict or sorted(data) != ["sha256", "source"]
+            or not (data["source"] is None or type(data["source"]) is str)
+            or type(data["sha256"]) is not str or not re.fullmatch(r"[0-9a-f]{64}", data["sha256"])):
+        raise ValueError("field 'data' must be {\"source\": a path or null, \"sha256\": 64 hex digits}")
+    if data["source"] is not None and ("\0" in data["source"] or not data["source"]):
+        raise ValueError("data.source must be a non-empty path without NUL characters")
+
+    n = limits.num_params(config)
+    _floats(ck, "params", n)
+    _floats(ck, "adam_m", n)
+    _floats(ck, "adam_v", n, minimum=0.0)
+
+    state = ck["random_state"]
+    if (type(state) is not list or len(state) != 3 or state[0] != 3 or type(state[1]) is not list
+            or len(state[1]) != 625 or not all(_is_int(w) and 0 <= w < 2 ** 32 for w in state[1])
+            or state[1][624] > 624 or not (state[2] is None or type(state[2]) is float)):
+        raise ValueError("field 'random_state' is not a state of Python's random module (version 3)")
+
+    ck["config"], ck["lr"] = config, lr
+    ck["random_state"] = (state[0], tuple(state[1]), state[2])
     return ck

@@ -1,26 +1,55 @@
-"""The `microgpt` command: train, sample, profile.
+"""The `microgpt` command: train, sample, profile, plot.
 
 `microgpt train` prints the seed's lines (num docs, vocab size, num params, one line a step, the
-samples) so its output diffs against the seed's."""
+samples) so its output diffs against the seed's. On a terminal the step line is one progress
+line redrawn in place, with the rate, elapsed time and ETA.
+
+Nothing is lost to a signal or a failure: SIGINT and SIGTERM end training after the current step
+(a second one exits at once), a step that fails puts the model back to its state before that step,
+and --save then writes that state; --save and --metrics are checked before training and written
+atomically. Bad input is one line on stderr and exit code 2."""
 import argparse
 import json
 import os
-import random
 import signal
 import sys
 import time
 
-from . import checkpoint
-from .backend import CHOICES, BackendError, resolve
+from . import __version__, atomic, checkpoint, limits
+from .api import DEFAULTS as TRAIN_DEFAULTS
+from .api import Model, check_count, check_lr, check_prefix, check_temperature
+from .atomic import AtomicFile, OutputPathError, check_output_path
+from .backend import CHOICES, BackendError
 from .checkpoint import CheckpointError
-from .data import DataError, default_docs, docs_sha256, load_docs
-from .model import GPT, Config, ConfigError
-from .modes import MODE_NAMES, mode_help, new_graph
-from .optim import LEARNING_RATE, learning_rate
-from .tokenizer import Tokenizer, VocabularyError
-from .train import params_sha256, sample, train
+from .data import DataError
+from .guard import TrainingFailed
+from .model import ConfigError
+from .modes import MODE_NAMES, mode_help
+from .optim import learning_rate
+from .plot import PlotError
+from .tokenizer import VocabularyError
 
-USER_ERRORS = (DataError, ConfigError, CheckpointError, VocabularyError, BackendError, ValueError)
+USER_ERRORS = (DataError, ConfigError, CheckpointError, VocabularyError, BackendError, OutputPathError,
+               PlotError, ValueError)
+
+# train's defaults live in api.DEFAULTS: a flag left at None was not given (see resume_settings)
+# flags a checkpoint fixes: on --resume, giving one with another value is an error
+RUN_FLAGS = {"seed": "seed", "lr": "lr", "steps": "num_steps"}
+CONFIG_FLAGS = ("n_layer", "n_embd", "n_head", "block_size")
+
+EXIT_USAGE, EXIT_PIPE = 2, 128 + 13
+STDOUT_CLOSED = "stdout closed"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line (usage is in --help)."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"microgpt: error: {message} (see {self.prog} --help)\n")
+
+
+def note(message):
+    print(f"microgpt: note: {message}", file=sys.stderr)
 
 
 def add_backend_flags(p):
@@ -30,47 +59,79 @@ def add_backend_flags(p):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="microgpt", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    from .modes import RUNG_NAMES
+    from .profile import SEED_SCRIPT_RUNG
+    D = TRAIN_DEFAULTS
+    parser = Parser(prog="microgpt", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     t = sub.add_parser("train", help="train on a names file, then sample")
     t.add_argument("--data", help="UTF-8 text, one document a line (default: the embedded names list)")
-    t.add_argument("--steps", type=int, default=None, help="steps in the schedule (default 1000; 0: sample only)")
-    t.add_argument("--seed", type=int, default=42)
-    t.add_argument("--n-layer", type=int, default=1)
-    t.add_argument("--n-embd", type=int, default=16)
-    t.add_argument("--n-head", type=int, default=4)
-    t.add_argument("--block-size", type=int, default=16)
-    t.add_argument("--lr", type=float, default=LEARNING_RATE)
-    t.add_argument("--temperature", type=float, default=0.5)
-    t.add_argument("--samples", type=int, default=20)
-    t.add_argument("--prefix", default="", help="start every sample with these letters")
+    t.add_argument("--steps", type=int, help=f"steps in the schedule; 0: sample only (default: {D['steps']})")
+    t.add_argument("--seed", type=int, help=f"seeds the shuffle, the parameters, the sampling (default: {D['seed']})")
+    t.add_argument("--n-layer", type=int, help=f"transformer layers (default: {D['n_layer']})")
+    t.add_argument("--n-embd", type=int, help=f"embedding width (default: {D['n_embd']})")
+    t.add_argument("--n-head", type=int, help=f"attention heads, must divide --n-embd (default: {D['n_head']})")
+    t.add_argument("--block-size", type=int, help=f"longest context in tokens (default: {D['block_size']})")
+    t.add_argument("--lr", type=float, help=f"Adam's learning rate, decayed linearly to 0 (default: {D['lr']})")
+    add_sampling_flags(t)
     add_backend_flags(t)
-    t.add_argument("--save", metavar="CKPT", help="write a checkpoint at the end (or on Ctrl-C)")
-    t.add_argument("--resume", metavar="CKPT", help="continue the run a checkpoint holds")
+    t.add_argument("--save", metavar="CKPT",
+                   help="write a checkpoint at the end, or after the current step on Ctrl-C, SIGTERM or a failed step")
+    t.add_argument("--resume", metavar="CKPT",
+                   help="continue the run a checkpoint holds (its config, data, seed, lr and schedule)")
     t.add_argument("--stop-after", type=int, metavar="N",
                    help="train at most N steps in this run (the schedule still spans --steps)")
-    t.add_argument("--metrics", metavar="FILE", help="write JSON Lines: step, loss, lr; then params_sha256, samples")
+    t.add_argument("--metrics", metavar="FILE",
+                   help="write JSON Lines: step, loss, lr, elapsed per step; then params_sha256, samples")
+    add_memory_flag(t)
 
     s = sub.add_parser("sample", help="sample names from a checkpoint")
     s.add_argument("checkpoint")
-    s.add_argument("--samples", type=int, default=20)
-    s.add_argument("--temperature", type=float, default=0.5)
-    s.add_argument("--prefix", default="")
+    add_sampling_flags(s)
     s.add_argument("--seed", type=int, default=None,
                    help="seed for sampling (default: continue the checkpoint's random state)")
     add_backend_flags(s)
+    add_memory_flag(s)
 
+    names = (SEED_SCRIPT_RUNG,) + RUNG_NAMES
     p = sub.add_parser("profile", help="time every rung, from the seed's algorithm to native kernels")
-    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--steps", type=int, default=5, help="training steps per rung (default: 5)")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="timed rounds per rung after the warm-up; the table shows their median and spread (default: 5)")
     p.add_argument("--data", help="data file (default: the embedded names list)")
     p.add_argument("--json", metavar="FILE", help="write the numbers as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="draw a bar chart (needs matplotlib)")
-    p.add_argument("--rungs", help="comma-separated subset of rungs to run")
+    p.add_argument("--rungs", help=f"comma-separated subset of the rungs {', '.join(names)} (default: all)")
     p.add_argument("--seed-script", metavar="PATH",
                    help="the seed's microgpt.py to time as the first rung (default: ../shared/reference/"
                         "seed_microgpt.py when present)")
+
+    pl = sub.add_parser("plot", help="draw the loss curve of a --metrics file (needs matplotlib)")
+    pl.add_argument("metrics", metavar="METRICS.jsonl")
+    pl.add_argument("out", metavar="OUT.png")
     return parser
+
+
+def add_sampling_flags(p):
+    D = TRAIN_DEFAULTS
+    p.add_argument("--temperature", type=float, help=f"sampling temperature, > 0 (default: {D['temperature']})")
+    p.add_argument("--samples", type=int, help=f"names to sample (default: {D['samples']})")
+    p.add_argument("--prefix", default="", help="start every sample with these letters (default: none)")
+
+
+def add_memory_flag(p):
+    p.add_argument("--max-memory", metavar="SIZE", type=memory_size,
+                   help="refuse a model whose estimated memory exceeds SIZE, e.g. 2G (default: the "
+                        "available memory, MemAvailable)")
+
+
+def memory_size(text):
+    try:
+        return limits.parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def main(argv=None):
@@ -80,173 +141,264 @@ def main(argv=None):
             return cmd_train(args)
         if args.command == "sample":
             return cmd_sample(args)
+        if args.command == "plot":
+            return cmd_plot(args)
+        if args.plot:  # before the run, not after it
+            from .plot import require_matplotlib
+            require_matplotlib("--plot")
         from .profile import cmd_profile
         return cmd_profile(args)
+    except KeyboardInterrupt:  # Ctrl-C outside training (loading, sampling): nothing to save
+        print("\nmicrogpt: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except BrokenPipeError:  # the reader went away (| head): leave quietly
+        silence_stdout()
+        return EXIT_PIPE
     except USER_ERRORS as e:
         print(f"microgpt: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except MemoryError as e:
         print(f"microgpt: error: out of memory: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except OSError as e:
         print(f"microgpt: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        return 1
+        return EXIT_USAGE
 
 
-def _positive(name, value):
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
+def silence_stdout():
+    """Point stdout at /dev/null, so that the interpreter's last flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
+
+# --- checking flags (the rules are the API's: api.check_*)
 
 def check_sampling_args(args, tokenizer, config):
     """Refuse bad sampling flags before training, not after it."""
-    if not args.temperature > 0:
-        raise ValueError(f"--temperature must be > 0, got {args.temperature}")
-    if len(tokenizer.encode(args.prefix)) >= config.block_size:
-        raise ValueError(f"--prefix {args.prefix!r} leaves no room: block_size is {config.block_size}")
+    check_temperature(args.temperature, "--temperature")
+    check_prefix(args.prefix, tokenizer, config, "--prefix")
 
 
-def check_writable(path, flag):
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise ValueError(f"{flag} {path}: cannot write in {folder}")
+def check_outputs(args):
+    paths = [(getattr(args, name), "--" + name) for name in ("save", "metrics") if getattr(args, name)]
+    for path, flag in paths:
+        check_output_path(path, flag)
+    if len(paths) == 2 and os.path.abspath(paths[0][0]) == os.path.abspath(paths[1][0]):
+        raise ValueError(f"--save and --metrics name the same file {paths[0][0]}")
 
+
+def resume_settings(args, ck):
+    """seed, lr, num_steps, config of a resumed run: the checkpoint's. A flag given with another
+    value is an error naming it: the checkpoint's run would silently become another run."""
+    for flag, key in RUN_FLAGS.items():
+        given = getattr(args, flag)
+        if given is not None and given != ck[key]:
+            hint = ("a longer or shorter schedule changes every step's learning rate; --stop-after N "
+                    "trains fewer steps in this run" if flag == "steps" else
+                    "start a new run (without --resume) to change it")
+            raise ValueError(f"--{flag} {given} conflicts with the checkpoint's {key} {ck[key]}: {hint}")
+    for flag in CONFIG_FLAGS:
+        given = getattr(args, flag)
+        if given is not None and given != getattr(ck["config"], flag):
+            raise ValueError(f"--{flag.replace('_', '-')} {given} conflicts with the checkpoint's "
+                             f"{flag} {getattr(ck['config'], flag)}: a model cannot change shape mid-run")
+    return ck["seed"], ck["lr"], ck["num_steps"]
+
+
+def fill_defaults(args, names):
+    for name in names:
+        if getattr(args, name) is None:
+            setattr(args, name, TRAIN_DEFAULTS[name])
+
+
+# --- train
 
 def cmd_train(args):
-    for name in ("samples", "stop_after"):
+    for name in ("steps", "stop_after", "samples"):
         if getattr(args, name) is not None:
-            _positive("--" + name.replace("_", "-"), getattr(args, name))
-    backend = resolve(args.backend)
-    ck = checkpoint.load(args.resume) if args.resume else None
-    if ck:
-        seed, config, lr, start = ck["seed"], ck["config"], ck["lr"], ck["step"]
-        num_steps = ck["num_steps"] if args.steps is None else args.steps
-        data_source = args.data or ck["data"]["source"]
+            check_count("--" + name.replace("_", "-"), getattr(args, name))
+    for name in CONFIG_FLAGS:  # positivity is Config's to check
+        value = getattr(args, name)
+        if value is not None and value > limits.MAX_DIMENSION:
+            raise ValueError(f"--{name.replace('_', '-')} {value} is too large: at most {limits.MAX_DIMENSION}")
+    if args.lr is not None:
+        check_lr(args.lr, "--lr")
+    fill_defaults(args, ("temperature", "samples"))
+    check_temperature(args.temperature, "--temperature")
+    check_outputs(args)
+    build = dict(backend=args.backend, graph=args.graph, max_memory=args.max_memory, saving=bool(args.save))
+    if args.resume:
+        ck = checkpoint.load(args.resume)
+        resume_settings(args, ck)
+        model = Model.from_checkpoint(ck, **build)
+        try:
+            model.load_data(args.data, note)
+        except CheckpointError:
+            raise CheckpointError(f"checkpoint {args.resume} was trained on other data than "
+                                  f"{args.data or ck['data']['source'] or 'the default'}") from None
     else:
-        seed, lr, start = args.seed, args.lr, 0
-        num_steps = 1000 if args.steps is None else args.steps
-        data_source = args.data
-    _positive("--steps", num_steps)
-    for path, flag in ((args.save, "--save"), (args.metrics, "--metrics")):
-        if path:
-            check_writable(path, flag)
-
-    random.seed(seed)
-    docs = load_docs(data_source) if data_source else default_docs()
-    data_id = {"source": data_source, "sha256": docs_sha256(docs)}
-    random.shuffle(docs)
-    print(f"num docs: {len(docs)}")
-    tokenizer = Tokenizer.from_docs(docs)
-    print(f"vocab size: {tokenizer.vocab_size}")
-    if ck:
-        if ck["data"]["sha256"] != data_id["sha256"] or ck["chars"] != tokenizer.chars:
-            raise CheckpointError(f"checkpoint {args.resume} was trained on other data than {data_source or 'the default'}")
-        if start > num_steps:
-            raise CheckpointError(f"checkpoint is at step {start}, past --steps {num_steps}")
-    else:
-        config = Config(vocab_size=tokenizer.vocab_size, n_layer=args.n_layer, n_embd=args.n_embd,
-                        n_head=args.n_head, block_size=args.block_size)
-    check_sampling_args(args, tokenizer, config)
-    model = GPT(config, new_graph(backend, args.graph))
+        fill_defaults(args, ("steps", "seed", "lr") + CONFIG_FLAGS)
+        model = Model.new(args.data, steps=args.steps, seed=args.seed, n_layer=args.n_layer, n_embd=args.n_embd,
+                          n_head=args.n_head, block_size=args.block_size, lr=args.lr, note=note, **build)
+    print(f"num docs: {len(model.docs)}")
+    print(f"vocab size: {model.tokenizer.vocab_size}")
+    check_sampling_args(args, model.tokenizer, model.config)
     print(f"num params: {model.num_params}")
-    if ck:
-        model.graph.set_param_data(ck["params"])
-        model.graph.set_adam_state(ck["adam_m"], ck["adam_v"])
-        random.setstate(ck["random_state"])
 
-    metrics = open(args.metrics, "w") if args.metrics else None
-    tty = sys.stdout.isatty()
+    start, num_steps = model.step, model.num_steps
     stop = num_steps if args.stop_after is None else min(num_steps, start + args.stop_after)
-    state = {"step": start, "shown": 0.0}
+    metrics = AtomicFile(args.metrics) if args.metrics else None
+    progress = Progress(num_steps, start, stop)
 
     def on_step(step, loss):
         if metrics:
-            metrics.write(json.dumps({"step": step + 1, "loss": loss, "lr": learning_rate(lr, step, num_steps)}) + "\n")
-        state["step"] = step + 1
-        line = f"step {step+1:4d} / {num_steps:4d} | loss {loss:.4f}"
-        if not tty:
-            print(line)  # every step, as the seed prints them, so that runs diff
-        elif time.monotonic() - state["shown"] >= 0.1 or step + 1 == stop:
-            # a terminal gets one progress line, redrawn at most ten times a second: the c
-            # backend makes thousands of steps a second, and redrawing each costs more than it
-            print(f"\r{line}", end="", flush=True)
-            state["shown"] = time.monotonic()
+            metrics.write(json.dumps({"step": step + 1, "loss": loss, "lr": learning_rate(model.lr, step, num_steps),
+                                      "elapsed": round(progress.elapsed(), 6)}) + "\n")
+        if stops.reason != STDOUT_CLOSED:  # after a signal too: the step ran, its line is printed
+            try:
+                progress.show(step + 1, loss)
+            except BrokenPipeError:  # nobody reads any more: stop as on a signal, save, leave quietly
+                silence_stdout()
+                stops.reason = STDOUT_CLOSED
 
     def save():
         if args.save:
-            m, v = model.graph.adam_state()
-            checkpoint.save(args.save, config=config, chars=tokenizer.chars, step=state["step"],
-                            num_steps=num_steps, seed=seed, lr=lr, data=data_id,
-                            params=model.graph.param_data(), adam_m=m, adam_v=v,
-                            random_state=random.getstate())
+            model.save(args.save)
+            return f"; saved {args.save} (step {model.step})"
+        return "; nothing saved (no --save)"
 
-    with finish_step_on_ctrl_c() as interrupted:
-        train(model, tokenizer, docs, num_steps, lr, start=start, stop=stop,
-              on_step=on_step, should_stop=lambda: interrupted)
-    if interrupted:
-        if tty:
+    try:
+        with StopAfterStep() as stops:
+            try:
+                model.train(stop - start, on_step=on_step, should_stop=lambda: stops.reason)
+            except TrainingFailed as failed:
+                progress.end()
+                print(f"microgpt: error: {failed}{save()}", file=sys.stderr)
+                return EXIT_USAGE
+            if stops.reason == STDOUT_CLOSED:
+                saved = save()
+                if args.save:
+                    note(f"stdout was closed after step {model.step}{saved}")
+                return EXIT_PIPE
+            progress.end()
+            if stops.reason:
+                print(f"microgpt: {stops.reason} after step {model.step}{save()}", file=sys.stderr)
+                return 128 + stops.signum
+            save()
+        sha = model.params_sha256()
+        samples = sample_lines(model, args.samples, args.temperature, args.prefix)
+        if metrics:
+            metrics.write(json.dumps({"params_sha256": sha, "samples": samples}) + "\n")
+        return 0
+    finally:
+        if metrics:
+            metrics.commit()  # whatever steps ran: a run that stopped early still has its record
+
+
+class Progress:
+    """The step lines: in a pipe every one, exactly as the seed prints them (runs diff against
+    the seed's output); on a terminal one line redrawn at most ten times a second, with the
+    rate, elapsed time and ETA (the c backend makes thousands of steps a second)."""
+
+    def __init__(self, num_steps, start, stop):
+        self.num_steps, self.start, self.stop = num_steps, start, stop
+        self.tty = sys.stdout.isatty()
+        self.t0 = time.monotonic()
+        self.shown = 0.0
+        self.drawn = False
+
+    def elapsed(self):
+        return time.monotonic() - self.t0
+
+    def show(self, step, loss):
+        line = f"step {step:4d} / {self.num_steps:4d} | loss {loss:.4f}"
+        if not self.tty:
+            print(line)
+            return
+        now = time.monotonic()
+        if now - self.shown < 0.1 and step != self.stop:
+            return
+        elapsed = now - self.t0
+        rate = (step - self.start) / elapsed if elapsed > 0 else 0.0
+        eta = (self.stop - step) / rate if rate > 0 else 0.0
+        print(f"\r{line} | {rate:,.1f} steps/s | elapsed {clock(elapsed)} | ETA {clock(eta)}\033[K",
+              end="", flush=True)
+        self.shown, self.drawn = now, True
+
+    def end(self):
+        """End the redrawn line, so what follows starts on a line of its own."""
+        if self.drawn:
             print()
-        save()
-        print(f"interrupted after step {state['step']}" + (f"; saved {args.save}" if args.save else ""),
-              file=sys.stderr)
-        return 130
-    if tty and stop > start:
-        print()
-    save()
-    sha = params_sha256(model.graph.param_data())
-    samples = sample_lines(model, tokenizer, args.samples, args.temperature, args.prefix)
-    if metrics:
-        metrics.write(json.dumps({"params_sha256": sha, "samples": samples}) + "\n")
-        metrics.close()
-    return 0
+            self.drawn = False
 
 
-class finish_step_on_ctrl_c:
-    """Ctrl-C during training ends the run after the current step, so a checkpoint saved then
-    holds a whole step, never a half-applied Adam update. It is truthy once Ctrl-C was pressed."""
+def clock(seconds):
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+class StopAfterStep:
+    """SIGINT (Ctrl-C) and SIGTERM (kill, docker stop, schedulers) during training end the run
+    after the current step, so a checkpoint saved then holds whole steps, never half an Adam
+    update. A second signal exits at once, saving nothing. `reason` says why training stopped."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
-        self.pressed = False
-
-    def __bool__(self):
-        return self.pressed
+        self.reason, self.signum = None, None
+        self._previous = {}
 
     def _handler(self, signum, frame):
-        self.pressed = True
+        if self.signum is not None:
+            os.write(2, f"\nmicrogpt: {signal.Signals(signum).name} again: exiting at once, nothing saved\n".encode())
+            atomic.discard_pending()
+            os._exit(128 + signum)
+        self.signum = signum
+        self.reason = f"interrupted ({signal.Signals(signum).name})"
 
     def __enter__(self):
         try:
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            self._previous = None
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handler)
+        except ValueError:  # not the main thread: leave the signals alone
+            pass
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
-def sample_lines(model, tokenizer, count, temperature, prefix):
+def sample_lines(model, count, temperature, prefix):
     print("--- inference (new, hallucinated names) ---")
-    names = []
-    for i in range(count):
-        names.append(sample(model, tokenizer, temperature, prefix))
-        print(f"sample {i+1:2d}: {names[-1]}")
-    return names
+    return model.sample(count, temperature, prefix, on_sample=lambda i, name: print(f"sample {i+1:2d}: {name}"))
 
+
+# --- sample, plot
 
 def cmd_sample(args):
-    _positive("--samples", args.samples)
+    if args.samples is not None:
+        check_count("--samples", args.samples)
+    fill_defaults(args, ("temperature", "samples"))
+    check_temperature(args.temperature, "--temperature")
     ck = checkpoint.load(args.checkpoint)
-    tokenizer = Tokenizer(ck["chars"])
-    check_sampling_args(args, tokenizer, ck["config"])
-    model = GPT(ck["config"], new_graph(resolve(args.backend), args.graph))  # draws are overwritten below
-    model.graph.set_param_data(ck["params"])
-    if args.seed is None:
-        random.setstate(ck["random_state"])
-    else:
-        random.seed(args.seed)
-    sample_lines(model, tokenizer, args.samples, args.temperature, args.prefix)
+    model = Model.from_checkpoint(ck, backend=args.backend, graph=args.graph, max_memory=args.max_memory)
+    check_sampling_args(args, model.tokenizer, model.config)
+    if args.seed is not None:
+        model.reseed(args.seed)
+    sample_lines(model, args.samples, args.temperature, args.prefix)
+    return 0
+
+
+def cmd_plot(args):
+    from .plot import plot_losses, require_matplotlib
+    require_matplotlib("microgpt plot")
+    check_output_path(args.out, "OUT.png")
+    n = plot_losses(args.metrics, args.out)
+    print(f"loss curve of {n} steps written to {args.out}")
     return 0

@@ -9,9 +9,14 @@ import pytest
 
 from microgpt.backend import c_status
 
-# ../shared beside the project's root (MICROGPT_SHARED overrides, for runs from a copied tree)
+# ../shared beside the project's root (MICROGPT_SHARED overrides, for runs from a copied tree): the
+# development-only extras. The seed's figures the tests compare with are shipped in tests/golden/
+# and microgpt/golden/; what is not shipped is the seed's data and script, which a user can point
+# the tests at: MICROGPT_NAMES=names.txt (makemore's, as the seed downloads it to input.txt) and
+# MICROGPT_SEED_SCRIPT=microgpt.py (Karpathy's, as published).
 SHARED = pathlib.Path(os.environ.get("MICROGPT_SHARED") or pathlib.Path(__file__).resolve().parents[2] / "shared")
 GOLDEN = pathlib.Path(__file__).resolve().parent / "golden"
+NAMES_SHA256 = "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"  # makemore's names.txt
 C_OK, C_WHY = c_status()
 
 from microgpt.modes import BUILDS
@@ -50,6 +55,36 @@ def shared():
     if not (SHARED / "data" / "names.txt").exists():
         pytest.skip(f"../shared is absent ({SHARED}): the seed's golden outputs are not here")
     return SHARED
+
+
+def find_names_txt():
+    """makemore's names.txt, the seed's data: MICROGPT_NAMES, else ../shared's copy; None if absent."""
+    for path in (os.environ.get("MICROGPT_NAMES"), SHARED / "data" / "names.txt"):
+        if path and pathlib.Path(path).is_file():
+            return pathlib.Path(path)
+    return None
+
+
+@pytest.fixture
+def names_txt():
+    """The seed's data file, checked to be the one the shipped golden figures were made on."""
+    import hashlib
+    path = find_names_txt()
+    if path is None:
+        pytest.skip("the seed's data is not here: set MICROGPT_NAMES to makemore's names.txt (the file the seed "
+                    "downloads to input.txt) to run this test")
+    if hashlib.sha256(path.read_bytes()).hexdigest() != NAMES_SHA256:
+        pytest.fail(f"{path} is not makemore's names.txt (sha256 {NAMES_SHA256[:16]}...)")
+    return path
+
+
+@pytest.fixture
+def seed_script():
+    """The seed's own script: MICROGPT_SEED_SCRIPT (Karpathy's microgpt.py as published), else ../shared's reference."""
+    for path in (os.environ.get("MICROGPT_SEED_SCRIPT"), SHARED / "reference" / "seed_microgpt.py"):
+        if path and pathlib.Path(path).is_file():
+            return pathlib.Path(path)
+    pytest.skip("the seed's script is not here: set MICROGPT_SEED_SCRIPT to Karpathy's microgpt.py to run this test")
 
 
 @pytest.fixture

@@ -75,3 +75,147 @@ def test_resume_with_other_data_is_refused(tmp_path, small_data):
     other.write_text("anna\nbob\n")
     result = run_microgpt("train", "--resume", tmp_path / "ck", "--data", other)
     assert result.returncode == 2 and "other data" in result.stderr
+
+
+# --- every field checked before use: each bad checkpoint is one line and exit code 2
+
+from test_cli import assert_clean_error, in_process  # noqa: E402
+
+
+def rewrite(path, body):
+    """A checkpoint with this body and a valid checksum: only the field checks can refuse it."""
+    import hashlib
+    raw = body.encode("utf-8") if isinstance(body, str) else body
+    path.write_bytes(f"microgpt-checkpoint 1 sha256={hashlib.sha256(raw).hexdigest()}\n".encode() + raw)
+
+
+@pytest.fixture(scope="module")
+def good_checkpoint(tmp_path_factory):
+    from small_data import write_small_data
+    folder = tmp_path_factory.mktemp("ck")
+    data = write_small_data(folder / "small.txt")
+    run("train", "--data", data, "--steps", 3, "--stop-after", 2, "--samples", 0, "--save", folder / "ck")
+    return json.loads((folder / "ck").read_bytes().partition(b"\n")[2])
+
+
+def edit(body, field, value):
+    body = json.loads(json.dumps(body))
+    target, _, key = field.rpartition(".")
+    holder = body
+    for part in filter(None, target.split(".")):
+        holder = holder[int(part)] if isinstance(holder, list) else holder[part]
+    if isinstance(holder, list):
+        key = int(key)
+    if value is DELETE:
+        del holder[key]
+    else:
+        holder[key] = value
+    return json.dumps(body)
+
+
+DELETE = object()
+
+BAD_FIELDS = [
+    ("step", 1.5, "step"), ("step", "1", "step"), ("step", -1, "step"), ("step", 99, "step"),
+    ("step", True, "step"), ("num_steps", 2 ** 60, "num_steps"), ("lr", "0.01", "lr"), ("lr", 0.0, "lr"),
+    ("lr", -1.0, "lr"), ("lr", 10 ** 400, "lr"), ("lr", 1, "lr"), ("config.n_embd", 10 ** 400, "n_embd"),
+    ("num_steps", 10 ** 400, "num_steps"), ("seed", 4.2, "seed"), ("seed", None, "seed"),
+    ("config.n_embd", 16.0, "n_embd"), ("config.n_layer", 0, "n_layer"), ("config.n_head", 5, "divisible"),
+    ("config.n_layer", 10 ** 9, "params"), ("config.vocab_size", 99, "chars"), ("config", [1, 2], "config"),
+    ("config.extra", 1, "config"), ("chars", 7, "chars"), ("chars", "ba", "chars"),
+    ("params", "x", "params"), ("params", [], "params"), ("params.0", 10 ** 400, "params[0]"),
+    ("params.0", "0.1", "params[0]"), ("params.0", None, "params[0]"), ("adam_v.3", -1.0, "adam_v[3]"),
+    ("adam_m", {"a": 1}, "adam_m"), ("data", "names.txt", "data"), ("data.sha256", "xyz", "data"),
+    ("data.source", 3, "data"), ("random_state", [3, [1, 2], None], "random_state"),
+    ("random_state.1.0", 2 ** 40, "random_state"), ("random_state.0", 2, "random_state"),
+    ("random_state.2", "x", "random_state"), ("lr", DELETE, "missing"), ("surprise", 1, "unknown"),
+]
+
+
+@pytest.mark.parametrize("field,value,fragment", BAD_FIELDS,
+                         ids=[f"{f}={'deleted' if v is DELETE else str(v)[:12]}" for f, v, _ in BAD_FIELDS])
+def test_bad_field_is_one_line(tmp_path, good_checkpoint, field, value, fragment):
+    path = tmp_path / "bad.ckpt"
+    rewrite(path, edit(good_checkpoint, field, value))
+    with pytest.raises(CheckpointError, match="malformed"):
+        checkpoint.load(path)
+    assert_clean_error(in_process("sample", path, "--samples", 1), "malformed", fragment)
+
+
+@pytest.mark.parametrize("name,body", [
+    ("deep", "[" * 100_000 + "]" * 100_000),
+    ("deep-object", '{"a":' * 100_000 + "1" + "}" * 100_000),
+    ("nan", None), ("infinity", None), ("1e400", None),
+    ("not-an-object", "[1, 2, 3]"), ("not-json", "{params: 1}"), ("not-utf8", b"{\"a\": \"\xff\"}"),
+])
+def test_bad_json_is_one_line(tmp_path, good_checkpoint, name, body):
+    if body is None:  # a parameter that is no finite double: NaN, Infinity, 1e400 (parses as inf)
+        token = {"nan": "NaN", "infinity": "Infinity", "1e400": "1e400"}[name]
+        text = json.dumps(good_checkpoint)
+        i = text.index('"params": [') + len('"params": [')
+        body = text[:i] + token + text[text.index(",", i):]
+    path = tmp_path / "bad.ckpt"
+    rewrite(path, body)
+    assert_clean_error(in_process("sample", path), "malformed")
+    assert_clean_error(in_process("train", "--resume", path), "malformed")
+
+
+def test_checkpoint_that_is_a_device_or_folder(tmp_path):
+    assert_clean_error(in_process("sample", "/dev/zero"), "not a regular file")
+    assert_clean_error(in_process("sample", tmp_path), "directory")
+
+
+def test_checkpoint_whose_data_source_is_a_device_exits_at_once(tmp_path, good_checkpoint):
+    import time
+    path = tmp_path / "ck"
+    rewrite(path, edit(good_checkpoint, "data.source", "/dev/zero"))
+    t0 = time.monotonic()
+    result = run_microgpt("train", "--resume", path, timeout=30)
+    assert_clean_error(result, "/dev/zero", "not a regular file")
+    assert time.monotonic() - t0 < 10
+
+
+# --- resuming honestly
+
+@pytest.mark.parametrize("flag,value", [("--lr", "0.5"), ("--n-embd", "32"), ("--n-layer", "2"),
+                                        ("--n-head", "2"), ("--block-size", "8"), ("--seed", "7"),
+                                        ("--steps", "10"), ("--steps", "2")])
+def test_resume_refuses_a_conflicting_flag(tmp_path, small_data, flag, value):
+    run("train", "--data", small_data, "--steps", 3, "--stop-after", 1, "--samples", 0, "--save", tmp_path / "ck")
+    assert_clean_error(in_process("train", "--resume", tmp_path / "ck", flag, value), flag, "conflicts")
+
+
+def test_resume_accepts_flags_that_agree_or_apply(tmp_path, small_data):
+    """Flags equal to the checkpoint's are fine; sampling flags, --stop-after and --graph apply."""
+    run("train", "--data", small_data, "--steps", 4, "--stop-after", 1, "--samples", 0, "--save", tmp_path / "ck")
+    out = run("train", "--resume", tmp_path / "ck", "--lr", "0.01", "--steps", 4, "--seed", 42, "--n-embd", 16,
+              "--stop-after", 2, "--samples", 2, "--temperature", 0.7, "--graph", "seed", "--save", tmp_path / "ck")
+    assert "step    3 /    4" in out and "step    4" not in out and "sample  2:" in out
+    assert checkpoint.load(tmp_path / "ck")["step"] == 3
+
+
+# --- written whole or not at all
+
+def test_save_leaves_no_temporary_files_and_keeps_permissions(tmp_path, small_data):
+    import os
+    import stat
+    run("train", "--data", small_data, "--steps", 2, "--samples", 0, "--save", tmp_path / "ck",
+        "--metrics", tmp_path / "m.jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", "m.jsonl", "small.txt"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "ck").stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    from microgpt import atomic
+    path = tmp_path / "ck"
+    path.write_bytes(b"old")
+
+    def broken_fsync(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(atomic.os, "fsync", broken_fsync)
+    with pytest.raises(OSError):
+        atomic.write_bytes(path, b"new" * 1000)
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["ck"]

@@ -1,6 +1,7 @@
 """The command line: its errors are one line on stderr with exit code 2, never a traceback."""
 import json
 import os
+import pathlib
 
 import pytest
 
@@ -11,6 +12,23 @@ from microgpt.model import Config, ConfigError
 
 def microgpt(*args):
     return run_microgpt(*args)
+
+
+def in_process(*args):
+    """main(ARGS) in this process: what a subprocess would report (exit code, stdout, stderr),
+    without an interpreter's start-up per case. An unexpected exception fails the test."""
+    import contextlib
+    import io
+    import types
+
+    from microgpt.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse
+            code = e.code
+    return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 def assert_clean_error(result, *fragments):
@@ -156,5 +174,182 @@ def test_terminal_gets_one_progress_line_ending_at_the_last_step(small_data):
     redraws = progress.split("\r")[1:]
     assert 1 <= len(redraws) <= 40
     assert redraws[-1].strip().startswith("step   40 /   40 | loss ")
+    assert all(f in redraws[-1] for f in ("steps/s", "elapsed ", "ETA "))
     assert all(r.startswith("step ") for r in redraws)
     assert rest.splitlines()[1].startswith("sample  1: ")
+
+
+# --- bad input: one line on stderr, exit code 2, before any training
+
+STEP_LINE = r"^step +\d+ / +\d+ \| loss \d+\.\d{4}$"
+
+
+@pytest.mark.parametrize("flags,fragment", [
+    (["--lr", "nan"], "--lr"), (["--lr", "inf"], "--lr"), (["--lr", "0"], "--lr"), (["--lr", "-0.1"], "--lr"),
+    (["--temperature", "1e-320"], "overflows"), (["--temperature", "nan"], "--temperature"),
+    (["--temperature", "inf"], "--temperature"), (["--temperature", "-1"], "--temperature"),
+    (["--steps", str(2 ** 60)], "too large"), (["--stop-after", "-1"], "--stop-after"),
+    (["--stop-after", str(10 ** 30)], "too large"), (["--samples", "-2"], "--samples"),
+    (["--steps", "ten"], "invalid int"), (["--n-embd", "0"], "n_embd"), (["--n-layer", "1" + "0" * 400], "too large"), (["--block-size", "-1"], "block_size"),
+    (["--backend", "gpu"], "invalid choice"), (["--bogus"], "unrecognized"),
+])
+def test_bad_flags_are_one_line(small_data, flags, fragment):
+    assert_clean_error(in_process("train", "--data", small_data, "--steps", "100000", *flags), fragment)
+
+
+@pytest.mark.parametrize("flags,fragment", [(["--temperature", "0"], "temperature"), (["--samples", "-1"], "samples"),
+                                            (["--temperature", "1e-310"], "overflows")])
+def test_bad_sample_flags_are_one_line(tmp_path, small_data, flags, fragment):
+    microgpt("train", "--data", small_data, "--steps", "1", "--samples", "0", "--save", tmp_path / "ck")
+    assert_clean_error(in_process("sample", tmp_path / "ck", *flags), fragment)
+
+
+def unwritable_folder(tmp_path):
+    """A folder this process cannot create files in (root ignores permission bits: use /proc)."""
+    if os.geteuid() == 0:
+        return pathlib.Path("/proc")
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    return folder
+
+
+@pytest.mark.parametrize("flag", ["--save", "--metrics"])
+@pytest.mark.parametrize("where", ["directory", "missing-folder", "unwritable-folder", "device"])
+def test_unusable_output_paths_fail_before_training(tmp_path, small_data, flag, where):
+    path = {"directory": tmp_path, "missing-folder": tmp_path / "nope" / "out",
+            "unwritable-folder": unwritable_folder(tmp_path) / "out", "device": "/dev/null"}[where]
+    result = in_process("train", "--data", small_data, "--steps", "100000", flag, path)
+    assert_clean_error(result, flag)
+    assert "step" not in result.stdout
+
+
+def test_save_and_metrics_on_the_same_file(tmp_path, small_data):
+    assert_clean_error(in_process("train", "--data", small_data, "--save", tmp_path / "x", "--metrics", tmp_path / "x"),
+                       "same file")
+
+
+@pytest.mark.parametrize("what", ["dev-zero", "directory", "fifo", "huge"])
+def test_data_that_is_not_a_regular_file_or_too_big(tmp_path, what):
+    import time
+    if what == "fifo":
+        path = tmp_path / "fifo"
+        os.mkfifo(path)
+    elif what == "huge":  # sparse: no disk used
+        path = tmp_path / "huge.txt"
+        with open(path, "wb") as f:
+            f.truncate(300 * 2 ** 20)
+    else:
+        path = {"dev-zero": "/dev/zero", "directory": tmp_path}[what]
+    t0 = time.monotonic()
+    result = in_process("train", "--data", path, "--steps", "1")
+    assert time.monotonic() - t0 < 10
+    assert_clean_error(result, {"dev-zero": "not a regular file", "directory": "directory",
+                                "fifo": "not a regular file", "huge": "limit"}[what])
+
+
+def test_byte_order_mark_is_dropped_with_a_note(tmp_path, small_data):
+    text = small_data.read_text()
+    with_bom = tmp_path / "bom.txt"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    plain = microgpt("train", "--data", small_data, "--steps", "2", "--samples", "2")
+    bom = microgpt("train", "--data", with_bom, "--steps", "2", "--samples", "2")
+    assert bom.returncode == 0, bom.stderr
+    assert bom.stdout == plain.stdout  # the same vocabulary, the same run
+    assert "byte order mark" in bom.stderr and bom.stderr.startswith("microgpt: note:")
+
+
+def test_control_characters_get_a_note(tmp_path):
+    path = tmp_path / "tabs.txt"
+    path.write_text("an\tna\nbob\nal\x07ice\n")
+    result = microgpt("train", "--data", path, "--steps", "1", "--samples", "0")
+    assert result.returncode == 0, result.stderr
+    assert "control characters (U+0007, U+0009)" in result.stderr
+
+
+# --- conventions
+
+def test_version():
+    import microgpt as package
+    result = microgpt("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"microgpt {package.__version__}"
+
+
+def test_help_shows_defaults_and_rungs():
+    from microgpt.profile import RUNGS, SEED_SCRIPT_RUNG
+    train_help = " ".join(microgpt("train", "--help").stdout.split())
+    for fragment in ("(default: 1000)", "(default: 42)", "(default: 0.01)", "(default: 0.5)", "(default: 20)",
+                     "(default: 16)", "(default: 4)"):
+        assert fragment in train_help
+    profile_help = " ".join(microgpt("profile", "--help").stdout.split())
+    for name in [SEED_SCRIPT_RUNG] + [r.name for r in RUNGS]:
+        assert name in profile_help
+
+
+def test_pipe_lines_are_the_seeds_and_metrics_have_elapsed(tmp_path, small_data):
+    import re
+    result = microgpt("train", "--data", small_data, "--steps", "5", "--samples", "1", "--metrics", tmp_path / "m")
+    steps = [line for line in result.stdout.splitlines() if line.startswith("step")]
+    assert len(steps) == 5 and all(re.match(STEP_LINE, line) for line in steps)
+    records = [json.loads(line) for line in (tmp_path / "m").read_text().splitlines()[:5]]
+    elapsed = [r["elapsed"] for r in records]
+    assert all(isinstance(x, float) and x >= 0 for x in elapsed) and elapsed == sorted(elapsed)
+
+
+def test_closed_stdout_exits_quietly(small_data):
+    """`microgpt train | head -1`: no error message, no traceback."""
+    import subprocess
+    import sys
+
+    import microgpt as package
+    env = dict(os.environ, PYTHONPATH=str(pathlib.Path(package.__file__).resolve().parents[1]))
+    reader = subprocess.Popen(["head", "-1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "microgpt", "train", "--data", str(small_data), "--steps", "3000"],
+                            stdout=reader.stdin, stderr=subprocess.PIPE, env=env)
+    reader.stdin.close()  # only head holds the pipe's reading end now
+    first = reader.stdout.read()
+    reader.wait(timeout=120)
+    stderr = proc.communicate(timeout=300)[1]
+    assert first.decode().startswith("num docs:")
+    assert stderr == b"" and proc.returncode == 141
+
+
+def test_closed_stdout_still_saves(tmp_path, small_data):
+    import subprocess
+    import sys
+
+    import microgpt as package
+    env = dict(os.environ, PYTHONPATH=str(pathlib.Path(package.__file__).resolve().parents[1]), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "microgpt", "train", "--data", str(small_data), "--steps", "100000",
+                             "--save", str(tmp_path / "ck")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    while not proc.stdout.readline().startswith(b"step"):  # training has begun
+        pass
+    proc.stdout.close()
+    stderr = proc.communicate(timeout=300)[1].decode()
+    assert proc.returncode == 141
+    assert "Traceback" not in stderr and "stdout was closed" in stderr
+    from microgpt import checkpoint
+    assert 0 < checkpoint.load(tmp_path / "ck")["step"] < 100000
+
+
+def test_plot_command(tmp_path, small_data):
+    pytest.importorskip("matplotlib")
+    microgpt("train", "--data", small_data, "--steps", "120", "--samples", "0", "--metrics", tmp_path / "m.jsonl")
+    result = microgpt("plot", tmp_path / "m.jsonl", tmp_path / "loss.png")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_errors(tmp_path):
+    (tmp_path / "junk.jsonl").write_text("not json\n")
+    (tmp_path / "empty.jsonl").write_text('{"params_sha256": "00"}\n')
+    no_matplotlib = ("import sys; sys.modules['matplotlib'] = None; from microgpt.cli import main; "
+                     f"sys.exit(main(['plot', {str(tmp_path / 'junk.jsonl')!r}, {str(tmp_path / 'o.png')!r}]))")
+    assert_clean_error(run_microgpt(code=no_matplotlib), "matplotlib", "pip install")
+    pytest.importorskip("matplotlib")
+    assert_clean_error(microgpt("plot", tmp_path / "junk.jsonl", tmp_path / "o.png"), "not JSON")
+    assert_clean_error(microgpt("plot", tmp_path / "empty.jsonl", tmp_path / "o.png"), "no step records")
+    assert_clean_error(microgpt("plot", tmp_path / "missing.jsonl", tmp_path / "o.png"), "missing.jsonl")
+    assert_clean_error(microgpt("plot", "/dev/zero", tmp_path / "o.png"), "not a regular file")
+    assert_clean_error(microgpt("plot", tmp_path / "junk.jsonl", tmp_path), "directory")
+    assert not (tmp_path / "o.png").exists()

@@ -60,7 +60,7 @@ def test_model_step_graph_identical_across_backends(seed):
 
     from microgpt.modes import new_graph
     from microgpt.model import GPT, Config
-    from microgpt.train import train_step
+    from microgpt.training import train_step
     from conftest import GRAPHS, C_OK
     results = {}
     for backend, mode in GRAPHS:
@@ -84,7 +84,7 @@ def test_fused_graph_makes_the_same_nodes_on_both_backends():
     from microgpt.model import GPT, Config
     from microgpt.modes import new_graph
     from microgpt.profile import count_python_nodes
-    from microgpt.train import step_loss
+    from microgpt.training import step_loss
     require("c")
     config = Config(vocab_size=7, n_embd=8, n_head=2, block_size=6, n_layer=2)
     for tokens in ([6, 1, 2, 3, 6], [6, 4, 0, 5, 2, 1, 3, 6]):

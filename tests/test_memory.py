@@ -9,7 +9,7 @@ import pytest
 from microgpt.engine import Value
 from microgpt.modes import new_graph
 from microgpt.model import GPT, Config
-from microgpt.train import sample, train_step
+from microgpt.training import sample, train_step
 
 
 def live_values():

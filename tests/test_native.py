@@ -4,7 +4,7 @@ import random
 import pytest
 
 from conftest import require
-from microgpt.train import step_loss
+from microgpt.training import step_loss
 
 
 @pytest.fixture(autouse=True)
@@ -78,7 +78,7 @@ def test_arena_size_is_flat_across_steps(shared, mode):
     from microgpt.modes import new_graph
     from microgpt.model import GPT, Config
     from microgpt.tokenizer import Tokenizer
-    from microgpt.train import train_step
+    from microgpt.training import train_step
     random.seed(42)
     docs = load_docs(shared / "data" / "names.txt")
     random.shuffle(docs)

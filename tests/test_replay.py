@@ -7,7 +7,7 @@ import random
 import pytest
 
 from conftest import require
-from microgpt.train import step_loss
+from microgpt.training import step_loss
 
 CONFIG = dict(vocab_size=7, n_embd=8, n_head=2, block_size=6, n_layer=2)
 # lengths repeat with other tokens, so later steps are replays whose embeddings and targets differ
@@ -23,7 +23,7 @@ def c_backend():
 def train(graph, docs=DOCS, steps=3):
     """Losses and parameters after each step, over `steps` passes through docs."""
     from microgpt.model import Config, GPT
-    from microgpt.train import train_step
+    from microgpt.training import train_step
     random.seed(5)
     model = GPT(Config(**CONFIG), graph)
     history = []
@@ -46,7 +46,7 @@ def test_replay_is_bit_identical_to_building_each_step():
 
 def test_a_replayed_step_is_a_handful_of_c_calls():
     from microgpt.modes import new_graph
-    from microgpt.train import train_step
+    from microgpt.training import train_step
     _, model = train(new_graph("c", "replay"), steps=1)
     g = model.graph
     before = g.c_calls()

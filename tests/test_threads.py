@@ -90,7 +90,7 @@ def test_shared_model_serialized_on_its_arena_lock_trains_as_serially():
 
     from microgpt.model import GPT, Config
     from microgpt.modes import new_graph
-    from microgpt.train import train_step
+    from microgpt.training import train_step
     docs = [[5, 0, 1, 2, 5], [5, 3, 4, 5], [5, 1, 1, 0, 2, 5]] * 4
 
     def model():

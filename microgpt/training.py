@@ -1,10 +1,12 @@
 """Training and sampling loops, as the seed runs them."""
 import gc
 import hashlib
+import math
 import random
 import struct
 from contextlib import contextmanager, nullcontext
 
+from .guard import MATH_ERRORS, LastGood, TrainingFailed, describe, likely_cause
 from .optim import LEARNING_RATE
 
 
@@ -52,12 +54,28 @@ def train_step(model, tokens, step, num_steps, lr=LEARNING_RATE, pause_gc=True, 
 
 
 def train(model, tokenizer, docs, num_steps, lr, start=0, stop=None, on_step=None, should_stop=None):
-    """Steps start..stop-1 of a num_steps schedule; one document a step, in order, wrapping."""
+    """Steps start..stop-1 of a num_steps schedule; one document a step, in order, wrapping.
+
+    A step whose loss is not finite, or whose graph raises a math error, raises TrainingFailed
+    with the model put back in its state from before that step (guard.py), so that what is
+    saved then is the last good state."""
+    def run_step(step):
+        return train_step(model, tokenizer.document(docs[step % len(docs)]), step, num_steps, lr)
+
+    last_good = LastGood(model.graph, start)
     for step in range(start, num_steps if stop is None else stop):
         if should_stop and should_stop():
             break
         tokens = tokenizer.document(docs[step % len(docs)])
-        loss = train_step(model, tokens, step, num_steps, lr)
+        last_good.before(step)
+        try:
+            loss = train_step(model, tokens, step, num_steps, lr)
+            what = None if math.isfinite(loss) else f"the loss is {loss}"
+        except MATH_ERRORS as e:
+            what = describe(e)
+        if what is not None:
+            last_good.rebuild(step, run_step)
+            raise TrainingFailed(step, what, likely_cause(step, lr))
         if on_step:
             on_step(step, loss)
 

@@ -1,0 +1,276 @@
+"""The Python API: train a model, sample from it, save it, load it and train it further.
+
+    import microgpt
+    model = microgpt.train("names.txt", steps=1000)      # or a list of strings, or None: the embedded names
+    model.losses[-1], model.sample(20)
+    model.save("run.ckpt")
+    model = microgpt.load("run.ckpt")                    # ready to sample, or to train the rest of its schedule
+
+The CLI is a thin layer over this module, so the two cannot drift: the same seed and data give
+the CLI's losses and, for the first sample(20) after training, its 20 names.
+
+A Model keeps its own random state (the seed's shuffle, parameter draws and sampling take their
+numbers from Python's `random` in the seed's order): it is put in place around each call that
+draws numbers and taken back after, so other uses of `random` in the program change nothing.
+"""
+import math
+import random
+from collections.abc import MutableMapping
+from contextlib import contextmanager
+
+from . import checkpoint, limits
+from .checkpoint import CheckpointError
+from .data import default_docs, docs_sha256, load_docs
+from .guard import TrainingFailed
+from .model import GPT, Config, parameter_shapes
+from .modes import new_graph
+from .optim import LEARNING_RATE
+from .tokenizer import Tokenizer
+from .training import params_sha256, sample, train as train_steps
+
+DEFAULTS = {"steps": 1000, "seed": 42, "n_layer": 1, "n_embd": 16, "n_head": 4, "block_size": 16,
+            "lr": LEARNING_RATE, "temperature": 0.5, "samples": 20}
+
+
+# --- checks shared with the CLI (`name` is how the caller calls the setting: lr, or --lr)
+
+def check_count(name, value, maximum=limits.MAX_STEPS):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} {value} is too large: at most {maximum}")
+
+
+def check_lr(lr, name="lr"):
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {lr}")
+
+
+def check_temperature(temperature, name="temperature"):
+    # sampling divides the logits by it as temperature ** -1, which must be a finite number
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {temperature}")
+    try:
+        inverse = temperature ** -1
+    except OverflowError:
+        inverse = math.inf
+    if not math.isfinite(inverse):
+        raise ValueError(f"{name} {temperature} is too small: 1/temperature overflows")
+
+
+def check_prefix(prefix, tokenizer, config, name="prefix"):
+    if len(tokenizer.encode(prefix)) >= config.block_size:
+        raise ValueError(f"{name} {prefix!r} leaves no room: block_size is {config.block_size}")
+
+
+def read_data(data, note=None):
+    """Documents and how to name their source: a path, a list of strings, or None (embedded names)."""
+    if data is None:
+        return default_docs(), None
+    if isinstance(data, (list, tuple)):
+        if not all(isinstance(d, str) for d in data):
+            raise ValueError("data must be a path, a list of strings, or None")
+        docs = [d.strip() for d in data if d.strip()]
+        if not docs:
+            raise ValueError("data has no documents (every string is empty or blank)")
+        return docs, None
+    return load_docs(data, note), str(data)
+
+
+class Model:
+    """A GPT with everything its run needs: the tokenizer, the documents in the seed's shuffled
+    order, the schedule (steps, learning rate) and where it is in it, and its random state."""
+
+    def __init__(self, gpt, tokenizer, *, seed, lr, num_steps, step, data_id, random_state, docs=None):
+        self.gpt, self.tokenizer = gpt, tokenizer
+        self.seed, self.lr, self.num_steps, self.step = seed, lr, num_steps, step
+        self.data_id, self.random_state, self.docs = data_id, random_state, docs
+        self.losses = []  # one float per step this object trained
+
+    # --- making one
+    @classmethod
+    def new(cls, data=None, *, steps=1000, seed=42, n_layer=1, n_embd=16, n_head=4, block_size=16,
+            lr=LEARNING_RATE, backend=None, graph="auto", max_memory=None, saving=False, note=None):
+        """A fresh run, as the seed starts one: random.seed(seed), the documents shuffled, the
+        parameters drawn. Nothing is trained yet."""
+        check_count("steps", steps)
+        check_lr(lr)
+        docs, source = read_data(data, note)
+        data_id = {"source": source, "sha256": docs_sha256(docs)}   # of the documents in file order
+        rng = random.Random(seed)   # what random.seed(seed) makes, without touching the caller's
+        rng.shuffle(docs)
+        tokenizer = Tokenizer.from_docs(docs)
+        config = Config(vocab_size=tokenizer.vocab_size, n_layer=n_layer, n_embd=n_embd, n_head=n_head,
+                        block_size=block_size)
+        g = new_graph(backend, graph)
+        limits.check_memory(config, g.backend, g.mode, max_memory, saving=saving)
+        with _random_state(rng.getstate()) as state:
+            gpt = GPT(config, g)
+        return cls(gpt, tokenizer, seed=seed, lr=lr, num_steps=steps, step=0, docs=docs, data_id=data_id,
+                   random_state=state[0])
+
+    @classmethod
+    def from_checkpoint(cls, ck, *, backend=None, graph="auto", max_memory=None, saving=False):
+        """The run a checkpoint (checkpoint.load) holds, without its documents (load_data)."""
+        config = ck["config"]
+        g = new_graph(backend, graph)
+        limits.check_memory(config, g.backend, g.mode, max_memory, saving=saving)
+        with _random_state(random.Random(ck["seed"]).getstate()):
+            gpt = GPT(config, g)  # its draws are overwritten below
+        g.set_param_data(ck["params"])
+        g.set_adam_state(ck["adam_m"], ck["adam_v"])
+        return cls(gpt, Tokenizer(ck["chars"]), seed=ck["seed"], lr=ck["lr"], num_steps=ck["num_steps"],
+                   step=ck["step"], data_id=ck["data"], random_state=ck["random_state"])
+
+    def load_data(self, data=None, note=None):
+        """The documents this run trains on: `data` (a path or a list of strings), else the source
+        the run was started with. They must be the documents the run was trained on."""
+        source = self.data_id["source"] if data is None else data
+        docs, _ = read_data(source, note)
+        if docs_sha256(docs) != self.data_id["sha256"]:
+            where = source if isinstance(source, str) else "the embedded names" if source is None else "data"
+            raise CheckpointError(f"this run was trained on other documents than {where}")
+        random.Random(self.seed).shuffle(docs)
+        if Tokenizer.from_docs(docs).chars != self.tokenizer.chars:
+            raise CheckpointError("this run's vocabulary is not its documents'")
+        self.docs = docs
+        return docs
+
+    # --- what it holds
+    @property
+    def config(self):
+        return self.gpt.config
+
+    @property
+    def num_params(self):
+        return self.gpt.num_params
+
+    @property
+    def params(self):
+        """The parameters by name (wte, wpe, lm_head, layer0.attn_wq, ...) as rows of floats,
+        readable and writable on every backend and graph mode."""
+        return Params(self)
+
+    def params_sha256(self):
+        return params_sha256(self.gpt.graph.param_data())
+
+    # --- using it
+    def train(self, steps=None, *, on_step=None, should_stop=None):
+        """Train the next `steps` steps of the schedule (default: all that are left). on_step(step,
+        loss) after each (step counts from 0); should_stop() before each, True to stop. A step that
+        fails raises guard.TrainingFailed with the model in its state from before that step."""
+        if steps is not None:
+            check_count("steps", steps)
+        if self.docs is None:
+            self.load_data()
+        stop = self.num_steps if steps is None else min(self.num_steps, self.step + steps)
+
+        def done(step, loss):
+            self.losses.append(loss)
+            self.step = step + 1
+            if on_step:
+                on_step(step, loss)
+
+        try:
+            train_steps(self.gpt, self.tokenizer, self.docs, self.num_steps, self.lr, start=self.step, stop=stop,
+                        on_step=done, should_stop=should_stop)
+        except TrainingFailed as failed:  # the model is back in its state before that step
+            self.step = failed.step
+            raise
+        return self
+
+    def sample(self, n=20, temperature=0.5, prefix="", on_sample=None):
+        """n names, each from BOS (then the prefix's letters) until BOS or block_size tokens, as
+        the seed samples them; on_sample(i, name) as each is made."""
+        check_count("n", n)
+        check_temperature(temperature)
+        check_prefix(prefix, self.tokenizer, self.config)
+        names = []
+        with _random_state(self.random_state) as state:
+            for i in range(n):
+                names.append(sample(self.gpt, self.tokenizer, temperature, prefix))
+                if on_sample:
+                    on_sample(i, names[-1])
+        self.random_state = state[0]
+        return names
+
+    def reseed(self, seed):
+        """Sample from now on with the numbers random.seed(seed) gives."""
+        self.random_state = random.Random(seed).getstate()
+
+    def save(self, path):
+        """A checkpoint (written atomically) that load() reads back into the same run."""
+        m, v = self.gpt.graph.adam_state()
+        checkpoint.save(path, config=self.config, chars=self.tokenizer.chars, step=self.step,
+                        num_steps=self.num_steps, seed=self.seed, lr=self.lr, data=self.data_id,
+                        params=self.gpt.graph.param_data(), adam_m=m, adam_v=v, random_state=self.random_state)
+
+    def __repr__(self):
+        c = self.config
+        return (f"<microgpt.Model {self.num_params:,} params (n_layer={c.n_layer}, n_embd={c.n_embd}, "
+                f"n_head={c.n_head}, block_size={c.block_size}), step {self.step}/{self.num_steps}, "
+                f"{self.gpt.graph.backend} backend, {self.gpt.graph.mode} graph>")
+
+
+class Params(MutableMapping):
+    """A model's parameters by name, as rows of floats (a copy: write a name back to change it)."""
+
+    def __init__(self, model):
+        self._graph = model.gpt.graph
+        self._shapes, offset = {}, 0
+        for name, (rows, cols) in parameter_shapes(model.config).items():
+            self._shapes[name] = (offset, rows, cols)
+            offset += rows * cols
+
+    def __getitem__(self, name):
+        offset, rows, cols = self._shapes[name]
+        flat = self._graph.param_data()[offset:offset + rows * cols]
+        return [flat[r * cols:(r + 1) * cols] for r in range(rows)]
+
+    def __setitem__(self, name, values):
+        offset, rows, cols = self._shapes[name]
+        if len(values) != rows or any(len(row) != cols for row in values):
+            raise ValueError(f"{name} is {rows} rows of {cols} numbers")
+        flat = self._graph.param_data()
+        flat[offset:offset + rows * cols] = [float(x) for row in values for x in row]
+        self._graph.set_param_data(flat)
+
+    def __delitem__(self, name):
+        raise TypeError("a model's parameters cannot be deleted")
+
+    def __iter__(self):
+        return iter(self._shapes)
+
+    def __len__(self):
+        return len(self._shapes)
+
+
+@contextmanager
+def _random_state(state):
+    """Python's random module in `state` for the block; yields a list whose [0] is its state
+    after the block. The caller's own state is back afterwards."""
+    outside = random.getstate()
+    random.setstate(state)
+    after = [state]
+    try:
+        yield after
+    finally:
+        after[0] = random.getstate()
+        random.setstate(outside)
+
+
+def train(data=None, steps=1000, seed=42, n_layer=1, n_embd=16, n_head=4, block_size=16, lr=LEARNING_RATE,
+          backend=None, graph="auto", *, on_step=None, should_stop=None, max_memory=None):
+    """A model trained for `steps` steps on `data` (a path, a list of strings, or None: the
+    embedded names), exactly as `microgpt train` trains it. See Model.train for the callbacks."""
+    return Model.new(data, steps=steps, seed=seed, n_layer=n_layer, n_embd=n_embd, n_head=n_head,
+                     block_size=block_size, lr=lr, backend=backend, graph=graph,
+                     max_memory=max_memory).train(on_step=on_step, should_stop=should_stop)
+
+
+def load(path, backend=None, graph="auto", max_memory=None):
+    """The run a checkpoint holds (`microgpt train --save`, or Model.save): ready to sample, and
+    to train the rest of its schedule (its documents are read when it first trains)."""
+    return Model.from_checkpoint(checkpoint.load(path), backend=backend, graph=graph, max_memory=max_memory)

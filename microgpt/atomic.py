@@ -1,0 +1,121 @@
+"""Output files written whole or not at all: checkpoints, metrics, plots.
+
+Each is written to a unique temporary file in the destination's own folder (so that the final
+rename stays on one file system), flushed and fsync'ed, then renamed over the destination and the
+folder fsync'ed: a crash, a full disk or a signal at any moment leaves either the old file or the
+new one under the real name, never half of one. check_output_path() tries this in advance, so a
+path that cannot be written fails before a long run rather than after it."""
+import os
+import tempfile
+
+
+class OutputPathError(ValueError):
+    """An output path that cannot be written, with a message fit for one line."""
+
+
+def _folder(path):
+    return os.path.dirname(os.path.abspath(path))
+
+
+def check_output_path(path, flag):
+    """Refuse now a path that could not be written later: a folder, a missing or read-only
+    folder, a device. Creating (and removing) a temporary file is the honest test: permission
+    bits say nothing for root, and nothing about read-only mounts."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise OutputPathError(f"{flag} {path} is a directory, not a file")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise OutputPathError(f"{flag} {path} exists and is not a regular file")
+    folder = _folder(path)
+    if not os.path.isdir(folder):
+        raise OutputPathError(f"{flag} {path}: the folder {folder} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".microgpt-check-")
+    except OSError as e:
+        raise OutputPathError(f"{flag} {path}: cannot write in {folder} ({e.strerror})") from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_pending = set()  # AtomicFiles neither committed nor discarded yet
+
+
+def discard_pending():
+    """Remove every temporary file not committed yet (before an immediate exit)."""
+    for f in list(_pending):
+        f.discard()
+
+
+class AtomicFile:
+    """A text file that appears under `path` only when commit() is called; discard() (or
+    garbage) removes the temporary file. Usable as a context manager that commits on success."""
+
+    def __init__(self, path, mode="w"):
+        self.path = os.fspath(path)
+        fd, self.tmp = tempfile.mkstemp(dir=_folder(self.path),
+                                        prefix=f".{os.path.basename(self.path)}.", suffix=".tmp")
+        os.chmod(self.tmp, 0o666 & ~_umask())  # as open() would create it, not mkstemp's 0600
+        self.file = os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+        _pending.add(self)
+
+    def write(self, data):
+        return self.file.write(data)
+
+    def commit(self):
+        if self.file is None:
+            return
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            self.file = None
+            os.replace(self.tmp, self.path)
+            _pending.discard(self)
+        except BaseException:
+            self.discard()
+            raise
+        _fsync_folder(_folder(self.path))
+
+    def discard(self):
+        _pending.discard(self)
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+def _fsync_folder(folder):
+    """Make the rename itself durable (where the platform allows opening a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_bytes(path, data):
+    with AtomicFile(path, "wb") as f:
+        f.write(data)

@@ -1,0 +1,245 @@
+"""Limits checked before anything big is allocated: the memory a model needs, step counts, data size.
+
+The memory estimate counts what a run holds at its peak: the parameters and Adam's moments, the
+largest training step's graph (a document that fills block_size: its nodes and child links,
+derived below from the model's structure, layer by layer, as model.py builds it), and the copies
+the command line makes of the parameters (the last good state, the checkpoint being written).
+Byte costs per node and per link are the backends' own: the C arena's array layout (csrc/arena.c)
+with its capacity doubling, and the python backend's objects (measured, see tests/test_limits.py,
+which also checks the counts and bytes against both backends so the estimate cannot drift).
+"""
+import math
+import os
+
+# The learning rate's decay and Adam's bias correction take the step as a double: counts up to
+# 2**53 are exact there (and fit the C core's int64).
+MAX_STEPS = 2 ** 53
+
+# No model size may exceed this (the C arena indexes nodes with 32 bits): bigger numbers are
+# refused as such, before they reach the estimate's arithmetic.
+MAX_DIMENSION = 2 ** 32
+
+# Data is read whole into memory and every line becomes a Python string; a names list is well
+# under a megabyte.
+MAX_DATA_BYTES = 256 * 2 ** 20
+
+
+class MemoryLimitError(ValueError):
+    """A configuration whose estimated memory exceeds what is available."""
+
+
+# --- the graph of one training step, counted
+
+# edge entries of a fused dot node in the C arena: it names its children through two vecs
+# (csrc/arena.h, nd_dot) where the python backend's node holds all 2n of them
+C_DOT_EDGES = 3
+
+
+def _linear(nin, nout, fused, compact=False):
+    """(nodes, links) of one linear layer: each row the seed's chain of products and sums
+    (0 + w0*x0, then + wj*xj), or one fused dot node with children (w0, x0, w1, x1, ...), which
+    the C arena stores compactly (compact: its edge entries, not its children)."""
+    if fused:
+        return nout, (C_DOT_EDGES if compact else 2 * nin) * nout
+    return 2 * nin * nout, nout * (4 * nin - 1)
+
+
+def _rmsnorm(n):
+    # sum of squares (2n nodes, 4n-1 links), / n, + 1e-5, ** -0.5, then n products
+    return 3 * n + 3, 6 * n + 2
+
+
+def _softmax(n):
+    # per element: + -max, exp, ** -1 of the total, * ; the total: 0 + e0, then + ej
+    return 5 * n, 7 * n - 1
+
+
+def _cross_entropy(vocab, fused):
+    # softmax, log, * -1; fused: only the target's probability is made
+    if fused:
+        return 3 * vocab + 4, 4 * vocab + 4
+    nodes, links = _softmax(vocab)
+    return nodes + 2, links + 2
+
+
+def _attention(t, n_head, head_dim):
+    """One position attending over t cached positions, every head."""
+    hd = head_dim
+    nodes = n_head * (4 * hd * t + 6 * t)
+    # per head: t dot chains of hd, t scalings, softmax over t, hd weighted sums over t
+    links = n_head * (t * (4 * hd - 1) + t + (7 * t - 1) + hd * (4 * t - 1))
+    return nodes, links
+
+
+def _add(nodes_links, *more):
+    n, e = nodes_links
+    for a, b in more:
+        n, e = n + a, e + b
+    return n, e
+
+
+def step_graph(config, positions, fused_linear, fused_loss, compact_dots=False):
+    """(nodes, links) that one training step over `positions` positions makes (a document of
+    positions + 1 tokens, positions <= block_size), not counting the parameters. compact_dots:
+    count a fused dot node's links as the C arena's edge entries."""
+    c, P = config, positions
+    n, V, L = c.n_embd, c.vocab_size, c.n_layer
+    # the parts of a position that do not depend on how many positions came before it
+    cd = compact_dots
+    layer = _add(_rmsnorm(n), *[_linear(n, n, fused_linear, cd)] * 4, (n, 2 * n),  # q k v o, residual
+                 _rmsnorm(n), _linear(n, 4 * n, fused_linear, cd), (4 * n, 4 * n),  # fc1, relu
+                 _linear(4 * n, n, fused_linear, cd), (n, 2 * n))  # fc2, residual
+    fixed = _add((n, 2 * n), _rmsnorm(n), (L * layer[0], L * layer[1]),  # embed, rmsnorm, layers
+                 _linear(n, V, fused_linear, cd), _cross_entropy(V, fused_loss))
+    # attention is linear in t; summed over t = 1..P with sum(t) = P(P+1)/2
+    a1 = _attention(1, c.n_head, c.head_dim)
+    a0 = (0, -c.n_head * (1 + c.head_dim))  # the per-head constant part of the links
+    slope = (a1[0] - a0[0], a1[1] - a0[1])
+    tri = P * (P + 1) // 2
+    nodes = P * fixed[0] + L * (P * a0[0] + tri * slope[0])
+    links = P * fixed[1] + L * (P * a0[1] + tri * slope[1])
+    return nodes + P + 1, links + 2 * P  # the mean of the P losses
+
+
+def vector_entries(config, positions):
+    """Vector entries a kernel graph (c kernels, fused, replay) keeps for one step's layer outputs."""
+    n = config.n_embd
+    return positions * (2 * n + config.n_layer * 18 * n + config.vocab_size)
+
+
+def num_params(config):
+    """The parameters model.parameter_shapes lists, counted without listing them (a config may
+    ask for a billion layers): wte, lm_head, wpe, and per layer q k v o (n x n) and fc1, fc2 (4n x n)."""
+    c = config
+    return (2 * c.vocab_size + c.block_size) * c.n_embd + c.n_layer * 12 * c.n_embd ** 2
+
+
+# --- bytes
+
+# the C arena (csrc/arena.c): data, grad, op, seen, edge_begin per node; child and local gradient
+# per link; the backward's stack and order per node; Adam's m, v and the step's m, v, p
+C_NODE_BYTES, C_LINK_BYTES, C_SCRATCH_BYTES, C_ADAM_BYTES = 8 + 8 + 1 + 4 + 8, 8 + 8, 3 * 8, 5 * 8
+C_INSTR_BYTES = 96  # one recorded kernel call (mg_instr)
+C_PROGRAM_BYTES = 200  # a recorded program's own record (mg_program)
+C_FIXED_BYTES = 64 * 1024  # the arena's struct and small arrays, with room to spare
+# the python backend, fitted to tracemalloc's peak over a training step with some margin
+# (tests/test_limits.py checks it): a Value (its object, float, two tuples, its place in the
+# backward's order and visited set), and one child with its local gradient. The c backend's
+# op-by-op handles die as the layers go: the graph itself is all in the arena.
+PY_NODE_BYTES, PY_LINK_BYTES = 260, 32
+# per parameter outside the graph: the python backend's Value and moments; the copies kept as
+# the last good state; a checkpoint's lists and JSON text while it is written (tracemalloc, on a
+# 53,632-parameter model: 173, 96 on c, a peak of 196-208 bytes; with some margin)
+PY_PARAM_BYTES, SNAPSHOT_BYTES, SAVE_BYTES = 190, 110, 250
+
+
+def _capacity(n):
+    """The arena's capacity for n elements: doubled from 64 until it holds them."""
+    c = 64
+    while c < n:
+        c *= 2
+    return c
+
+
+def _c_arena_bytes(config, mode, positions):
+    P = num_params(config)
+    fused = mode in ("fused", "replay")
+    nodes, links = step_graph(config, positions, fused, fused, compact_dots=True)
+    total = (_capacity(P + nodes) * C_NODE_BYTES + _capacity(links) * C_LINK_BYTES
+             + _capacity(P + nodes) * C_SCRATCH_BYTES + _capacity(P) * C_ADAM_BYTES)
+    if mode != "seed":  # the vecs, and the runs of consecutive nodes of the persistent ones (vec_run)
+        total += _capacity(P + vector_entries(config, positions)) * 8 + _capacity(P) * 8
+    if mode == "replay":
+        # a recording per document length: each keeps its kernel calls, their operand lists
+        # (attention's key and value offsets, the mean's losses) and its backward order
+        L = config.n_layer
+        calls, lists = 4 + 12 * L, lambda length: L * length * (length + 1) + length
+
+        def program(length, length_nodes):  # its order, calls, lists, tokens and loss positions
+            return (length_nodes + lists(length) + 2 * length + 1) * 8 + (length * calls + 1) * C_INSTR_BYTES
+        if positions <= 256:
+            for length in range(1, positions + 1):
+                total += program(length, step_graph(config, length, True, True)[0])
+        else:  # bounded above by the longest one, for every length
+            total += positions * program(positions, nodes)
+        # the tape being recorded, and the programs' table
+        total += (_capacity(positions * calls + 1) * C_INSTR_BYTES + _capacity(lists(positions)) * 8
+                  + _capacity(positions) * C_PROGRAM_BYTES)
+    # the kernels' scratch (attention: 3 per position, cross-entropy: 2 per logit) and the arena itself
+    kernel_scratch = 3 * positions if mode == "seed" else max(3 * positions, 2 * config.vocab_size)
+    return total + _capacity(kernel_scratch) * 8 + C_FIXED_BYTES
+
+
+def estimate_bytes(config, backend, mode, saving=True):
+    """Bytes a training run of this config needs at its peak, on backend 'python' or 'c' with
+    graph mode 'seed', 'kernels', 'fused' or 'replay'. Pure arithmetic: instant for any size."""
+    P = num_params(config)
+    positions = config.block_size
+    per_param = SNAPSHOT_BYTES + (SAVE_BYTES if saving else 0)
+    if backend == "python":
+        fused = mode != "seed"
+        nodes, links = step_graph(config, positions, fused, fused)
+        return P * (PY_PARAM_BYTES + per_param) + nodes * PY_NODE_BYTES + links * PY_LINK_BYTES
+    return _c_arena_bytes(config, mode, positions) + P * per_param
+
+
+def available_bytes():
+    """MemAvailable from /proc/meminfo, or None where there is no such file."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+_UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
+
+
+def parse_size(text):
+    """'512M', '2G', '1.5G', '100000' (bytes) -> bytes; ValueError with a message otherwise."""
+    s = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = s[-1:] if s[-1:] in _UNITS and s[-1:] else ""
+    try:
+        value = float(s[:len(s) - len(unit)])
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{text!r} is not a size: give a positive size such as 512M or 2G")
+    return int(value * _UNITS[unit])
+
+
+def format_bytes(n):
+    for unit, size in (("TiB", 2 ** 40), ("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n} bytes"
+
+
+def check_memory(config, backend, mode, max_memory=None, saving=True):
+    """Refuse a config whose estimate exceeds max_memory (bytes), else MemAvailable."""
+    need = estimate_bytes(config, backend, mode, saving)
+    limit, what = max_memory, "--max-memory"
+    if limit is None:
+        limit, what = available_bytes(), "available memory (MemAvailable)"
+    if limit is not None and need > limit:
+        c = config
+        raise MemoryLimitError(
+            f"this model needs an estimated {format_bytes(need)} ({num_params(c):,} parameters, n_layer "
+            f"{c.n_layer}, n_embd {c.n_embd}, block_size {c.block_size}, {backend} backend) but {what} "
+            f"is {format_bytes(limit)}")
+    return need
+
+
+def regular_file_size(path, what):
+    """Size of a regular file, or a ValueError naming it: devices, pipes and folders are refused
+    before a byte is read (/dev/zero would be read until memory runs out)."""
+    import stat
+    st = os.stat(path)
+    if stat.S_ISDIR(st.st_mode):
+        raise ValueError(f"{what} {path} is a directory, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{what} {path} is not a regular file (a device, pipe or socket)")
+    return st.st_size

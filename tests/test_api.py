@@ -1,0 +1,106 @@
+"""The Python API (microgpt.train, microgpt.load, Model): the README's example, the CLI's numbers,
+checkpoints both ways, parameters by name, and its own random state."""
+import json
+import random
+import re
+
+import pytest
+
+import microgpt
+from conftest import require, run_microgpt
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def readme_example():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- the block below runs in tests/test_api.py -->\n```python\n(.*?)```", text, re.S)
+    assert block, "README's Python example is missing"
+    return block.group(1)
+
+
+def test_readme_example_gives_the_clis_losses_and_names(tmp_path, monkeypatch, capsys):
+    require("c")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MICROGPT_BACKEND", "c")
+    scope = {}
+    exec(compile(readme_example(), "README.md", "exec"), scope)
+    printed = capsys.readouterr().out
+    model = scope["model"]
+    result = run_microgpt("train", "--backend", "c", "--metrics", tmp_path / "m.jsonl", check=True)
+    lines = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert model.losses == [x["loss"] for x in lines if "loss" in x]
+    cli_names = re.findall(r"^sample +\d+: (.*)$", result.stdout, re.M)
+    assert len(cli_names) == 20 and str(cli_names) in printed
+    assert lines[-1]["params_sha256"] == model.params_sha256()
+    # the example wrote a checkpoint that the CLI reads, and changed wte of the loaded copy only
+    assert scope["again"].params["wte"][0][0] == 0.5 * model.params["wte"][0][0]
+    sampled = run_microgpt("sample", tmp_path / "run.ckpt", "--samples", "3", check=True).stdout
+    assert re.findall(r"^sample +\d+: (.*)$", sampled, re.M) == model.sample(3)
+
+
+DOCS = ["emma", "olivia", "ava", "isabella", "sophia", "mia", "amelia", "harper", "evelyn", "abigail"]
+SMALL = dict(steps=12, n_embd=8, n_head=2, block_size=8)
+
+
+@pytest.mark.parametrize("graph", ["seed", "fused", "kernels", "replay"])
+def test_load_and_train_the_rest_is_the_uninterrupted_run(backend, graph, tmp_path):
+    if backend == "python" and graph in ("kernels", "replay"):
+        pytest.skip("a c-only graph mode")
+    whole = microgpt.train(DOCS, backend=backend, graph=graph, **SMALL)
+    half = microgpt.Model.new(DOCS, backend=backend, graph=graph, **SMALL).train(5)
+    half.save(tmp_path / "half.ckpt")
+    rest = microgpt.load(tmp_path / "half.ckpt", backend=backend, graph=graph)
+    rest.load_data(DOCS)
+    rest.train()
+    assert half.losses + rest.losses == whole.losses
+    assert rest.params_sha256() == whole.params_sha256()
+    assert rest.sample(5) == whole.sample(5)
+
+
+def test_params_by_name_read_and_write_on_every_mode(graph_mode):
+    backend, graph = graph_mode
+    model = microgpt.Model.new(DOCS, backend=backend, graph=graph, **SMALL)
+    params = model.params
+    assert list(params)[:3] == ["wte", "wpe", "lm_head"] and len(params) == 3 + 6
+    wpe = params["wpe"]
+    assert len(wpe) == SMALL["block_size"] and all(len(row) == SMALL["n_embd"] for row in wpe)
+    params["wpe"] = [[1.0] * SMALL["n_embd"] for _ in wpe]
+    assert params["wpe"][3] == [1.0] * SMALL["n_embd"]
+    assert params["wte"] == model.params["wte"]  # the rest untouched
+    with pytest.raises(ValueError):
+        params["wpe"] = [[1.0]]
+
+
+def test_own_random_state(backend):
+    """Other uses of random between the calls change nothing the model draws."""
+    a = microgpt.Model.new(DOCS, backend=backend, **SMALL)
+    random.seed(123)
+    b = microgpt.Model.new(DOCS, backend=backend, **SMALL)
+    random.random()
+    assert a.params_sha256() == b.params_sha256()
+    state = random.getstate()
+    assert a.sample(4) == b.sample(4)
+    assert random.getstate() == state  # and the caller's state is left as it was
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="lr must be a finite number"):
+        microgpt.train(DOCS, lr=float("nan"), **{k: v for k, v in SMALL.items()})
+    with pytest.raises(ValueError, match="steps must be >= 0"):
+        microgpt.train(DOCS, steps=-1)
+    with pytest.raises(ValueError, match="list of strings"):
+        microgpt.train([1, 2, 3])
+    model = microgpt.Model.new(DOCS, **SMALL)
+    with pytest.raises(ValueError, match="temperature"):
+        model.sample(2, temperature=0)
+
+
+def test_training_failure_keeps_the_state_before_the_step(backend):
+    settings = dict(SMALL, steps=200)
+    model = microgpt.Model.new(DOCS, backend=backend, lr=1e6, **settings)
+    with pytest.raises(microgpt.TrainingFailed) as failed:
+        model.train()
+    assert model.step == failed.value.step > 0
+    clean = microgpt.Model.new(DOCS, backend=backend, lr=1e6, **settings).train(failed.value.step)
+    assert model.params_sha256() == clean.params_sha256()

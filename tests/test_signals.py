@@ -1,0 +1,94 @@
+"""No work lost to a signal: SIGTERM and SIGINT end training after the current step and save;
+the run resumed from there ends exactly where an uninterrupted one does. A second signal exits
+at once; Ctrl-C while sampling exits cleanly."""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import run_microgpt
+
+from microgpt import checkpoint
+
+
+def start(*args):
+    """`python -m microgpt ARGS` with unbuffered output, so step lines arrive as they are printed."""
+    import microgpt
+    env = dict(os.environ, PYTHONPATH=str(pathlib.Path(microgpt.__file__).resolve().parents[1]), PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "microgpt", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, text=True)
+
+
+def wait_for(proc, prefix, count=1):
+    seen = 0
+    for line in proc.stdout:
+        if line.startswith(prefix):
+            seen += 1
+            if seen == count:
+                return line
+    raise AssertionError(f"the run ended before printing {prefix!r}: {proc.stderr.read()}")
+
+
+def final_record(path):
+    return json.loads(path.read_text().splitlines()[-1])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_saves_and_resume_matches_the_uninterrupted_run(tmp_path, small_data, backend, signum):
+    common = ["--data", small_data, "--steps", 100000, "--backend", backend, "--samples", 3]
+    proc = start("train", *common, "--save", tmp_path / "c.ckpt")
+    last_read = wait_for(proc, "step", count=5)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"interrupted ({signal.Signals(signum).name})" in err and "saved" in err
+    done = checkpoint.load(tmp_path / "c.ckpt")["step"]
+    assert done >= 5 and f"after step {done};" in err
+    assert "--- inference" not in out  # stopped: no sampling
+    last_line = (out.splitlines() or [last_read])[-1]
+    assert last_line.startswith(f"step {done:4d} / 100000 |")  # every step done was printed
+
+    total = done + 7
+    result = run_microgpt("train", "--resume", tmp_path / "c.ckpt", "--backend", backend, "--samples", 3,
+                          "--stop-after", total - done, "--metrics", tmp_path / "resumed.jsonl")
+    assert result.returncode == 0, result.stderr
+    whole = run_microgpt("train", *common, "--stop-after", total, "--metrics", tmp_path / "whole.jsonl")
+    assert whole.returncode == 0, whole.stderr
+    resumed, uninterrupted = final_record(tmp_path / "resumed.jsonl"), final_record(tmp_path / "whole.jsonl")
+    assert resumed["params_sha256"] == uninterrupted["params_sha256"]
+    assert resumed["samples"] == uninterrupted["samples"]
+
+
+def test_second_signal_exits_at_once_without_saving(tmp_path):
+    """A step of this model takes about a second on the python backend's seed graph: the second
+    SIGTERM comes in the middle of it and must not wait for it."""
+    data = tmp_path / "long.txt"
+    data.write_text("\n".join("abcdefghij"[i % 10:] + "abcdefghij"[:i % 10] * 2 for i in range(20)) + "\n")
+    proc = start("train", "--data", data, "--steps", 100, "--backend", "python", "--graph", "seed", "--n-embd", 48,
+                 "--save", tmp_path / "ck", "--metrics", tmp_path / "m.jsonl")
+    wait_for(proc, "num params")
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert time.monotonic() - t0 < 0.5
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "SIGTERM again" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.txt"]  # no checkpoint, no temporary files
+
+
+def test_ctrl_c_while_sampling_exits_cleanly(small_data):
+    proc = start("train", "--data", small_data, "--steps", 0, "--samples", 10 ** 7)
+    wait_for(proc, "sample", count=3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in err and err.strip() == "microgpt: interrupted"
