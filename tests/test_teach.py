@@ -98,7 +98,10 @@ def test_gradcheck_refuses_bad_input(backend):
 
 def test_the_readme_values_example_runs_on_both_backends(backend, capsys):
     import pathlib
-    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    path = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+    if not path.exists():
+        pytest.skip("README.md is not beside the tests (a copied tree, as .ci/sanitize makes)")
+    readme = path.read_text(encoding="utf-8")
     section = readme.split("### Values from Python", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     microgpt.set_backend(backend)
