@@ -163,7 +163,7 @@ class ValuesArena(Arena):
         check(lib.mg_v_release(self.ptr, slots, n))
 
     def collect(self):
-        """Release what died and compact now (it happens by itself; tests and scopes call it)."""
+        """Release what died and compact now (it happens by itself as the arena grows)."""
         self.release()
         return check(lib.mg_v_collect(self.ptr))
 
