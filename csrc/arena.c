@@ -14,9 +14,13 @@
  * Every exported function counts itself (a->calls); one that changes the arena also notes the
  * change (a->changes), which is what tells a recording tape that it cannot replay the step.
  *
+ * Threads: an arena is used by one thread at a time (the Python side serializes or refuses);
+ * a Values arena (Python's Value objects of one thread) refuses calls from any other thread.
+ * Memory: capacity only grows; a Values arena keeps its node count small by compacting: it
+ * drops the nodes no live Value reaches (a Value's slot is released when it dies).
+ *
  * Not here: the backward (backward.c), Adam (adam.c), the layer kernels (kernels.c, layers.c),
- * the tape (tape.c): the arena calls none of them. Nor threads (an arena is used by one thread
- * at a time), nor freeing memory before mg_arena_free (capacity only grows).
+ * the tape (tape.c): the arena calls none of them.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -56,10 +60,12 @@ int mgi_grow(mgi_memory *mem, void **arrays, const size_t *sizes, int narrays, i
 
 static int grow_nodes(mg_arena *a, int64_t need) {
     int64_t old = a->node_cap;
-    void *p[] = { a->data, a->grad, a->op, a->seen, a->edge_begin };
-    const size_t size[] = { sizeof *a->data, sizeof *a->grad, sizeof *a->op, sizeof *a->seen, sizeof *a->edge_begin };
-    int rc = mgi_grow(&a->mem, p, size, 5, 1, &a->node_cap, need, MG_IDX_LIMIT);   // edge_begin: cap + 1
-    a->data = p[0], a->grad = p[1], a->op = p[2], a->seen = p[3], a->edge_begin = p[4];
+    void *p[] = { a->data, a->grad, a->op, a->seen, a->edge_begin, a->node_label };
+    const size_t size[] = { sizeof *a->data, sizeof *a->grad, sizeof *a->op, sizeof *a->seen, sizeof *a->edge_begin,
+                            sizeof *a->node_label };
+    int narrays = a->owner ? 6 : 5;              // labels: a Values arena's only
+    int rc = mgi_grow(&a->mem, p, size, narrays, 1, &a->node_cap, need, MG_IDX_LIMIT);   // edge_begin: cap + 1
+    a->data = p[0], a->grad = p[1], a->op = p[2], a->seen = p[3], a->edge_begin = p[4], a->node_label = p[5];
     if (!rc && a->node_cap > old)                // never reached by a search
         memset(a->seen + old, 0, (size_t)(a->node_cap - old) * sizeof *a->seen);
     return rc;
@@ -100,6 +106,12 @@ int mgi_reserve_search(mg_arena *a, int64_t n) {
     return rc;
 }
 
+// --- threads
+
+static _Thread_local char thread_token;
+
+const void *mgi_thread_token(void) { return &thread_token; }
+
 // --- lifecycle
 
 mg_arena *mg_arena_new(void) {
@@ -122,6 +134,7 @@ void mg_arena_free(mg_arena *a) {
     free(a->vec_ids); free(a->vec_run);
     free(a->stack_node); free(a->stack_edge); free(a->order); free(a->scratch);
     free(a->adam_m); free(a->adam_v); free(a->next_m); free(a->next_v); free(a->next_p);
+    free(a->slot_node); free(a->slot_free); free(a->node_label);
     free(a);
 }
 
@@ -129,6 +142,7 @@ int64_t mg_arena_keep(mg_arena *a) {
     mgi_count_call(a);
     if (!a) return MG_ERR_ARG;
     mgi_note_change(a);
+    if (a->owner) return MG_ERR_ARG;             // a Values arena: its nodes live while a Value names them
     if (a->generation != 0) return MG_ERR_ARG;   // after a reset, old handles could name kept nodes
     if (a->step_dots) return MG_ERR_ARG;      // DOT nodes read values that Adam changes: never kept
     void *run[] = { a->vec_run };                // see vec_run (arena.h)
@@ -146,7 +160,7 @@ int64_t mg_arena_keep(mg_arena *a) {
 
 int64_t mg_arena_reset(mg_arena *a) {
     mgi_count_call(a);
-    if (!a) return MG_ERR_ARG;
+    if (!a || a->owner) return MG_ERR_ARG;       // a Values arena compacts instead
     a->count = a->keep;                 // edge_begin[keep] == edges_keep still holds
     a->nedges = a->edges_keep;
     a->vcount = a->vecs_keep;
@@ -176,12 +190,18 @@ int mg_arena_set_limit(mg_arena *a, int64_t max_bytes) {
 static int64_t handle_or_error(const mg_arena *a, int64_t r) { return r < 0 ? r : mgi_handle_of(a, r); }
 
 // count the call and note the change; validate x, then make room for one node with `edges` children
+// room for one more node with `edges` children: the common case without a call
+static inline int reserve_one(mg_arena *a, int64_t edges) {
+    if (a->count < a->node_cap && a->nedges + edges <= a->edge_cap) return 0;
+    return mgi_reserve(a, 1, edges, 0, 0);
+}
+
 static int begin_unary(mg_arena *a, int64_t x, int64_t *i, int64_t edges) {
     mgi_count_call(a);
     int rc = mgi_node_check(a, x, i);
     if (rc) return rc;
     mgi_note_change(a);
-    return mgi_reserve(a, 1, edges, 0, 0);
+    return reserve_one(a, edges);
 }
 
 static int begin_binary(mg_arena *a, int64_t x, int64_t y, int64_t *i, int64_t *j) {
@@ -190,7 +210,7 @@ static int begin_binary(mg_arena *a, int64_t x, int64_t y, int64_t *i, int64_t *
     if (rc) return rc;
     if ((rc = mgi_node_check(a, x, i))) return rc;
     mgi_note_change(a);
-    return mgi_reserve(a, 1, 2, 0, 0);
+    return reserve_one(a, 2);
 }
 
 int64_t mg_leaf(mg_arena *a, double x) {
@@ -200,8 +220,9 @@ int64_t mg_leaf(mg_arena *a, double x) {
 int64_t mg_leaves(mg_arena *a, const double *xs, int64_t n) {
     mgi_count_call(a);
     if (!a || n < 1 || !xs) return MG_ERR_ARG;
+    if (mgi_thread_check(a)) return MG_ERR_THREAD;
     mgi_note_change(a);
-    int rc = mgi_reserve(a, n, 0, 0, 0);
+    int rc = n == 1 ? reserve_one(a, 0) : mgi_reserve(a, n, 0, 0, 0);
     if (rc) return rc;
     int64_t first = nd_leaf(a, xs[0]);
     for (int64_t k = 1; k < n; k++) nd_leaf(a, xs[k]);
@@ -307,6 +328,299 @@ int64_t mg_children(mg_arena *a, int64_t x, int64_t *out, int64_t cap) {
     for (int64_t k = 0; k < n && k < cap; k++) out[k] = mgi_handle_of(a, mgi_child(a, i, k));
     return n;
 }
+
+// the fast forms for Python's Value: NaN on a refused handle (mg_node_status tells which)
+double mg_data(mg_arena *a, int64_t x) {
+    mgi_count_call(a);
+    int64_t i = 0;
+    return mgi_node_check(a, x, &i) ? NAN : a->data[i];
+}
+
+double mg_grad(mg_arena *a, int64_t x) {
+    mgi_count_call(a);
+    int64_t i = 0;
+    return mgi_node_check(a, x, &i) ? NAN : a->grad[i];
+}
+
+int mg_node_status(mg_arena *a, int64_t x) {
+    mgi_count_call(a);
+    int64_t i = 0;
+    return mgi_node_check(a, x, &i);
+}
+
+int mg_node_op(mg_arena *a, int64_t x) {
+    mgi_count_call(a);
+    int64_t i = 0;
+    int rc = mgi_node_check(a, x, &i);
+    return rc ? rc : a->op[i];
+}
+
+
+// --- Values: the slots of a Values arena (see microgpt.h)
+
+#define MG_FIRST_COMPACT (1 << 13)              // nodes before a Values arena first compacts
+
+mg_arena *mg_values_new(void) {
+    mg_arena *a = mg_arena_new();
+    if (!a) return NULL;
+    a->owner = mgi_thread_token();
+    a->next_compact = MG_FIRST_COMPACT;
+    return a;
+}
+
+static int grow_slots(mg_arena *a, int64_t need) {
+    void *p[] = { a->slot_node, a->slot_free };
+    const size_t size[] = { sizeof *a->slot_node, sizeof *a->slot_free };
+    int rc = mgi_grow(&a->mem, p, size, 2, 0, &a->slot_cap, need, MG_IDX_LIMIT);
+    a->slot_node = p[0], a->slot_free = p[1];
+    return rc;
+}
+
+// a live slot of a Values arena, called from its thread: the node it names
+static inline int slot_check(const mg_arena *a, int64_t s, int64_t *node) {
+    if (!a || !a->owner) return MG_ERR_ARG;
+    if (mgi_thread_check(a)) return MG_ERR_THREAD;
+    if (s < 0 || s >= a->slot_count || a->slot_node[s] < 0) return MG_ERR_STALE;
+    *node = a->slot_node[s];
+    return 0;
+}
+
+static inline int64_t new_slot(mg_arena *a, int64_t node) {    // room was reserved
+    int64_t s = a->nfree ? a->slot_free[--a->nfree] : a->slot_count++;
+    a->slot_node[s] = node;
+    return s;
+}
+
+// a node an op just made (or the op's error): its label cleared, a slot for it
+static inline int64_t slot_of_new(mg_arena *a, int64_t node) {
+    if (node < 0) return node;
+    a->node_label[node] = 0;
+    return new_slot(a, node);
+}
+
+// Keep the nodes a slot reaches, slid down in order; every slot and open scope follows its node.
+static int compact(mg_arena *a) {
+    int64_t n = a->count;
+    int rc = mgi_reserve_search(a, n);           // order[] becomes the map: old index -> new, or -1
+    if (rc) return rc;
+    int64_t *map = a->order, *eb = a->edge_begin, *child = a->edge_child;
+    for (int64_t i = 0; i < n; i++) map[i] = -1;
+    for (int64_t s = 0; s < a->slot_count; s++)
+        if (a->slot_node[s] >= 0) map[a->slot_node[s]] = 0;
+    // children have smaller indices than their parents: one sweep down marks all they reach
+    for (int64_t i = n - 1; i >= 0; i--)
+        if (map[i] == 0)
+            for (int64_t e = eb[i]; e < eb[i + 1]; e++) map[child[e]] = 0;
+    // slide the marked nodes and their edges down; eb[i + 1] is read before the new end of
+    // node i is written, at or below it
+    int64_t m = 0, ne = 0, begin = eb[0];
+    int d = 0;
+    for (int64_t i = 0; i < n; i++) {
+        while (d < a->scope_depth && a->scope_start[d] == i) a->scope_start[d++] = m;
+        int64_t end = eb[i + 1];
+        if (map[i] == 0) {
+            map[i] = m;
+            a->data[m] = a->data[i];
+            a->grad[m] = a->grad[i];
+            a->op[m] = a->op[i];
+            a->node_label[m] = a->node_label[i];
+            for (int64_t e = begin; e < end; e++, ne++) {
+                child[ne] = map[child[e]];       // a child has been moved already: it is below
+                a->edge_lgrad[ne] = a->edge_lgrad[e];
+            }
+            eb[m + 1] = ne;
+            m++;
+        }
+        begin = end;
+    }
+    while (d < a->scope_depth) a->scope_start[d++] = m;
+    for (int64_t s = 0; s < a->slot_count; s++)
+        if (a->slot_node[s] >= 0) a->slot_node[s] = map[a->slot_node[s]];
+    a->count = m;
+    a->nedges = ne;
+    a->next_compact = 2 * m > MG_FIRST_COMPACT ? 2 * m : MG_FIRST_COMPACT;
+    return 0;
+}
+
+// Before an op that makes one node with `edges` children: when a compaction is due, ask for the
+// dead Values' slots once, then compact (slots were checked and stay valid; their nodes may
+// move); then room for the node and its slot.
+static int v_begin(mg_arena *a, int64_t edges) {
+    if (a->count >= a->next_compact) {
+        if (!a->release_asked) {
+            a->release_asked = 1;
+            return MG_ERR_RELEASE;
+        }
+        a->release_asked = 0;
+        if (compact(a)) a->next_compact = 2 * a->count;   // no room to compact now: grow, try later
+    }
+    int rc = reserve_one(a, edges);
+    if (!rc && !a->nfree && a->slot_count >= a->slot_cap) rc = grow_slots(a, a->slot_count + 1);
+    if (!rc) mgi_note_change(a);
+    return rc;
+}
+
+int64_t mg_v_leaf(mg_arena *a, double x) {
+    mgi_count_call(a);
+    if (!a || !a->owner) return MG_ERR_ARG;
+    if (mgi_thread_check(a)) return MG_ERR_THREAD;
+    int rc = v_begin(a, 0);
+    return rc ? rc : slot_of_new(a, nd_leaf(a, x));
+}
+
+// the op on slots x (and y): checked, then made after v_begin, with the nodes they name then
+#define V_UNARY(name, make, edges)                                              \
+    int64_t name {                                                              \
+        mgi_count_call(a);                                                      \
+        int64_t i = 0;                                                          \
+        int rc = slot_check(a, x, &i);                                          \
+        if (!rc) rc = v_begin(a, edges);                                        \
+        if (rc) return rc;                                                      \
+        i = a->slot_node[x];                                                    \
+        return slot_of_new(a, make);                                            \
+    }
+
+#define V_BINARY(name, make)                                                    \
+    int64_t name {                                                              \
+        mgi_count_call(a);                                                      \
+        int64_t i = 0, j = 0;                                                   \
+        int rc = slot_check(a, x, &i);                                          \
+        if (!rc) rc = slot_check(a, y, &j);                                     \
+        if (!rc) rc = v_begin(a, 2);                                            \
+        if (rc) return rc;                                                      \
+        i = a->slot_node[x], j = a->slot_node[y];                               \
+        return slot_of_new(a, make);                                            \
+    }
+
+V_BINARY(mg_v_add(mg_arena *a, int64_t x, int64_t y), nd_add(a, i, j))
+V_BINARY(mg_v_mul(mg_arena *a, int64_t x, int64_t y), nd_mul(a, i, j))
+V_UNARY(mg_v_add_const(mg_arena *a, int64_t x, double c), nd_addc(a, i, c), 1)
+V_UNARY(mg_v_mul_const(mg_arena *a, int64_t x, double c), nd_mulc(a, i, c), 1)
+V_UNARY(mg_v_pow(mg_arena *a, int64_t x, double k), nd_pow(a, i, k), 1)
+V_UNARY(mg_v_log(mg_arena *a, int64_t x), nd_log(a, i), 1)
+V_UNARY(mg_v_exp(mg_arena *a, int64_t x), nd_exp(a, i), 1)
+V_UNARY(mg_v_relu(mg_arena *a, int64_t x), nd_relu(a, i), 1)
+
+double mg_v_data(mg_arena *a, int64_t x) {
+    mgi_count_call(a);
+    int64_t i = 0;
+    return slot_check(a, x, &i) ? NAN : a->data[i];
+}
+
+double mg_v_grad(mg_arena *a, int64_t x) {
+    mgi_count_call(a);
+    int64_t i = 0;
+    return slot_check(a, x, &i) ? NAN : a->grad[i];
+}
+
+int mg_v_status(mg_arena *a, int64_t x) {
+    mgi_count_call(a);
+    int64_t i = 0;
+    return slot_check(a, x, &i);
+}
+
+int mg_v_set_data(mg_arena *a, int64_t x, double v) {
+    mgi_count_call(a);
+    int64_t i = 0;
+    int rc = slot_check(a, x, &i);
+    if (!rc) {
+        mgi_note_change(a);
+        a->data[i] = v;
+    }
+    return rc;
+}
+
+int mg_v_set_grad(mg_arena *a, int64_t x, double v) {
+    mgi_count_call(a);
+    int64_t i = 0;
+    int rc = slot_check(a, x, &i);
+    if (!rc) {
+        mgi_note_change(a);
+        a->grad[i] = v;
+    }
+    return rc;
+}
+
+int64_t mg_v_node(mg_arena *a, int64_t x) {
+    mgi_count_call(a);
+    int64_t i = 0;
+    int rc = slot_check(a, x, &i);
+    return rc ? rc : mgi_handle_of(a, i);
+}
+
+int64_t mg_v_children(mg_arena *a, int64_t x, int64_t *out, int64_t cap) {
+    mgi_count_call(a);
+    int64_t i = 0;
+    int rc = slot_check(a, x, &i);
+    if (rc) return rc;
+    if (cap < 0 || (cap > 0 && !out)) return MG_ERR_ARG;
+    int64_t b = a->edge_begin[i], n = a->edge_begin[i + 1] - b;
+    if (n > cap) return n;
+    if (a->nfree + (a->slot_cap - a->slot_count) < n && (rc = grow_slots(a, a->slot_count - a->nfree + n)))
+        return rc;
+    for (int64_t k = 0; k < n; k++) out[k] = new_slot(a, a->edge_child[b + k]);
+    return n;
+}
+
+int mg_v_release(mg_arena *a, const int64_t *slots, int64_t n) {
+    mgi_count_call(a);
+    if (!a || !a->owner || n < 0 || (n > 0 && !slots)) return MG_ERR_ARG;
+    if (mgi_thread_check(a)) return MG_ERR_THREAD;
+    for (int64_t k = 0; k < n; k++) {
+        int64_t s = slots[k];
+        if (s < 0 || s >= a->slot_count || a->slot_node[s] == MG_SLOT_FREE) continue;   // not handed out
+        a->slot_node[s] = MG_SLOT_FREE;
+        a->slot_free[a->nfree++] = s;
+    }
+    return 0;
+}
+
+int64_t mg_v_label(mg_arena *a, int64_t x) {
+    mgi_count_call(a);
+    int64_t i = 0;
+    int rc = slot_check(a, x, &i);
+    return rc ? rc : a->node_label[i];
+}
+
+int mg_v_set_label(mg_arena *a, int64_t x, int64_t id) {
+    mgi_count_call(a);
+    int64_t i = 0;
+    int rc = slot_check(a, x, &i);
+    if (!rc && id < 0) rc = MG_ERR_ARG;
+    if (!rc) a->node_label[i] = id;
+    return rc;
+}
+
+int64_t mg_v_collect(mg_arena *a) {
+    mgi_count_call(a);
+    if (!a || !a->owner) return MG_ERR_ARG;
+    if (mgi_thread_check(a)) return MG_ERR_THREAD;
+    int rc = compact(a);
+    return rc ? rc : a->count;
+}
+
+int mg_v_scope_begin(mg_arena *a) {
+    mgi_count_call(a);
+    if (!a || !a->owner || a->scope_depth >= 64) return MG_ERR_ARG;
+    if (mgi_thread_check(a)) return MG_ERR_THREAD;
+    a->scope_start[a->scope_depth++] = a->count;
+    return a->scope_depth;
+}
+
+int mg_v_scope_end(mg_arena *a) {
+    mgi_count_call(a);
+    if (!a || !a->owner || a->scope_depth <= 0) return MG_ERR_ARG;
+    if (mgi_thread_check(a)) return MG_ERR_THREAD;
+    int64_t start = a->scope_start[--a->scope_depth];
+    for (int64_t s = 0; s < a->slot_count; s++)  // no node below start has a child at or above it
+        if (a->slot_node[s] >= start) a->slot_node[s] = MG_SLOT_DEAD;
+    mgi_note_change(a);
+    a->count = start;
+    a->nedges = a->edge_begin[start];
+    return 0;
+}
+
+int64_t mg_v_slots(const mg_arena *a) { return a ? a->slot_count - a->nfree : MG_ERR_ARG; }
 
 // --- bulk access to the persistent nodes (plain indices)
 

@@ -38,8 +38,8 @@ typedef struct {
     int64_t limit;
 } mgi_memory;
 
-enum { MG_OP_LEAF, MG_OP_ADD, MG_OP_ADDC, MG_OP_MUL, MG_OP_MULC, MG_OP_POW, MG_OP_LOG, MG_OP_EXP,
-       MG_OP_RELU, MG_OP_DOT };      // DOT: a fused sum(w_j * x_j), children (w0, x0, w1, x1, ...)
+// the node ops, MG_OP_LEAF .. MG_OP_DOT, are in microgpt.h (Python reads them: Value._op);
+// DOT: a fused sum(w_j * x_j), children (w0, x0, w1, x1, ...)      // DOT: a fused sum(w_j * x_j), children (w0, x0, w1, x1, ...)
 
 struct mg_arena {
     // --- nodes
@@ -94,7 +94,23 @@ struct mg_arena {
     int64_t calls;          // API calls made on this arena (instrumentation only)
     int64_t changes;        // bumped by every change not made by a layer kernel (a recording tape
                             // compares it: such a change cannot be replayed from kernel calls)
+    // --- a Values arena (mg_values_new): Python's Value objects name nodes through slots
+    const void *owner;      // NULL, or the thread token (mgi_thread_token) of the only thread whose
+                            // calls are accepted: a Python thread's own default arena
+    int64_t *slot_node;     // (slot_cap) the node a slot names; MG_SLOT_FREE; MG_SLOT_DEAD (its scope ended)
+    int64_t *slot_free;     // (slot_cap) stack of free slots
+    int64_t slot_count;     // slots ever handed out (the free ones included)
+    int64_t slot_cap;
+    int64_t nfree;          // entries on the free stack
+    int64_t next_compact;   // the node count at which an op compacts first
+    int release_asked;      // MG_ERR_RELEASE was returned: the next op compacts
+    int64_t *node_label;    // (node_cap) label id of node i (0: none), kept through compaction
+    int scope_depth;
+    int64_t scope_start[64];// node count when each open scope began (moved by compaction)
 };
+
+#define MG_SLOT_FREE  (-1)
+#define MG_SLOT_DEAD  (-2)
 
 // --- memory (arena.c): every allocation goes through these, so a->mem holds
 
@@ -112,8 +128,13 @@ int mgi_reserve_search(mg_arena *a, int64_t n);
 
 // --- calls and changes
 
+// a token unique to the calling thread (the address of a thread-local variable in arena.c)
+const void *mgi_thread_token(void);
+
 static inline void mgi_count_call(mg_arena *a) {
-    if (a) a->calls++;
+    // not when another thread calls into a Values arena: the call is refused, and counting it
+    // would write to the arena that thread does not own
+    if (a && (!a->owner || a->owner == mgi_thread_token())) a->calls++;
 }
 
 // a change a layer kernel did not make (see `changes`)
@@ -124,6 +145,14 @@ static inline void mgi_note_change(mg_arena *a) {
 // a value is about to change: a DOT node alive now would read the new value as a local gradient
 static inline void mgi_values_change(mg_arena *a) {
     if (a->step_dots) a->dot_changed = 1;
+}
+
+// --- threads
+
+
+// 0, or MG_ERR_THREAD when the arena is bound to another thread
+static inline int mgi_thread_check(const mg_arena *a) {
+    return a->owner && a->owner != mgi_thread_token() ? MG_ERR_THREAD : 0;
 }
 
 // --- handles
@@ -137,6 +166,7 @@ static inline int64_t mgi_handle_of(const mg_arena *a, int64_t idx) {
 // from an earlier step is refused whatever node its index holds now.
 static inline int mgi_node_check(const mg_arena *a, int64_t h, int64_t *idx) {
     if (!a) return MG_ERR_ARG;
+    if (mgi_thread_check(a)) return MG_ERR_THREAD;   // before any array is read
     if (h < 0) return MG_ERR_STALE;
     int64_t i = h & MG_IDX_MASK;
     if (i >= a->count || (h >> 32) != (i < a->keep ? 0 : a->generation)) return MG_ERR_STALE;

@@ -39,6 +39,9 @@
 #define MG_ERR_CHANGED  -8  /* backward after a value its fused nodes read was changed (see below) */
 #define MG_ERR_TWICE    -9  /* a second backward over a step with fused nodes (see below) */
 #define MG_ERR_ORDER   -10  /* checking builds only: a cached backward order differs from a search */
+#define MG_ERR_THREAD  -11  /* a Values arena (mg_values_new) called from another thread */
+#define MG_ERR_RELEASE -12  /* a Values arena asks for its dead Values' slots (mg_v_release) before it
+                               compacts: nothing was done; release them and call again */
 
 typedef struct mg_arena mg_arena;
 typedef struct mg_tape mg_tape;
@@ -148,3 +151,61 @@ int mg_tape_begin(mg_tape *t, mg_arena *a);
 int64_t mg_tape_end(mg_tape *t, mg_arena *a, const int64_t *tokens, int64_t ntokens, int64_t loss);
 int64_t mg_tape_replay(mg_tape *t, mg_arena *a, int64_t program, const int64_t *tokens, int64_t ntokens);
 int mg_tape_backward(mg_tape *t, mg_arena *a, int64_t loss);
+
+/* --- Values from Python (arena.c) ------------------------------------------------------------
+ * mg_data/mg_grad: one node's data or gradient; NaN when the handle is refused, which
+ * mg_node_status then tells apart from a node whose value is NaN (0 or MG_ERR_*).
+ * mg_node_op: the node's MG_OP_* code below (>= 0), or MG_ERR_*. */
+#define MG_OP_LEAF 0
+#define MG_OP_ADD  1
+#define MG_OP_ADDC 2
+#define MG_OP_MUL  3
+#define MG_OP_MULC 4
+#define MG_OP_POW  5
+#define MG_OP_LOG  6
+#define MG_OP_EXP  7
+#define MG_OP_RELU 8
+#define MG_OP_DOT  9
+double mg_data(mg_arena *a, int64_t x);
+double mg_grad(mg_arena *a, int64_t x);
+int mg_node_status(mg_arena *a, int64_t x);
+int mg_node_op(mg_arena *a, int64_t x);
+
+/* A Values arena: the default arena of one Python thread, holding the Values a user makes.
+ * It is bound to the thread that made it: a call from any other thread is refused with
+ * MG_ERR_THREAD before anything is read (also mg_backward and the node-handle calls above, given
+ * its nodes). Python's Value objects name its nodes through slots: a slot handle is a small
+ * integer that keeps naming its node while the arena compacts. Each op below makes a node and a
+ * slot for it; the Python object releases its slot when it dies (mg_v_release). When the nodes
+ * have doubled since the last compaction, an op returns MG_ERR_RELEASE once, doing nothing, so
+ * that the caller releases the slots of Values that died; called again, it first compacts: the
+ * nodes no slot reaches (through children) are dropped, the rest slide down in order (children
+ * stay below parents).
+ * A scope (mg_v_scope_begin/end) drops every node made inside it at its end: the slots that
+ * named them are refused from then on (MG_ERR_STALE) until released. Reset and keep are refused. */
+mg_arena *mg_values_new(void);                /* NULL when out of memory */
+int64_t mg_v_leaf(mg_arena *a, double x);
+int64_t mg_v_add(mg_arena *a, int64_t x, int64_t y);
+int64_t mg_v_add_const(mg_arena *a, int64_t x, double c);
+int64_t mg_v_mul(mg_arena *a, int64_t x, int64_t y);
+int64_t mg_v_mul_const(mg_arena *a, int64_t x, double c);
+int64_t mg_v_pow(mg_arena *a, int64_t x, double k);
+int64_t mg_v_log(mg_arena *a, int64_t x);
+int64_t mg_v_exp(mg_arena *a, int64_t x);
+int64_t mg_v_relu(mg_arena *a, int64_t x);
+double mg_v_data(mg_arena *a, int64_t x);     /* NaN when refused: mg_v_status tells */
+double mg_v_grad(mg_arena *a, int64_t x);
+int mg_v_status(mg_arena *a, int64_t x);      /* 0 or MG_ERR_* */
+int mg_v_set_data(mg_arena *a, int64_t x, double v);
+int mg_v_set_grad(mg_arena *a, int64_t x, double v);
+int64_t mg_v_node(mg_arena *a, int64_t x);    /* the node handle (mg_backward, mg_node_op); valid until
+                                                 the next call that makes a node */
+int64_t mg_v_children(mg_arena *a, int64_t x, int64_t *out, int64_t cap); /* count; new slots to out
+                                                 (only when count <= cap) */
+int mg_v_release(mg_arena *a, const int64_t *slots, int64_t n);   /* slots whose Values died */
+int64_t mg_v_label(mg_arena *a, int64_t x);   /* the node's label id (0: none) */
+int mg_v_set_label(mg_arena *a, int64_t x, int64_t id);
+int64_t mg_v_collect(mg_arena *a);            /* compact now; returns the nodes alive */
+int mg_v_scope_begin(mg_arena *a);            /* returns the depth (at most 64) */
+int mg_v_scope_end(mg_arena *a);
+int64_t mg_v_slots(const mg_arena *a);        /* slots in use */

@@ -32,8 +32,12 @@ _DONE = object()  # stack marker in backward(): the node below it has had all it
 
 
 class Value(DerivedOps):
-    """A scalar in the graph: its data, its gradient, and how it was made."""
-    __slots__ = ('data', 'grad', '_children', '_local_grads')
+    """A scalar in the graph: its data, its gradient, and how it was made: its children and the
+    local gradients d self / d child, followed by the op's name (micrograd's _op, for teaching
+    tools; backward's zip stops at the last child, so it never reads the name, and storing it
+    there costs the seed's hot path nothing)."""
+    __slots__ = ('data', 'grad', '_children', '_local_grads', '_label')
+    backend = "python"
 
     def __init__(self, data, children=(), local_grads=()):
         if not children and type(data) is not float:
@@ -43,25 +47,45 @@ class Value(DerivedOps):
         self._children = children
         self._local_grads = local_grads
 
+    # other is a Value or a number. A c-backend Value as other is refused by its own reflected
+    # operator, which the number branch calls (native.py), so this hot path pays nothing for it.
     def __add__(self, other):
         if isinstance(other, Value):
-            return Value(self.data + other.data, (self, other), (1, 1))
-        return Value(self.data + other, (self,), (1,))
+            return Value(self.data + other.data, (self, other), (1, 1, '+'))
+        return Value(self.data + other, (self,), (1, '+'))
 
     def __mul__(self, other):
         if isinstance(other, Value):
-            return Value(self.data * other.data, (self, other), (other.data, self.data))
-        return Value(self.data * other, (self,), (other,))
+            return Value(self.data * other.data, (self, other), (other.data, self.data, '*'))
+        return Value(self.data * other, (self,), (other, '*'))
 
     def __pow__(self, other):
-        if isinstance(other, Value):
+        if isinstance(other, DerivedOps):
             raise TypeError("Value ** Value is not supported: the exponent must be a number")
-        return Value(real_pow(self.data, other), (self,), (other * real_pow(self.data, other - 1),))
+        return Value(real_pow(self.data, other), (self,), (other * real_pow(self.data, other - 1), '**'))
 
-    def log(self): return Value(math.log(self.data), (self,), (1 / self.data,))
-    def exp(self): return Value(math.exp(self.data), (self,), (math.exp(self.data),))
-    def relu(self): return Value(self.data if self.data > 0 else 0.0, (self,), (float(self.data > 0),))
+    def log(self): return Value(math.log(self.data), (self,), (1 / self.data, 'log'))
+    def exp(self): return Value(math.exp(self.data), (self,), (math.exp(self.data), 'exp'))
+    def relu(self): return Value(self.data if self.data > 0 else 0.0, (self,), (float(self.data > 0), 'relu'))
     # -x, x - y, x / y and the reflected forms: ops.DerivedOps, as the seed derives them
+
+    @property
+    def _op(self):
+        grads = self._local_grads
+        return grads[-1] if len(grads) > len(self._children) else ''
+
+    @property
+    def label(self):
+        return getattr(self, '_label', '')
+
+    @label.setter
+    def label(self, text):
+        self._label = str(text)
+
+    @property
+    def _prev(self):
+        """micrograd's name: the distinct children, as a set (_children keeps order and repeats)."""
+        return set(self._children)
 
     def __repr__(self):
         return f"Value(data={self.data!r}, grad={self.grad!r})"
@@ -105,4 +129,5 @@ def dot(ws, xs):
     total = 0
     for a, b in zip(wd, xd):
         total += a * b
-    return Value(total, tuple(chain.from_iterable(zip(ws, xs))), tuple(chain.from_iterable(zip(xd, wd))))
+    local_grads = tuple(chain(chain.from_iterable(zip(xd, wd)), ('dot',)))
+    return Value(total, tuple(chain.from_iterable(zip(ws, xs))), local_grads)

@@ -33,8 +33,9 @@ def test_stale_handle_after_reset_is_refused():
 
 def test_values_of_two_arenas_do_not_mix():
     from microgpt.native import Arena, CValue
-    with pytest.raises(ValueError, match="two different graph arenas"):
-        CValue(1.0, Arena()) + CValue(2.0, Arena())
+    for op in (lambda a, b: a + b, lambda a, b: a * b, lambda a, b: a - b, lambda a, b: a / b):
+        with pytest.raises(TypeError, match="different graph arenas"):
+            op(CValue(1.0, Arena()), CValue(2.0, Arena()))
 
 
 def test_out_of_memory_is_memory_error_and_the_arena_survives():

@@ -118,3 +118,48 @@ def test_data_and_grad_are_settable(Value):
     v.data = 2.5
     v.grad = 0.25
     assert (v.data, v.grad) == (2.5, 0.25)
+
+
+def test_mixing_backends_is_one_clear_type_error_in_both_orders():
+    from conftest import require
+    require("c")
+    from microgpt.engine import Value as PythonValue
+    from microgpt.native import CValue
+    ops = {"+": lambda a, b: a + b, "*": lambda a, b: a * b, "-": lambda a, b: a - b, "/": lambda a, b: a / b}
+    for name, op in ops.items():
+        for left, right in ((PythonValue(2.0), CValue(3.0)), (CValue(3.0), PythonValue(2.0))):
+            with pytest.raises(TypeError, match="cannot combine a (python|c)-backend Value with a (c|python)-backend") as e:
+                op(left, right)
+            assert "set_backend()" in str(e.value) and ".data" in str(e.value), name
+
+
+def test_value_of_the_live_backend_is_looked_up_when_asked_for():
+    """`microgpt.Value` follows set_backend(); a name imported before keeps its class."""
+    from conftest import require
+    require("c")
+    import microgpt
+    from microgpt.engine import Value as PythonValue
+    from microgpt.native import CValue
+    try:
+        microgpt.set_backend("python")
+        from microgpt import Value as imported
+        microgpt.set_backend("c")
+        assert microgpt.Value is CValue and imported is PythonValue
+    finally:
+        microgpt.set_backend(None)
+
+
+def test_op_children_and_label(Value):
+    a, b = Value(2.0), Value(-3.0)
+    a.label, b.label = "a", "b"
+    c = a * b + a.exp()
+    assert (a.label, b.label, c.label) == ("a", "b", "")
+    assert c._op == "+" and a._op == ""
+    prod, ex = c._children
+    assert (prod._op, ex._op) == ("*", "exp")
+    assert [x.data for x in prod._children] == [2.0, -3.0]
+    assert [x.label for x in prod._children] == ["a", "b"]
+    sq = a * a
+    assert len(sq._children) == 2 and len(sq._prev) == 1  # _prev: micrograd's set of distinct children
+    ops = [(a + 1)._op, (a * 2)._op, (a ** 2)._op, a.log()._op, a.relu()._op, (-a)._op, (a - b)._op]
+    assert ops == ["+", "*", "**", "log", "relu", "*", "+"]
