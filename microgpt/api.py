@@ -15,6 +15,7 @@ draws numbers and taken back after, so other uses of `random` in the program cha
 """
 import math
 import random
+import threading
 from collections.abc import MutableMapping
 from contextlib import contextmanager
 
@@ -154,7 +155,8 @@ class Model:
         return Params(self)
 
     def params_sha256(self):
-        return params_sha256(self.gpt.graph.param_data())
+        with self.gpt.graph.lock:
+            return params_sha256(self.gpt.graph.param_data())
 
     # --- using it
     def train(self, steps=None, *, on_step=None, should_stop=None):
@@ -163,6 +165,10 @@ class Model:
         fails raises guard.TrainingFailed with the model in its state from before that step."""
         if steps is not None:
             check_count("steps", steps)
+        with self.gpt.graph.lock:  # threads sharing the model take turns, a whole call each
+            return self._train(steps, on_step, should_stop)
+
+    def _train(self, steps, on_step, should_stop):
         if self.docs is None:
             self.load_data()
         stop = self.num_steps if steps is None else min(self.num_steps, self.step + steps)
@@ -188,7 +194,7 @@ class Model:
         check_temperature(temperature)
         check_prefix(prefix, self.tokenizer, self.config)
         names = []
-        with _random_state(self.random_state) as state:
+        with self.gpt.graph.lock, _random_state(self.random_state) as state:
             for i in range(n):
                 names.append(sample(self.gpt, self.tokenizer, temperature, prefix))
                 if on_sample:
@@ -202,10 +208,12 @@ class Model:
 
     def save(self, path):
         """A checkpoint (written atomically) that load() reads back into the same run."""
-        m, v = self.gpt.graph.adam_state()
+        with self.gpt.graph.lock:
+            m, v = self.gpt.graph.adam_state()
+            params = self.gpt.graph.param_data()
         checkpoint.save(path, config=self.config, chars=self.tokenizer.chars, step=self.step,
                         num_steps=self.num_steps, seed=self.seed, lr=self.lr, data=self.data_id,
-                        params=self.gpt.graph.param_data(), adam_m=m, adam_v=v, random_state=self.random_state)
+                        params=params, adam_m=m, adam_v=v, random_state=self.random_state)
 
     def __repr__(self):
         c = self.config
@@ -226,16 +234,18 @@ class Params(MutableMapping):
 
     def __getitem__(self, name):
         offset, rows, cols = self._shapes[name]
-        flat = self._graph.param_data()[offset:offset + rows * cols]
+        with self._graph.lock:
+            flat = self._graph.param_data()[offset:offset + rows * cols]
         return [flat[r * cols:(r + 1) * cols] for r in range(rows)]
 
     def __setitem__(self, name, values):
         offset, rows, cols = self._shapes[name]
         if len(values) != rows or any(len(row) != cols for row in values):
             raise ValueError(f"{name} is {rows} rows of {cols} numbers")
-        flat = self._graph.param_data()
-        flat[offset:offset + rows * cols] = [float(x) for row in values for x in row]
-        self._graph.set_param_data(flat)
+        with self._graph.lock:
+            flat = self._graph.param_data()
+            flat[offset:offset + rows * cols] = [float(x) for row in values for x in row]
+            self._graph.set_param_data(flat)
 
     def __delitem__(self, name):
         raise TypeError("a model's parameters cannot be deleted")
@@ -247,18 +257,23 @@ class Params(MutableMapping):
         return len(self._shapes)
 
 
+# The random module's state is one for the process: models drawing in two threads take turns.
+_RANDOM_LOCK = threading.RLock()
+
+
 @contextmanager
 def _random_state(state):
     """Python's random module in `state` for the block; yields a list whose [0] is its state
     after the block. The caller's own state is back afterwards."""
-    outside = random.getstate()
-    random.setstate(state)
-    after = [state]
-    try:
-        yield after
-    finally:
-        after[0] = random.getstate()
-        random.setstate(outside)
+    with _RANDOM_LOCK:
+        outside = random.getstate()
+        random.setstate(state)
+        after = [state]
+        try:
+            yield after
+        finally:
+            after[0] = random.getstate()
+            random.setstate(outside)
 
 
 def train(data=None, steps=1000, seed=42, n_layer=1, n_embd=16, n_head=4, block_size=16, lr=LEARNING_RATE,

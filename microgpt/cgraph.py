@@ -81,6 +81,7 @@ class CGraph(Graph):
     def __init__(self, mode):
         self.mode = mode
         self.arena = Arena()
+        self.lock = self.arena.lock  # one lock for the graph and its arena
         self.nparams = 0
         if mode == "seed":
             self.layers = ScalarLayers(self._param_value, fused=False)

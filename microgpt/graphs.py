@@ -11,6 +11,7 @@ the same numbers. A graph is made of two parts:
 
 The graph modes and which backend builds which are listed once, in modes.py.
 """
+import threading
 from abc import ABC, abstractmethod
 
 from . import layers
@@ -92,10 +93,14 @@ class ScalarLayers(Layers):
 
 
 class Graph(ABC):
-    """What the model (parameters, layers) and the trainer (a step, backward, Adam) call."""
+    """What the model (parameters, layers) and the trainer (a step, backward, Adam) call.
+
+    lock serializes the graph's use between threads: a training step, sampling and the Python
+    API's calls hold it (training.py, api.py), so threads sharing a model take turns."""
     backend: str            # 'python' or 'c'
     mode: str               # a graph mode of modes.py
     layers: Layers
+    lock: threading.RLock
 
     @abstractmethod
     def finish_params(self):
@@ -148,6 +153,7 @@ class PythonGraph(Graph):
     backend = "python"
 
     def __init__(self, fused=True):
+        self.lock = threading.RLock()
         self.params = []
         self.mode = "fused" if fused else "seed"
         self.layers = ScalarLayers(self.param, fused)

@@ -29,8 +29,9 @@ def gc_paused():
 def step_loss(model, tokens):
     """A new step's graph for one document: its loss node, not yet differentiated. The previous
     step's graph is dropped."""
-    model.graph.begin_step()
-    return model.graph.training_loss(model, tokens)
+    with model.graph.lock:
+        model.graph.begin_step()
+        return model.graph.training_loss(model, tokens)
 
 
 def train_step(model, tokens, step, num_steps, lr=LEARNING_RATE, pause_gc=True, timer=None):
@@ -38,7 +39,7 @@ def train_step(model, tokens, step, num_steps, lr=LEARNING_RATE, pause_gc=True, 
     the loss. timer, if given, is called with 'forward', 'backward' and 'adam' as each phase
     ends (the profile times them); pause_gc=False runs it with the cyclic GC as the seed does."""
     graph = model.graph
-    with gc_paused() if pause_gc else nullcontext():
+    with graph.lock, gc_paused() if pause_gc else nullcontext():
         loss = step_loss(model, tokens)
         if timer:
             timer("forward")
@@ -88,7 +89,7 @@ def sample(model, tokenizer, temperature, prefix=""):
     forced = tokenizer.encode(prefix)
     if len(forced) >= cfg.block_size:
         raise ValueError(f"prefix {prefix!r} leaves no room: block_size is {cfg.block_size}")
-    with gc_paused():
+    with graph.lock, gc_paused():
         graph.begin_step()
         keys, values = model.empty_cache()
         token_id, out = tokenizer.bos, []

@@ -104,3 +104,42 @@ def test_training_failure_keeps_the_state_before_the_step(backend):
     assert model.step == failed.value.step > 0
     clean = microgpt.Model.new(DOCS, backend=backend, lr=1e6, **settings).train(failed.value.step)
     assert model.params_sha256() == clean.params_sha256()
+
+
+def test_threads_sharing_a_model_or_sampling_two_models_take_turns(backend):
+    """Two threads on one model: each call runs whole, so the result is a serial run's. Two
+    threads sampling two models at once: each gets its own names (the random module is shared)."""
+    import sys
+    import threading
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch as often as the interpreter can: they do meet
+    try:
+        check_threads_take_turns(backend)
+    finally:
+        sys.setswitchinterval(switch)
+
+
+def check_threads_take_turns(backend):
+    import threading
+    serial = microgpt.Model.new(DOCS, backend=backend, **SMALL).train(10)
+    expected = serial.sample(8)
+    shared = microgpt.Model.new(DOCS, backend=backend, **SMALL)
+    threads = [threading.Thread(target=shared.train, args=(5,)) for _ in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert shared.step == 10 and shared.params_sha256() == serial.params_sha256()
+    got = {}
+    threads = [threading.Thread(target=lambda k=k: got.__setitem__(k, shared.sample(4))) for k in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert sorted([got[0], got[1]]) == sorted([expected[:4], expected[4:]])
+    others = [microgpt.Model.new(DOCS, backend=backend, seed=s, **SMALL).train(3) for s in (1, 2)]
+    alone = [microgpt.Model.new(DOCS, backend=backend, seed=s, **SMALL).train(3).sample(30) for s in (1, 2)]
+    results = [None, None]
+
+    def draw(k):
+        results[k] = others[k].sample(30)
+    threads = [threading.Thread(target=draw, args=(k,)) for k in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert results == alone
