@@ -83,11 +83,17 @@ __attribute__((target("avx2"))) static void dot_ranges_avx2(double *restrict gw,
 #define HAVE_AVX2() 0
 #endif
 
-int mgi_chain_rule(mg_arena *a, int64_t root, const int64_t *order, int64_t n) {
+int mgi_backward_refused(const mg_arena *a) {
     if (a->dot_changed) return MG_ERR_CHANGED;
     // a second backward over fused nodes: the seed's chain would have kept the first one's
     // gradients in its sum and product nodes, which a DOT node does not have
     if (a->step_dots && a->differentiated) return MG_ERR_TWICE;
+    return 0;
+}
+
+int mgi_chain_rule(mg_arena *a, int64_t root, const int64_t *order, int64_t n) {
+    int rc = mgi_backward_refused(a);
+    if (rc) return rc;
     a->differentiated = 1;
     const int64_t *eb = a->edge_begin, *child = a->edge_child, *ids = a->vec_ids;
     const double *lgrad = a->edge_lgrad, *data = a->data;
@@ -126,8 +132,7 @@ int mg_backward(mg_arena *a, int64_t root) {
     int rc = mgi_node_check(a, root, &r);
     if (rc) return rc;
     mgi_note_change(a);
-    if (a->dot_changed) return MG_ERR_CHANGED;   // refused before the search can run out of memory
-    if (a->step_dots && a->differentiated) return MG_ERR_TWICE;
+    if ((rc = mgi_backward_refused(a))) return rc;   // before the search can run out of memory
     int64_t n = mgi_search_order(a, r);
     if (n < 0) return (int)n;
     return mgi_chain_rule(a, r, a->order, n);

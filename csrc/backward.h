@@ -10,9 +10,13 @@
 // children, in post-order, into a->order. Returns their number, or MG_ERR_NOMEM.
 int64_t mgi_search_order(mg_arena *a, int64_t root);
 
+// What a fused graph cannot do (a second backward, or one after its values changed): the
+// MG_ERR_* code, or 0. Checked before a search, which can run out of memory, and by the chain rule.
+int mgi_backward_refused(const mg_arena *a);
+
 // The chain rule from root (index, validated) over order[0..n-1], a topological order of the
 // nodes with children below root, taken in reverse. Refuses what a fused graph cannot do
-// (MG_ERR_CHANGED, MG_ERR_TWICE) before changing anything.
+// (mgi_backward_refused) before changing anything.
 int mgi_chain_rule(mg_arena *a, int64_t root, const int64_t *order, int64_t n);
 
 #endif

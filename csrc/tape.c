@@ -432,8 +432,7 @@ int mg_tape_backward(mg_tape *t, mg_arena *a, int64_t loss) {
     if (rc) return rc;
     if (!t) return MG_ERR_ARG;
     mgi_note_change(a);
-    if (a->dot_changed) return MG_ERR_CHANGED;   // refused before the search can run out of memory
-    if (a->step_dots && a->differentiated) return MG_ERR_TWICE;
+    if ((rc = mgi_backward_refused(a))) return rc;   // before the search can run out of memory
     mg_program *p = program_of(t, a, r);
     if (p && p->order_state == ORDER_CACHED) {
         ce_stretches(a, p, p->order, NULL, 0);   // the order for this step's targets

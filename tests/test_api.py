@@ -110,7 +110,6 @@ def test_threads_sharing_a_model_or_sampling_two_models_take_turns(backend):
     """Two threads on one model: each call runs whole, so the result is a serial run's. Two
     threads sampling two models at once: each gets its own names (the random module is shared)."""
     import sys
-    import threading
     switch = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # threads switch as often as the interpreter can: they do meet
     try:
