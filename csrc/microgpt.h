@@ -40,6 +40,7 @@
 #define MG_ERR_TWICE    -9  /* a second backward over a step with fused nodes (see below) */
 #define MG_ERR_ORDER   -10  /* checking builds only: a cached backward order differs from a search */
 #define MG_ERR_THREAD  -11  /* a Values arena (mg_values_new) called from another thread */
+#define MG_ERR_PLAN    -13  /* a program the dense executor cannot run as the graph would: mg_dense_why */
 #define MG_ERR_RELEASE -12  /* a Values arena asks for its dead Values' slots (mg_v_release) before it
                                compacts: nothing was done; release them and call again */
 
@@ -151,6 +152,28 @@ int mg_tape_begin(mg_tape *t, mg_arena *a);
 int64_t mg_tape_end(mg_tape *t, mg_arena *a, const int64_t *tokens, int64_t ntokens, int64_t loss);
 int64_t mg_tape_replay(mg_tape *t, mg_arena *a, int64_t program, const int64_t *tokens, int64_t ntokens);
 int mg_tape_backward(mg_tape *t, mg_arena *a, int64_t loss);
+
+/* --- dense: a recorded step compiled into kernels over flat arrays (dense.c) ------------------
+ * A plan runs a program's step without making nodes, with the graph's bits. mg_dense_compile, right
+ * after the backward of a step the program built or replayed (the arena still holds it; its order
+ * cached), compiles that program and checks the plan against the graph: each node's gradient
+ * terms in the graph's order, and every value and gradient bit for bit. It returns the plan's id
+ * (>= 0), MG_ERR_PLAN (no plan: mg_dense_why says why), MG_ERR_ARG or MG_ERR_NOMEM.
+ * mg_dense_forward runs a plan's forward for tokens (ntokens as recorded) and gives the loss;
+ * mg_dense_backward, after it and before anything changes the arena, adds the parameters'
+ * gradients into the arena (as mg_backward would), once: MG_ERR_TWICE after that, MG_ERR_CHANGED
+ * if the arena changed since the forward, MG_ERR_ARG with no forward. One plan object serves one
+ * arena at a time. */
+typedef struct mg_dense mg_dense;
+mg_dense *mg_dense_new(void);                 /* NULL when out of memory */
+void mg_dense_free(mg_dense *d);              /* NULL is fine */
+int64_t mg_dense_bytes(const mg_dense *d);      /* held now: plans and the buffers they share */
+int64_t mg_dense_peak_bytes(const mg_dense *d); /* the most held at once, a compile's scratch included */
+int64_t mg_dense_compile(mg_dense *d, mg_tape *t, mg_arena *a, int64_t program);
+const char *mg_dense_why(const mg_dense *d);  /* why the last compile made no plan ("" otherwise) */
+int mg_dense_forward(mg_dense *d, mg_arena *a, int64_t plan, const int64_t *tokens, int64_t ntokens,
+                     double *loss);
+int mg_dense_backward(mg_dense *d, mg_arena *a);
 
 /* --- Values from Python (arena.c) ------------------------------------------------------------
  * mg_data/mg_grad: one node's data or gradient; NaN when the handle is refused, which

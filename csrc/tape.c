@@ -448,3 +448,17 @@ int mg_tape_backward(mg_tape *t, mg_arena *a, int64_t loss) {
     if (p && p->order_state == ORDER_UNKNOWN) cache_order(t, a, p, a->order, n);
     return mgi_chain_rule(a, r, a->order, n);
 }
+
+int mgi_tape_program(const mg_tape *t, const mg_arena *a, int64_t id, mgi_program_view *view) {
+    if (!t || !a || id < 0 || id >= t->nprogs) return MG_ERR_ARG;
+    const mg_program *p = &t->progs[id];
+    int cached = p->order_state == ORDER_CACHED;
+    *view = (mgi_program_view){ .instr = p->instr, .ninstr = p->ninstr, .list = p->list,
+                                .ntokens = p->ntokens, .tokens = p->tokens, .keep = p->keep,
+                                .vecs_keep = p->vecs_keep, .count = p->count, .vcount = p->vcount,
+                                .loss = p->loss, .order = cached ? p->order : NULL,
+                                .norder = cached ? p->norder : 0 };
+    view->live = t->current == id && t->current_gen == a->generation && a->count == p->count &&
+                 a->vcount == p->vcount && a->differentiated;
+    return 0;
+}

@@ -36,4 +36,22 @@ void mgi_tape_record(mg_tape *t, const mg_arena *a, mg_instr in, const int64_t *
 // A kernel call that failed: the recording cannot be replayed.
 void mgi_tape_spoil(mg_tape *t);
 
+// What a compiler of programs (dense.c) reads of one, all borrowed from the tape.
+typedef struct {
+    const mg_instr *instr;  // (ninstr) the kernel calls, in order
+    int64_t ninstr;
+    const int64_t *list;    // attention's key/value offsets, mean's node indices
+    int64_t ntokens;
+    const int64_t *tokens;  // (ntokens) the tokens of the program's latest graph
+    int64_t keep, vecs_keep;        // the persistent counts it starts from
+    int64_t count, vcount;          // the counts its step ends at
+    int64_t loss;           // the loss node
+    const int64_t *order;   // (norder) the backward order of the latest graph, or NULL: not cached
+    int64_t norder;
+    int live;               // the arena holds this program's latest graph, differentiated
+} mgi_program_view;
+
+// Program `id` of t, as seen with arena a: 0, or MG_ERR_ARG (no such program).
+int mgi_tape_program(const mg_tape *t, const mg_arena *a, int64_t id, mgi_program_view *view);
+
 #endif

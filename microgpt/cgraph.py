@@ -4,11 +4,13 @@
 - ScalarLayers (graphs.py) over CValue handles: the seed's Python layers, one C call per op;
 - KernelLayers: one C call per layer (csrc/layers.c), vectors as vecs of the arena.
 
-In replay mode a Tape (replay.py) records each document length's step once and replays it.
+In replay mode a Tape (replay.py) records each document length's step once and replays it; in
+dense mode each recording is also compiled into a plan that runs without nodes (dense.py).
 """
 from .graphs import Graph, Layers, ScalarLayers
 from .native import Arena, CValue, check, ffi, lib
 from .optim import BETA1, BETA2, EPS, LEARNING_RATE, learning_rate
+from .dense import Dense, DenseLoss
 from .replay import Tape
 
 
@@ -75,7 +77,7 @@ class KernelLayers(Layers):
 
 
 class CGraph(Graph):
-    """mode 'seed' (one C call per scalar op), 'kernels', 'fused' or 'replay' (modes.py)."""
+    """mode 'seed' (one C call per scalar op), 'kernels', 'fused', 'replay' or 'dense' (modes.py)."""
     backend = "c"
 
     def __init__(self, mode):
@@ -87,7 +89,8 @@ class CGraph(Graph):
             self.layers = ScalarLayers(self._param_value, fused=False)
         else:
             self.layers = KernelLayers(self, fused=(mode != "kernels"))
-        self.tape = Tape(self.arena, self.layers) if mode == "replay" else None
+        self.tape = Tape(self.arena, self.layers) if mode in ("replay", "dense") else None
+        self.dense = Dense(self.arena, self.tape) if mode == "dense" else None
 
     # --- parameters: the arena's first nparams nodes
     def new_params(self, values):
@@ -116,10 +119,17 @@ class CGraph(Graph):
         self.arena.reset()
 
     def training_loss(self, model, tokens):
+        if self.dense:
+            return self.dense.training_loss(model, tokens)
         return self.tape.training_loss(model, tokens) if self.tape else model.loss(tokens)
 
+    def item(self, node):
+        return node.value if isinstance(node, DenseLoss) else self.layers.item(node)
+
     def backward(self, loss):
-        if self.tape:
+        if self.dense:
+            self.dense.backward(loss)
+        elif self.tape:
             self.tape.backward(loss)
         elif self.mode == "seed":
             loss.backward()

@@ -121,6 +121,7 @@ def num_params(config):
 C_NODE_BYTES, C_LINK_BYTES, C_SCRATCH_BYTES, C_ADAM_BYTES = 8 + 8 + 1 + 4 + 8, 8 + 8, 3 * 8, 5 * 8
 C_INSTR_BYTES = 96  # one recorded kernel call (mg_instr)
 C_PROGRAM_BYTES = 200  # a recorded program's own record (mg_program)
+C_DENSE_OP_BYTES, C_DENSE_PLAN_BYTES = 152, 104  # a compiled instruction and plan (csrc/dense.c)
 C_FIXED_BYTES = 64 * 1024  # the arena's struct and small arrays, with room to spare
 # the python backend, fitted to tracemalloc's peak over a training step with some margin
 # (tests/test_limits.py checks it): a Value (its object, float, two tuples, its place in the
@@ -141,15 +142,33 @@ def _capacity(n):
     return c
 
 
+def _dense_bytes(config, positions, step_nodes):
+    """The dense executor (csrc/dense.c) at its peak: buffers for a step of `positions` positions
+    (values and gradients of its vec entries and losses, the kernels' aux and scratch), a plan per
+    document length, and the scratch of the longest one's compile (the graph's terms)."""
+    c, P, L, H, V = config, positions, config.n_layer, config.n_head, config.vocab_size
+    values = vector_entries(c, P) + P + 1
+    aux = P * (3 * (1 + 2 * L) + V + 3) + L * (P + H * (P * (P + 1) + 2 * P))  # rmsnorms, losses, attention
+    buffers = (2 * _capacity(values) + _capacity(aux) + _capacity(max(3 * P, 2 * V)) + _capacity(P + 1)) * 8
+    calls, rows = 4 + 12 * L, 9 * c.n_embd * L  # per position: instructions, rows of q k v o fc1 fc2
+    s1, s2 = P * (P + 1) // 2, P * (P + 1) * (2 * P + 1) // 6  # sums of the lengths and their squares
+    plans = (C_DENSE_OP_BYTES * calls * s1 + 8 * (L * (s2 + s1) + s1) + 8 * (2 * rows * s1 + P)
+             + _capacity(P) * C_DENSE_PLAN_BYTES)
+    terms = step_graph(c, P, True, True)[1]  # a dot node gives each of its children a term
+    nodes = num_params(c) + step_nodes
+    compile_scratch = (values + 2 * (nodes + 2) + step_nodes + 3 * (rows + V) * P + num_params(c)) * 8 + terms * 12
+    return buffers + plans + compile_scratch
+
+
 def _c_arena_bytes(config, mode, positions):
     P = num_params(config)
-    fused = mode in ("fused", "replay")
+    fused = mode in ("fused", "replay", "dense")
     nodes, links = step_graph(config, positions, fused, fused, compact_dots=True)
     total = (_capacity(P + nodes) * C_NODE_BYTES + _capacity(links) * C_LINK_BYTES
              + _capacity(P + nodes) * C_SCRATCH_BYTES + _capacity(P) * C_ADAM_BYTES)
     if mode != "seed":  # the vecs, and the runs of consecutive nodes of the persistent ones (vec_run)
         total += _capacity(P + vector_entries(config, positions)) * 8 + _capacity(P) * 8
-    if mode == "replay":
+    if mode in ("replay", "dense"):
         # a recording per document length: each keeps its kernel calls, their operand lists
         # (attention's key and value offsets, the mean's losses) and its backward order
         L = config.n_layer
@@ -165,6 +184,8 @@ def _c_arena_bytes(config, mode, positions):
         # the tape being recorded, and the programs' table
         total += (_capacity(positions * calls + 1) * C_INSTR_BYTES + _capacity(lists(positions)) * 8
                   + _capacity(positions) * C_PROGRAM_BYTES)
+    if mode == "dense":
+        total += _dense_bytes(config, positions, nodes)
     # the kernels' scratch (attention: 3 per position, cross-entropy: 2 per logit) and the arena itself
     kernel_scratch = 3 * positions if mode == "seed" else max(3 * positions, 2 * config.vocab_size)
     return total + _capacity(kernel_scratch) * 8 + C_FIXED_BYTES
@@ -172,7 +193,7 @@ def _c_arena_bytes(config, mode, positions):
 
 def estimate_bytes(config, backend, mode, saving=True):
     """Bytes a training run of this config needs at its peak, on backend 'python' or 'c' with
-    graph mode 'seed', 'kernels', 'fused' or 'replay'. Pure arithmetic: instant for any size."""
+    graph mode 'seed', 'kernels', 'fused', 'replay' or 'dense'. Pure arithmetic: instant for any size."""
     P = num_params(config)
     positions = config.block_size
     per_param = SNAPSHOT_BYTES + (SAVE_BYTES if saving else 0)

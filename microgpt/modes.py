@@ -23,6 +23,8 @@ GRAPH_MODES = (
     GraphMode("fused", ("python", "c"), "each linear row one dot node, each cross-entropy only the target's "
                                         "probability: the seed's bits, a seventh of the nodes"),
     GraphMode("replay", ("c",), "fused, each training step recorded once per document length and replayed in C"),
+    GraphMode("dense", ("c",), "replay's recording compiled into dense kernels over flat arrays, no nodes; "
+                               "checked against the graph once per document length"),
 )
 MODE_NAMES = tuple(m.name for m in GRAPH_MODES)
 AUTO = {"python": "fused", "c": "replay"}   # what 'auto' builds: the fastest mode of each backend
@@ -46,6 +48,7 @@ RUNGS = (
     Rung("c-kernels", "c", "kernels", True, "c backend, one C call per layer, the seed's graph node for node"),
     Rung("c-fused", "c", "fused", True, "c backend, one C call per layer, fused graph"),
     Rung("c-replay", "c", "replay", True, "c-fused recorded once per document length, replayed by one C call"),
+    Rung("c-dense", "c", "dense", True, "c-replay's recording compiled into dense kernels: no graph per step"),
 )
 RUNG_NAMES = tuple(r.name for r in RUNGS)
 # every (backend, mode) this package can build, in ladder order

@@ -36,6 +36,7 @@ _ERRORS = {
                                      "made (set_data, parameters written, or Adam): build the step again"),
     lib.MG_ERR_TWICE: (ValueError, "this step's graph has fused nodes and was differentiated already: a second "
                                    "backward would not give the seed's gradients; build the step again"),
+    lib.MG_ERR_PLAN: (RuntimeError, "this step cannot run on the dense executor (see the graph's dense status)"),
     lib.MG_ERR_ORDER: (RuntimeError, "a cached backward order differs from a fresh search (a bug in microgpt's "
                                      "csrc/tape.c: please report it)"),
     lib.MG_ERR_THREAD: (RuntimeError, "this c-backend Value belongs to another thread: a thread's Values live in "

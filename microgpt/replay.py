@@ -21,6 +21,7 @@ class Tape:
         self.ptr = ffi.gc(ptr, lib.mg_tape_free)
         self.arena, self.layers = arena, layers
         self.programs = {}  # document length n -> program id
+        self.last = (None, None)  # (n, program id or None) of the step built most recently
 
     def training_loss(self, model, tokens):
         """The loss of one document; call right after a reset of the arena."""
@@ -29,6 +30,7 @@ class Tape:
             return model.loss(tokens)  # raises the model's error for a too-short document
         used = tokens[:n + 1]
         program = self.programs.get(n)
+        self.last = (n, program)
         if program is not None:
             return check(lib.mg_tape_replay(self.ptr, self.arena.ptr, program, used, n + 1))
         check(lib.mg_tape_begin(self.ptr, self.arena.ptr))
@@ -40,6 +42,7 @@ class Tape:
         program = lib.mg_tape_end(self.ptr, self.arena.ptr, used, n + 1, loss)
         if program >= 0:
             self.programs[n] = program
+            self.last = (n, program)
         return loss
 
     def backward(self, loss):

@@ -1,0 +1,972 @@
+/*
+ * dense.c -- a recorded training step (a tape's program) compiled into a plan of dense kernels
+ * over flat arrays, which then runs the step's forward and backward without making a node.
+ *
+ * The graph stays the definition and the verifier. A plan is compiled right after the backward
+ * of a step its program built, while that step's graph is alive, and kept only if two checks
+ * pass on it:
+ *   - the order check: from the graph's topological order, the sequence of gradient terms each
+ *     node receives (which parent, which of its children, in which order); the plan's backward
+ *     is run once in a tracing mode that lists the terms it adds, and the two must be the same
+ *     for every node (a node with two terms may have them either way round: 0 + a + b is
+ *     b + a exactly). Terms are what decide a gradient's bits: each is the same product of the
+ *     same two numbers, so the same terms in the same order give the same sums.
+ *   - the values check: that same run's values and gradients, of every node the plan keeps and
+ *     of every parameter, equal the graph's bit for bit.
+ * The order depends on the tokens only through each cross-entropy's stretch (tape.c says why),
+ * which orders the rows of the linear layer that makes its logits: the last one is the target's,
+ * the others come in descending order. The plan keeps that as a rule, checked for the recorded
+ * target, and applies it to each step's targets; everything else it does the same every step.
+ *
+ * The plan. Every value a step makes that another kernel reads (each vec entry of the step, each
+ * cross-entropy's loss and the mean) has a place in one array of values and one of gradients;
+ * parameters are read and their gradients added in the arena. Kernels keep what their backward
+ * needs (rmsnorm's scale, attention's weights, the softmaxes' exponentials) in `aux`. The
+ * backward runs the kernels in reverse, each as the graph would order its terms, except that
+ * linear layers reading the same input (q, k and v) run as one group whose rows come in the
+ * order the graph's search gave them (attention reaches them head by head).
+ *
+ * Arithmetic: every value and term is the double expression the seed evaluates, in its order;
+ * sums are never reassociated (a dot product is one chain; vector loops run across rows or
+ * columns only), and the build forbids contraction into fused multiply-adds.
+ *
+ * Not here: the recording (tape.c), the graph's backward (backward.c), Adam (adam.c).
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "microgpt.h"
+#include "arena.h"
+#include "tape.h"
+
+// A location: >= 0 an index into the plan's values/gradients; < 0 the parameter node -1 - loc.
+static inline int64_t loc_at(int64_t loc, int64_t k) { return loc >= 0 ? loc + k : loc - k; }
+
+typedef struct {
+    int32_t op;             // MG_T_*
+    int64_t out;            // location of the output (vec or scalar)
+    int64_t x, y, w;        // locations of the inputs (embed: w = wte, y = wpe)
+    int64_t n, nout;        // sizes: elements (linear: nin), rows (linear) or heads (attention)
+    int64_t t, hd, pos;     // attention: positions and head size; embed: position
+    double c;               // scale: the constant
+    int64_t aux;            // first entry in aux
+    int64_t list;           // attention: t key then t value locations; mean: n loss locations
+    int64_t ordinal;        // cross-entropy: its target is tokens[ordinal + 1]
+    int64_t base;           // first node the recording made (names the nodes in the order check)
+    int64_t leader;         // linear: the group's first instruction, which runs the group's rows
+    int64_t sched, nsched;  // a group's leader: its (instruction, row) pairs in sched
+    int64_t ce;             // linear: the cross-entropy taking its output as logits, or -1
+} dense_op;
+
+typedef struct {
+    int64_t nops;
+    dense_op *ops;
+    int64_t nlocs;
+    int64_t *locs;
+    int64_t nsched;
+    int64_t *sched;         // pairs (instruction, row)
+    int64_t ntokens;
+    int64_t nval, naux, ntmp;       // entries the step needs in val/grad, aux and tmp
+    int64_t keep, vecs_keep;        // the arena's persistent counts it was compiled for
+    int64_t loss;           // location of the loss
+} dense_plan;
+
+struct mg_dense {
+    mgi_memory mem;
+    int64_t peak;           // the most bytes held at once, a compile's scratch included
+    int64_t nplans, plans_cap;
+    dense_plan *plans;
+    int64_t val_cap, aux_cap, tmp_cap;
+    double *val, *grad;     // (val_cap) shared by every plan: one step at a time
+    double *aux;            // (aux_cap)
+    double *tmp;            // (tmp_cap) a backward's scratch
+    int64_t forward_plan;   // the plan whose forward ran last (-1: none)
+    int differentiated;     // its backward ran
+    const mg_arena *forward_arena;
+    int64_t forward_changes;        // the arena's change count then
+    int64_t *tokens;        // (tokens_cap) the tokens of the last forward
+    int64_t tokens_cap;
+    char why[200];          // why the last compile kept no plan
+};
+
+// --- the order check's record of terms
+
+typedef struct {
+    const int64_t *node_of; // location (>= 0) -> node, for the recorded step
+    const int64_t *begin;   // node -> its terms in the graph: begin[v] .. begin[v+1]-1
+    const int64_t *src;     // the graph's terms: parent node, and which of its children
+    const int32_t *slot;
+    int64_t *count;         // terms the plan gave each node so far (| SWAPPED, see trace_term)
+    int64_t nnodes;
+    int64_t bad;            // the first node whose terms differ from the graph's, or -1
+} tracer;
+
+#define SWAPPED ((int64_t)1 << 62)  // a node with two terms that got the graph's second one first
+
+static int64_t node_of(const tracer *tr, int64_t loc, int64_t k) {
+    return loc >= 0 ? tr->node_of[loc + k] : -1 - loc + k;
+}
+
+// The plan adds a term to node recv, from parent src as its child number slot: compared at once
+// with the graph's term at that place. Two terms may come either way round: 0 + a + b is b + a.
+static void trace_term(tracer *tr, int64_t recv, int64_t src, int64_t slot) {
+    if (tr->bad >= 0) return;
+    if (recv < 0 || recv >= tr->nnodes) {
+        tr->bad = recv < 0 ? 0 : recv;
+        return;
+    }
+    int64_t b = tr->begin[recv], n = tr->begin[recv + 1] - b, seen = tr->count[recv] & ~SWAPPED;
+    int swapped = (tr->count[recv] & SWAPPED) != 0;
+    if (seen >= n) {
+        tr->bad = recv;
+        return;
+    }
+    int64_t at = b + (swapped ? 1 - seen : seen);
+    if (tr->src[at] != src || tr->slot[at] != slot) {
+        if (n == 2 && seen == 0 && tr->src[b + 1] == src && tr->slot[b + 1] == slot) {
+            tr->count[recv] = 1 | SWAPPED;
+            return;
+        }
+        tr->bad = recv;
+        return;
+    }
+    tr->count[recv]++;
+}
+
+// one term: dst += v, and recorded when tracing (the node ids are only computed then)
+#define TERM(dst, v, recv, src, slot) do {                               \
+        (dst) += (v);                                                   \
+        if (tr) trace_term(tr, (recv), (src), (slot));                  \
+    } while (0)
+
+// --- a run of a plan
+
+typedef struct {
+    const dense_plan *p;
+    const dense_op *ops;
+    double *val, *grad, *aux, *tmp;
+    double *pdata, *pgrad;  // the parameters' values and gradients (node indexed)
+    const int64_t *tokens;
+    tracer *tr;             // NULL, or the order check's record
+} dense_run;
+
+static inline double *V(const dense_run *r, int64_t loc) { return loc >= 0 ? r->val + loc : r->pdata + (-1 - loc); }
+static inline double *G(const dense_run *r, int64_t loc) { return loc >= 0 ? r->grad + loc : r->pgrad + (-1 - loc); }
+
+// the seed's sum(w_j * x_j): 0 + w0*x0, then + w_j*x_j in order
+static inline double dot_chain_value(const double *w, const double *x, int64_t n) {
+    double acc = w[0] * x[0] + 0.0;
+    for (int64_t j = 1; j < n; j++) acc = acc + w[j] * x[j];
+    return acc;
+}
+
+// four rows' sums at once: four independent chains, each exactly dot_chain_value's
+static void dot_rows4(const double *w, const double *x, int64_t n, double *out) {
+    const double *w0 = w, *w1 = w0 + n, *w2 = w1 + n, *w3 = w2 + n;
+    double s0 = w0[0] * x[0] + 0.0, s1 = w1[0] * x[0] + 0.0, s2 = w2[0] * x[0] + 0.0, s3 = w3[0] * x[0] + 0.0;
+    for (int64_t j = 1; j < n; j++) {
+        double xj = x[j];
+        s0 = s0 + w0[j] * xj;
+        s1 = s1 + w1[j] * xj;
+        s2 = s2 + w2[j] * xj;
+        s3 = s3 + w3[j] * xj;
+    }
+    out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3;
+}
+
+// a DOT node's terms: gw[j] += x[j] * gn, gx[j] += w[j] * gn (each a different node)
+static void dot_terms(double *restrict gw, double *restrict gx, const double *w, const double *x, int64_t n,
+                      double gn) {
+    for (int64_t j = 0; j < n; j++) {
+        gw[j] += x[j] * gn;
+        gx[j] += w[j] * gn;
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(MG_NO_SIMD)
+#include <immintrin.h>
+__attribute__((target("avx2"))) static void dot_terms_avx2(double *restrict gw, double *restrict gx,
+                                                          const double *w, const double *x, int64_t n, double gn) {
+    __m256d g = _mm256_set1_pd(gn);
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        _mm256_storeu_pd(gw + j, _mm256_add_pd(_mm256_loadu_pd(gw + j), _mm256_mul_pd(_mm256_loadu_pd(x + j), g)));
+        _mm256_storeu_pd(gx + j, _mm256_add_pd(_mm256_loadu_pd(gx + j), _mm256_mul_pd(_mm256_loadu_pd(w + j), g)));
+    }
+    dot_terms(gw + j, gx + j, w + j, x + j, n - j, gn);
+}
+#define HAVE_AVX2() __builtin_cpu_supports("avx2")
+#define DOT_TERMS(simd, ...) ((simd) ? dot_terms_avx2(__VA_ARGS__) : dot_terms(__VA_ARGS__))
+#else
+#define HAVE_AVX2() 0
+#define DOT_TERMS(simd, ...) ((void)(simd), dot_terms(__VA_ARGS__))
+#endif
+
+// --- forward: each kernel's values, as kernels.c computes them
+
+// The seed's softmax over xs[0..n-1] up to the total: e_i = exp(x_i + -max), total = e_0 + 0 + ...
+// Then inv = total**-1 and its local gradient -1 * total**-2. 0 or an error code.
+static int softmax_values(const double *xs, int64_t n, double *e, double *inv, double *lg_inv) {
+    int err = 0;
+    double mx = xs[0];
+    for (int64_t i = 1; i < n; i++)
+        if (xs[i] > mx) mx = xs[i];
+    for (int64_t i = 0; i < n; i++) {
+        e[i] = py_exp(xs[i] + -mx, &err);
+        if (err) return err;
+    }
+    double total = e[0] + 0.0;
+    for (int64_t i = 1; i < n; i++) total = total + e[i];
+    *inv = py_pow(total, -1.0, &err);
+    if (err) return err;
+    *lg_inv = -1.0 * py_pow(total, -2.0, &err);
+    return err;
+}
+
+static int forward_op(dense_run *r, const dense_op *o) {
+    int err = 0;
+    double *out = V(r, o->out);
+    switch (o->op) {
+    case MG_T_EMBED: {
+        const double *te = V(r, loc_at(o->w, r->tokens[o->pos] * o->n)), *pe = V(r, o->y);
+        for (int64_t i = 0; i < o->n; i++) out[i] = te[i] + pe[i];
+        return 0;
+    }
+    case MG_T_ADD: {
+        const double *x = V(r, o->x), *y = V(r, o->y);
+        for (int64_t i = 0; i < o->n; i++) out[i] = x[i] + y[i];
+        return 0;
+    }
+    case MG_T_SCALE: {
+        const double *x = V(r, o->x);
+        for (int64_t i = 0; i < o->n; i++) out[i] = x[i] * o->c;
+        return 0;
+    }
+    case MG_T_RELU: {
+        const double *x = V(r, o->x);
+        for (int64_t i = 0; i < o->n; i++) out[i] = x[i] > 0.0 ? x[i] : 0.0;
+        return 0;
+    }
+    case MG_T_LINEAR: {
+        const double *w = V(r, o->w), *x = V(r, o->x);
+        int64_t n = o->n, k = 0;
+        for (; k + 4 <= o->nout; k += 4) dot_rows4(w + k * n, x, n, out + k);
+        for (; k < o->nout; k++) out[k] = dot_chain_value(w + k * n, x, n);
+        return 0;
+    }
+    case MG_T_RMSNORM: {                          // aux: scale, its local gradient, 1/n
+        const double *x = V(r, o->x);
+        double *aux = r->aux + o->aux;
+        double inv_n = py_pow((double)o->n, -1.0, &err);
+        if (err) return err;
+        double ms = dot_chain_value(x, x, o->n) * inv_n, base = ms + 1e-5;
+        double scale = py_pow(base, -0.5, &err);
+        if (err) return err;
+        double lg = -0.5 * py_pow(base, -1.5, &err);
+        if (err) return err;
+        aux[0] = scale, aux[1] = lg, aux[2] = inv_n;
+        for (int64_t i = 0; i < o->n; i++) out[i] = x[i] * scale;
+        return 0;
+    }
+    case MG_T_ATTENTION: {                        // aux: c, then per head e[t], w[t], inv, lg_inv
+        int64_t t = o->t, hd = o->hd;
+        const int64_t *keys = r->p->locs + o->list, *vals = keys + t;
+        double *aux = r->aux + o->aux;
+        double c = py_pow(py_pow((double)hd, 0.5, &err), -1.0, &err);
+        if (err) return err;
+        aux[0] = c;
+        const double *q = V(r, o->x);
+        double *logits = r->tmp;
+        for (int64_t h = 0; h < o->nout; h++) {
+            int64_t hs = h * hd;
+            double *e = aux + 1 + h * (2 * t + 2), *w = e + t;
+            for (int64_t s = 0; s < t; s++) logits[s] = dot_chain_value(q + hs, V(r, keys[s]) + hs, hd) * c;
+            if ((err = softmax_values(logits, t, e, w + t, w + t + 1))) return err;
+            for (int64_t s = 0; s < t; s++) w[s] = e[s] * w[t];
+            for (int64_t j = hs; j < hs + hd; j++) {
+                double acc = w[0] * V(r, vals[0])[j] + 0.0;
+                for (int64_t s = 1; s < t; s++) acc = acc + w[s] * V(r, vals[s])[j];
+                out[j] = acc;
+            }
+        }
+        return 0;
+    }
+    case MG_T_CROSS_ENTROPY: {                    // aux: e[n], inv, lg_inv, prob
+        int64_t n = o->n, target = r->tokens[o->ordinal + 1];
+        double *e = r->aux + o->aux;
+        if ((err = softmax_values(V(r, o->x), n, e, e + n, e + n + 1))) return err;
+        double prob = e[target] * e[n];
+        e[n + 2] = prob;
+        double l = py_log(prob, &err);
+        if (err) return err;
+        *out = l * -1.0;
+        return 0;
+    }
+    case MG_T_MEAN: {
+        const int64_t *losses = r->p->locs + o->list;
+        double s = *V(r, losses[0]) + 0.0;
+        for (int64_t k = 1; k < o->n; k++) s = s + *V(r, losses[k]);
+        *out = s * (1.0 / (double)o->n);
+        return 0;
+    }
+    }
+    return MG_ERR_ARG;
+}
+
+// --- backward: each kernel's terms, in the order the graph's chain rule adds them
+
+// A linear group's rows: each row's terms to its weights and to the input.
+static void backward_rows(dense_run *r, const int64_t *pairs, int64_t npairs, int simd) {
+    tracer *tr = r->tr;
+    for (int64_t k = 0; k < npairs; k++) {
+        const dense_op *o = &r->ops[pairs[2 * k]];
+        int64_t row = pairs[2 * k + 1], n = o->n;
+        double gn = 0.0 + G(r, o->out)[row];     // the product nodes' gradient in the seed's chain
+        int64_t wl = loc_at(o->w, row * n);
+        DOT_TERMS(simd, G(r, wl), G(r, o->x), V(r, wl), V(r, o->x), n, gn);
+        if (tr) {
+            int64_t dot = node_of(tr, o->out, row);
+            for (int64_t j = 0; j < n; j++) {
+                trace_term(tr, node_of(tr, wl, j), dot, 2 * j);
+                trace_term(tr, node_of(tr, o->x, j), dot, 2 * j + 1);
+            }
+        }
+    }
+}
+
+// The rows of a linear layer whose outputs are a cross-entropy's logits: descending, the target's last.
+static void backward_logit_rows(dense_run *r, int64_t opi, int simd) {
+    const dense_op *o = &r->ops[opi];
+    int64_t target = r->tokens[r->ops[o->ce].ordinal + 1], pair[2] = { opi, 0 };
+    for (int64_t row = o->nout - 1; row >= 0; row--) {
+        if (row == target) continue;
+        pair[1] = row;
+        backward_rows(r, pair, 1, simd);
+    }
+    pair[1] = target;
+    backward_rows(r, pair, 1, simd);
+}
+
+// The terms the seed's softmax gives from its running totals down, for s = n-1 .. 0, given the
+// total's gradient gt: e, ge: the exponentials and their gradients so far; out: each
+// (logit - max) node's gradient, whose one term to its logit the caller adds. Nodes (tracing):
+// (logit - max, exp) pairs from b, the totals from b + 2n.
+static void softmax_terms(dense_run *r, int64_t n, const double *e, double *ge, double gt, double *gshift,
+                          int64_t b) {
+    tracer *tr = r->tr;
+    for (int64_t s = n - 1; s >= 0; s--) {
+        int64_t total = b + 2 * n + s;
+        if (s > 0) {                              // total_s = total_{s-1} + e_s
+            double prev = 0.0;
+            TERM(prev, gt, total - 1, total, 0);
+            TERM(ge[s], gt, b + 2 * s + 1, total, 1);
+            gt = prev;
+        } else {                                  // total_0 = e_0 + 0
+            TERM(ge[0], gt, b + 1, total, 0);
+        }
+        gshift[s] = 0.0;
+        TERM(gshift[s], e[s] * ge[s], b + 2 * s, b + 2 * s + 1, 0);   // exp: its value is its local gradient
+    }
+}
+
+static void backward_op(dense_run *r, int64_t opi, int simd) {
+    const dense_op *o = &r->ops[opi];
+    tracer *tr = r->tr;
+    const double *g = G(r, o->out);
+    int64_t b = o->base;
+    switch (o->op) {
+    case MG_T_EMBED: {
+        int64_t tl = loc_at(o->w, r->tokens[o->pos] * o->n);
+        double *gt = G(r, tl), *gp = G(r, o->y);
+        for (int64_t i = 0; i < o->n; i++) {
+            TERM(gt[i], g[i], node_of(tr, tl, i), b + i, 0);
+            TERM(gp[i], g[i], node_of(tr, o->y, i), b + i, 1);
+        }
+        return;
+    }
+    case MG_T_ADD: {
+        double *gx = G(r, o->x), *gy = G(r, o->y);
+        for (int64_t i = 0; i < o->n; i++) {
+            TERM(gx[i], g[i], node_of(tr, o->x, i), b + i, 0);
+            TERM(gy[i], g[i], node_of(tr, o->y, i), b + i, 1);
+        }
+        return;
+    }
+    case MG_T_SCALE: {
+        double *gx = G(r, o->x);
+        for (int64_t i = 0; i < o->n; i++) TERM(gx[i], o->c * g[i], node_of(tr, o->x, i), b + i, 0);
+        return;
+    }
+    case MG_T_RELU: {
+        const double *x = V(r, o->x);
+        double *gx = G(r, o->x);
+        for (int64_t i = 0; i < o->n; i++)
+            TERM(gx[i], (x[i] > 0.0 ? 1.0 : 0.0) * g[i], node_of(tr, o->x, i), b + i, 0);
+        return;
+    }
+    case MG_T_LINEAR:
+        if (o->leader != opi) return;             // its rows run with its group's leader
+        if (o->ce >= 0)
+            backward_logit_rows(r, opi, simd);
+        else
+            backward_rows(r, r->p->sched + 2 * o->sched, o->nsched, simd);
+        return;
+    case MG_T_RMSNORM: {
+        // nodes: squares and their chain (2n), * 1/n, + 1e-5, **-0.5, then out_i = x_i * scale
+        int64_t n = o->n, pw = b + 2 * n + 2;
+        const double *x = V(r, o->x), *aux = r->aux + o->aux;
+        double *gx = G(r, o->x), scale = aux[0], gscale = 0.0;
+        for (int64_t i = n - 1; i >= 0; i--) {
+            TERM(gx[i], scale * g[i], node_of(tr, o->x, i), pw + 1 + i, 0);
+            TERM(gscale, x[i] * g[i], pw, pw + 1 + i, 1);
+        }
+        double gbase = 0.0, gms = 0.0, gsum = 0.0;
+        TERM(gbase, aux[1] * gscale, pw - 1, pw, 0);
+        TERM(gms, gbase, pw - 2, pw - 1, 0);
+        TERM(gsum, aux[2] * gms, pw - 3, pw - 2, 0);
+        for (int64_t j = n - 1; j >= 0; j--) {    // the chain: each sum and square gets 0 + gsum
+            int64_t sq = j ? b + 2 * j : b, sum = b + 2 * j + 1;
+            double gsq = 0.0;
+            if (j) {
+                double gprev = 0.0;
+                TERM(gprev, gsum, sum - 2, sum, 0);
+                TERM(gsq, gsum, sq, sum, 1);
+                gsum = gprev;
+            } else {
+                TERM(gsq, gsum, sq, sum, 0);
+            }
+            TERM(gx[j], x[j] * gsq, node_of(tr, o->x, j), sq, 0);
+            TERM(gx[j], x[j] * gsq, node_of(tr, o->x, j), sq, 1);
+        }
+        return;
+    }
+    case MG_T_ATTENTION: {
+        int64_t t = o->t, hd = o->hd, per_head = t * (4 * hd + 6);
+        const int64_t *keys = r->p->locs + o->list, *vals = keys + t;
+        const double *aux = r->aux + o->aux, *q = V(r, o->x);
+        double c = aux[0], *gq = G(r, o->x), *gw = r->tmp, *ge = gw + t, *gl = ge + t;
+        for (int64_t h = o->nout - 1; h >= 0; h--) {
+            int64_t hs = h * hd, hb = b + h * per_head, sb = hb + t * (2 * hd + 1), ob = sb + 5 * t;
+            const double *e = aux + 1 + h * (2 * t + 2), *w = e + t, inv = w[t], lg_inv = w[t + 1];
+            for (int64_t s = 0; s < t; s++) gw[s] = ge[s] = 0.0;
+            // out_j = sum(w_s * v_s[j]): its chain gives every product 0 + g_j
+            for (int64_t j = hs + hd - 1; j >= hs; j--) {
+                int64_t cb = ob + 2 * t * (j - hs);
+                for (int64_t s = t - 1; s >= 0; s--) {
+                    int64_t mul = s ? cb + 2 * s : cb, sum = cb + 2 * s + 1;
+                    double gmul = 0.0 + g[j];
+                    if (tr) {                     // the chain's own terms
+                        if (s) trace_term(tr, sum - 2, sum, 0);
+                        trace_term(tr, mul, sum, s ? 1 : 0);
+                    }
+                    TERM(gw[s], V(r, vals[s])[j] * gmul, sb + 3 * t + 2 * s + 1, mul, 0);
+                    TERM(G(r, vals[s])[j], w[s] * gmul, node_of(tr, vals[s], j), mul, 1);
+                }
+            }
+            // w_s = e_s * inv_s, inv_s = total**-1 (one node each), in descending s
+            double gt = 0.0;
+            for (int64_t s = t - 1; s >= 0; s--) {
+                int64_t ws = sb + 3 * t + 2 * s + 1;
+                double ginv = 0.0;
+                TERM(ge[s], inv * gw[s], sb + 2 * s + 1, ws, 0);
+                TERM(ginv, e[s] * gw[s], ws - 1, ws, 1);
+                TERM(gt, lg_inv * ginv, sb + 3 * t - 1, ws - 1, 0);
+            }
+            softmax_terms(r, t, e, ge, gt, gl, sb);
+            // logit_s = sum(q_j * k_s[j]) * c
+            for (int64_t s = t - 1; s >= 0; s--) {
+                int64_t cb = hb + s * (2 * hd + 1);
+                double glogit = 0.0, gtop = 0.0;
+                TERM(glogit, gl[s], cb + 2 * hd, sb + 2 * s, 0);
+                TERM(gtop, c * glogit, cb + 2 * hd - 1, cb + 2 * hd, 0);
+                const double *k = V(r, keys[s]);
+                double *gk = G(r, keys[s]), gch = 0.0 + gtop;
+                for (int64_t j = hd - 1; j >= 0; j--) {
+                    int64_t mul = j ? cb + 2 * j : cb, sum = cb + 2 * j + 1;
+                    if (tr) {
+                        if (j) trace_term(tr, sum - 2, sum, 0);
+                        trace_term(tr, mul, sum, j ? 1 : 0);
+                    }
+                    TERM(gq[hs + j], k[hs + j] * gch, node_of(tr, o->x, hs + j), mul, 0);
+                    TERM(gk[hs + j], q[hs + j] * gch, node_of(tr, keys[s], hs + j), mul, 1);
+                }
+            }
+        }
+        return;
+    }
+    case MG_T_CROSS_ENTROPY: {
+        // nodes: (logit - max, exp) pairs, totals, then total**-1, probability, log, * -1
+        int64_t n = o->n, target = r->tokens[o->ordinal + 1], pw = b + 3 * n;
+        const double *e = r->aux + o->aux;
+        double *ge = r->tmp, *gl = ge + n, glog = 0.0, gprob = 0.0, ginv = 0.0, gt = 0.0;
+        for (int64_t i = 0; i < n; i++) ge[i] = 0.0;
+        TERM(glog, -1.0 * g[0], pw + 2, pw + 3, 0);
+        TERM(gprob, (1.0 / e[n + 2]) * glog, pw + 1, pw + 2, 0);
+        TERM(ge[target], e[n] * gprob, b + 2 * target + 1, pw + 1, 0);
+        TERM(ginv, e[target] * gprob, pw, pw + 1, 1);
+        TERM(gt, e[n + 1] * ginv, pw - 1, pw, 0);
+        softmax_terms(r, n, e, ge, gt, gl, b);
+        double *glogits = G(r, o->x);
+        for (int64_t i = n - 1; i >= 0; i--) TERM(glogits[i], gl[i], node_of(tr, o->x, i), b + 2 * i, 0);
+        return;
+    }
+    case MG_T_MEAN: {
+        // nodes: the sum's chain (n) and * 1/n
+        int64_t n = o->n;
+        const int64_t *losses = r->p->locs + o->list;
+        double gsum = 0.0;
+        TERM(gsum, (1.0 / (double)n) * g[0], b + n - 1, b + n, 0);
+        for (int64_t k = n - 1; k >= 0; k--) {
+            int64_t recv = tr ? node_of(tr, losses[k], 0) : 0;
+            if (k) {
+                double gprev = 0.0;
+                TERM(gprev, gsum, b + k - 1, b + k, 0);
+                TERM(*G(r, losses[k]), gsum, recv, b + k, 1);
+                gsum = gprev;
+            } else {
+                TERM(*G(r, losses[0]), gsum, recv, b, 0);
+            }
+        }
+        return;
+    }
+    }
+}
+
+// --- lifecycle
+
+mg_dense *mg_dense_new(void) {
+    mg_dense *d = calloc(1, sizeof *d);
+    if (!d) return NULL;
+    d->forward_plan = -1;
+    d->mem.bytes = (int64_t)sizeof *d;
+    return d;
+}
+
+static void plan_free(mg_dense *d, dense_plan *p) {
+    free(p->ops);
+    free(p->locs);
+    free(p->sched);
+    d->mem.bytes -= p->nops * (int64_t)sizeof *p->ops + (p->nlocs + 2 * p->nsched) * (int64_t)sizeof(int64_t);
+    memset(p, 0, sizeof *p);
+}
+
+void mg_dense_free(mg_dense *d) {
+    if (!d) return;
+    for (int64_t i = 0; i < d->nplans; i++) plan_free(d, &d->plans[i]);
+    free(d->plans);
+    free(d->val);
+    free(d->grad);
+    free(d->aux);
+    free(d->tmp);
+    free(d->tokens);
+    free(d);
+}
+
+int64_t mg_dense_bytes(const mg_dense *d) { return d ? d->mem.bytes : MG_ERR_ARG; }
+
+int64_t mg_dense_peak_bytes(const mg_dense *d) {
+    if (!d) return MG_ERR_ARG;
+    return d->peak > d->mem.bytes ? d->peak : d->mem.bytes;
+}
+
+const char *mg_dense_why(const mg_dense *d) { return d ? d->why : ""; }
+
+// the shared buffers hold a plan's step
+static int buffers_for(mg_dense *d, const dense_plan *p) {
+    void *vg[] = { d->val, d->grad };
+    const size_t dsize[] = { sizeof(double), sizeof(double) };
+    int rc = mgi_grow(&d->mem, vg, dsize, 2, 0, &d->val_cap, p->nval, MG_ELEM_LIMIT);
+    d->val = vg[0], d->grad = vg[1];
+    void *x = d->aux;
+    if (!rc) rc = mgi_grow(&d->mem, &x, dsize, 1, 0, &d->aux_cap, p->naux, MG_ELEM_LIMIT);
+    d->aux = x;
+    x = d->tmp;
+    if (!rc) rc = mgi_grow(&d->mem, &x, dsize, 1, 0, &d->tmp_cap, p->ntmp, MG_ELEM_LIMIT);
+    d->tmp = x;
+    const size_t isize[] = { sizeof(int64_t) };
+    x = d->tokens;
+    if (!rc) rc = mgi_grow(&d->mem, &x, isize, 1, 0, &d->tokens_cap, p->ntokens, MG_ELEM_LIMIT);
+    d->tokens = x;
+    return rc;
+}
+
+static dense_run run_of(mg_dense *d, const dense_plan *p, mg_arena *a, const int64_t *tokens) {
+    return (dense_run){ .p = p, .ops = p->ops, .val = d->val, .grad = d->grad, .aux = d->aux, .tmp = d->tmp,
+                        .pdata = a->data, .pgrad = a->grad, .tokens = tokens };
+}
+
+static int run_forward(dense_run *r) {
+    for (int64_t i = 0; i < r->p->nops; i++) {
+        int rc = forward_op(r, &r->ops[i]);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static void run_backward(dense_run *r) {
+    int simd = r->tr ? 0 : HAVE_AVX2();          // the same bits either way; tracing is plain
+    memset(r->grad, 0, (size_t)r->p->nval * sizeof *r->grad);
+    r->grad[r->p->loss] = 1.0;                   // the root's, as the chain rule sets it
+    for (int64_t i = r->p->nops - 1; i >= 0; i--) backward_op(r, i, simd);
+}
+
+// --- compiling a program
+
+// the compile's temporary arrays, and their bytes
+typedef struct {
+    int64_t bytes;
+    int64_t *node_of;       // (nval) location -> node of the recorded step
+    int64_t *topo;          // (count - keep) a step node's place in the order, or -1
+    int64_t *begin, *src, *count;   // the tracer's
+    int32_t *slot;
+    int64_t *pairs;         // (2 * rows) a group's (key, instruction, row) before sorting
+    double *pgrad;          // (keep) the parameters' gradients of the plan's run
+} compile_scratch;
+
+// a scratch array of n elements, counted; NULL when out of memory
+static void *scratch(compile_scratch *c, int64_t n, size_t size, int zero) {
+    if (n < 0 || (uint64_t)n + 1 > SIZE_MAX / size) return NULL;
+    void *p = zero ? calloc((size_t)n + 1, size) : malloc(((size_t)n + 1) * size);
+    if (p) c->bytes += (n + 1) * (int64_t)size;
+    return p;
+}
+
+static void scratch_free(compile_scratch *c) {
+    free(c->node_of), free(c->topo), free(c->begin), free(c->src), free(c->slot), free(c->count);
+    free(c->pairs), free(c->pgrad);
+}
+
+// no plan: why (instr: the instruction it concerns, or -1)
+static int64_t refuse(mg_dense *d, const char *why, int64_t instr) {
+    if (instr >= 0)
+        snprintf(d->why, sizeof d->why, "%s (instruction %lld of the step)", why, (long long)instr);
+    else
+        snprintf(d->why, sizeof d->why, "%s", why);
+    return MG_ERR_PLAN;
+}
+
+// a vec operand of n entries at offset off: its location, or -1 with *ok = 0 (parameter vecs
+// must be runs of nodes; step vecs lie within the step)
+static int64_t vec_loc(const mg_arena *a, const mgi_program_view *pv, int64_t off, int64_t n, int *ok) {
+    if (off >= pv->vecs_keep && off + n <= pv->vcount) return off - pv->vecs_keep;
+    if (off >= 0 && off + n <= pv->vecs_keep && a->vec_run[off] >= n) return -1 - a->vec_ids[off];
+    *ok = 0;
+    return 0;
+}
+
+// sort (key, instruction, row) triples by key, descending
+static int by_key_descending(const void *x, const void *y) {
+    int64_t kx = ((const int64_t *)x)[0], ky = ((const int64_t *)y)[0];
+    return kx < ky ? 1 : kx > ky ? -1 : 0;
+}
+
+static int same_bits(double x, double y) { return memcmp(&x, &y, sizeof x) == 0; }
+
+static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, dense_plan *p, compile_scratch *c) {
+    int64_t nvec = pv->vcount - pv->vecs_keep, nscalar = 0, nlocs = 0, nsteps = pv->count - pv->keep;
+    for (int64_t i = 0; i < pv->ninstr; i++) {
+        const mg_instr *in = &pv->instr[i];
+        if (in->op == MG_T_CROSS_ENTROPY || in->op == MG_T_MEAN) nscalar++;
+        if (in->op == MG_T_ATTENTION) nlocs += 2 * in->k.attention.t;
+        if (in->op == MG_T_MEAN) nlocs += in->k.mean.n;
+    }
+    p->nops = pv->ninstr, p->nlocs = nlocs, p->ntokens = pv->ntokens, p->nval = nvec + nscalar;
+    p->keep = pv->keep, p->vecs_keep = pv->vecs_keep;
+    p->ops = calloc((size_t)p->nops, sizeof *p->ops);
+    p->locs = malloc((size_t)(nlocs > 0 ? nlocs : 1) * sizeof *p->locs);
+    c->node_of = scratch(c, p->nval, sizeof *c->node_of, 0);
+    c->topo = scratch(c, nsteps, sizeof *c->topo, 0);
+    if (!p->ops || !p->locs || !c->node_of || !c->topo) return MG_ERR_NOMEM;
+    d->mem.bytes += p->nops * (int64_t)sizeof *p->ops + nlocs * (int64_t)sizeof *p->locs;
+    for (int64_t i = 0; i < nvec; i++) c->node_of[i] = a->vec_ids[pv->vecs_keep + i];
+    for (int64_t i = 0; i < nsteps; i++) c->topo[i] = -1;
+    for (int64_t k = 0; k < pv->norder; k++)
+        if (pv->order[k] >= pv->keep) c->topo[pv->order[k] - pv->keep] = k;
+
+    // each instruction's operands as locations
+    int ok = 1;
+    int64_t scalar = nvec, list = 0;
+    for (int64_t i = 0; i < pv->ninstr; i++) {
+        const mg_instr *in = &pv->instr[i];
+        dense_op *o = &p->ops[i];
+        o->op = in->op, o->base = in->base, o->leader = i, o->ce = -1, o->aux = p->naux;
+        switch (in->op) {
+        case MG_T_EMBED: {
+            int64_t n = in->k.embed.n_embd;
+            o->n = n, o->nout = in->k.embed.wte_rows, o->pos = in->k.embed.pos;
+            o->w = vec_loc(a, pv, in->k.embed.wte, in->k.embed.wte_rows * n, &ok);
+            o->y = loc_at(vec_loc(a, pv, in->k.embed.wpe, in->k.embed.wpe_rows * n, &ok), o->pos * n);
+            o->out = vec_loc(a, pv, in->out, n, &ok);
+            break;
+        }
+        case MG_T_ADD:
+            o->n = in->k.add.n;
+            o->x = vec_loc(a, pv, in->k.add.x, o->n, &ok), o->y = vec_loc(a, pv, in->k.add.y, o->n, &ok);
+            o->out = vec_loc(a, pv, in->out, o->n, &ok);
+            break;
+        case MG_T_SCALE:
+            o->n = in->k.scale.n, o->c = in->k.scale.c;
+            o->x = vec_loc(a, pv, in->k.scale.x, o->n, &ok), o->out = vec_loc(a, pv, in->out, o->n, &ok);
+            break;
+        case MG_T_RELU:
+        case MG_T_RMSNORM:
+            o->n = in->k.unary.n;
+            o->x = vec_loc(a, pv, in->k.unary.x, o->n, &ok), o->out = vec_loc(a, pv, in->out, o->n, &ok);
+            if (in->op == MG_T_RMSNORM) p->naux += 3;
+            break;
+        case MG_T_LINEAR: {
+            if (!in->k.linear.fused) return refuse(d, "an unfused linear layer (only the fused graph compiles)", i);
+            int64_t nin = in->k.linear.nin, nout = in->k.linear.nout;
+            if (nin >= (int64_t)1 << 30) return refuse(d, "a linear layer too wide for the order check", i);
+            o->n = nin, o->nout = nout;
+            o->x = vec_loc(a, pv, in->k.linear.x, nin, &ok), o->w = vec_loc(a, pv, in->k.linear.w, nin * nout, &ok);
+            o->out = vec_loc(a, pv, in->out, nout, &ok);
+            if (ok && o->w >= 0) return refuse(d, "a linear layer whose weights are not parameters", i);
+            if (ok && o->x < 0 && -1 - o->x < -1 - o->w + nin * nout && -1 - o->w < -1 - o->x + nin)
+                return refuse(d, "a linear layer whose input overlaps its weights", i);
+            break;
+        }
+        case MG_T_SOFTMAX:
+            return refuse(d, "a softmax in a training step (only cross-entropies take one)", i);
+        case MG_T_ATTENTION: {
+            int64_t t = in->k.attention.t, hd = in->k.attention.head_dim, h = in->k.attention.n_head;
+            o->t = t, o->hd = hd, o->nout = h, o->n = h * hd, o->list = list;
+            o->x = vec_loc(a, pv, in->k.attention.q, o->n, &ok), o->out = vec_loc(a, pv, in->out, o->n, &ok);
+            for (int64_t s = 0; s < 2 * t; s++) p->locs[list++] = vec_loc(a, pv, pv->list[in->k.attention.list + s], o->n, &ok);
+            p->naux += 1 + h * (2 * t + 2);
+            if (3 * t > p->ntmp) p->ntmp = 3 * t;
+            break;
+        }
+        case MG_T_CROSS_ENTROPY:
+            if (!in->k.cross_entropy.fused) return refuse(d, "an unfused cross-entropy (only the fused graph compiles)", i);
+            o->n = in->k.cross_entropy.n, o->ordinal = in->k.cross_entropy.ordinal;
+            o->x = vec_loc(a, pv, in->k.cross_entropy.logits, o->n, &ok);
+            o->out = scalar, c->node_of[scalar++] = in->out;
+            p->naux += o->n + 3;
+            if (2 * o->n > p->ntmp) p->ntmp = 2 * o->n;
+            break;
+        case MG_T_MEAN:
+            o->n = in->k.mean.n, o->list = list;
+            for (int64_t k = 0; k < o->n; k++) {  // each loss it averages is a cross-entropy's
+                int64_t node = pv->list[in->k.mean.list + k], at = -1;
+                for (int64_t s = nvec; s < scalar; s++)
+                    if (c->node_of[s] == node) at = s;
+                if (at < 0) return refuse(d, "a mean of something other than cross-entropies", i);
+                p->locs[list++] = at;
+            }
+            o->out = scalar, c->node_of[scalar++] = in->out;
+            break;
+        default:
+            return refuse(d, "an instruction the dense executor does not know", i);
+        }
+        if (!ok) return refuse(d, "an operand that is neither a parameter matrix nor a vector of the step", i);
+    }
+    const mg_instr *last = &pv->instr[pv->ninstr - 1];
+    if (last->op != MG_T_MEAN) return refuse(d, "a step whose loss is not a mean", -1);
+    p->loss = p->ops[p->nops - 1].out;
+
+    // linear layers: groups by input; the one giving a cross-entropy its logits
+    for (int64_t i = 0; i < p->nops; i++) {
+        dense_op *o = &p->ops[i];
+        if (o->op == MG_T_CROSS_ENTROPY) {
+            int64_t lin = -1;
+            for (int64_t j = 0; j < i; j++)
+                if (p->ops[j].op == MG_T_LINEAR && p->ops[j].out == o->x && p->ops[j].nout == o->n) lin = j;
+            if (lin < 0 || p->ops[lin].ce >= 0)
+                return refuse(d, "a cross-entropy whose logits are not the whole output of a linear layer of their own", i);
+            p->ops[lin].ce = i;
+        }
+        if (o->op != MG_T_LINEAR) continue;
+        for (int64_t j = 0; j < i; j++)
+            if (p->ops[j].op == MG_T_LINEAR && p->ops[j].x == o->x) {
+                o->leader = p->ops[j].leader;
+                break;
+            }
+    }
+    // each group's rows in the order the graph's chain rule meets them (descending place in the
+    // topological order)
+    int64_t rows_total = 0;
+    for (int64_t i = 0; i < p->nops; i++)
+        if (p->ops[i].op == MG_T_LINEAR) rows_total += p->ops[i].nout;
+    c->pairs = scratch(c, 3 * rows_total, sizeof *c->pairs, 0);
+    p->sched = malloc((size_t)(2 * rows_total + 1) * sizeof *p->sched);
+    if (!c->pairs || !p->sched) return MG_ERR_NOMEM;
+    d->mem.bytes += 2 * rows_total * (int64_t)sizeof *p->sched;
+    for (int64_t i = 0; i < p->nops; i++) {
+        dense_op *o = &p->ops[i];
+        if (o->op != MG_T_LINEAR || o->leader != i) continue;
+        int64_t n = 0;
+        for (int64_t j = i; j < p->nops; j++) {
+            const dense_op *m = &p->ops[j];
+            if (m->op != MG_T_LINEAR || m->leader != i) continue;
+            if (m->ce >= 0 && j != i) return refuse(d, "a linear layer making logits shares its input with another", j);
+            for (int64_t row = 0; row < m->nout; row++) {
+                int64_t node = c->node_of[m->out + row], at = node >= pv->keep ? c->topo[node - pv->keep] : -1;
+                if (at < 0) return refuse(d, "a linear layer's row that the loss does not depend on", j);
+                c->pairs[3 * n] = at, c->pairs[3 * n + 1] = j, c->pairs[3 * n + 2] = row;
+                n++;
+            }
+        }
+        qsort(c->pairs, (size_t)n, 3 * sizeof *c->pairs, by_key_descending);
+        if (o->ce >= 0) {                         // the rule: descending, the target's last
+            int64_t target = pv->tokens[p->ops[o->ce].ordinal + 1];
+            for (int64_t k = 0; k < n; k++) {
+                int64_t want = k == n - 1 ? target : o->nout - 1 - k - (o->nout - 1 - k <= target);
+                if (c->pairs[3 * k + 2] != want)
+                    return refuse(d, "the logits' rows do not come in the order a cross-entropy gives", i);
+            }
+            continue;
+        }
+        o->sched = p->nsched, o->nsched = n;
+        for (int64_t k = 0; k < n; k++) {
+            p->sched[2 * (p->nsched + k)] = c->pairs[3 * k + 1];
+            p->sched[2 * (p->nsched + k) + 1] = c->pairs[3 * k + 2];
+        }
+        p->nsched += n;
+    }
+    return 0;
+}
+
+// The graph's terms for every node, in the order its chain rule adds them (backward.c).
+static int graph_terms(const mg_arena *a, const mgi_program_view *pv, compile_scratch *c, tracer *tr) {
+    int64_t nn = pv->count;
+    c->begin = scratch(c, nn + 1, sizeof *c->begin, 1);
+    c->count = scratch(c, nn + 1, sizeof *c->count, 1);
+    if (!c->begin || !c->count) return MG_ERR_NOMEM;
+    for (int64_t k = 0; k < pv->norder; k++) {
+        int64_t v = pv->order[k], nc = mgi_child_count(a, v);
+        for (int64_t q = 0; q < nc; q++) c->begin[mgi_child(a, v, q) + 1]++;
+    }
+    for (int64_t v = 0; v < nn; v++) c->begin[v + 1] += c->begin[v];
+    int64_t terms = c->begin[nn];
+    c->src = scratch(c, terms, sizeof *c->src, 0);
+    c->slot = scratch(c, terms, sizeof *c->slot, 0);
+    if (!c->src || !c->slot) return MG_ERR_NOMEM;
+    for (int64_t k = pv->norder - 1; k >= 0; k--) {
+        int64_t v = pv->order[k], nc = mgi_child_count(a, v);
+        // a DOT node's pairs come last to first (backward.c); each is one child's only term
+        int dot = a->op[v] == MG_OP_DOT;
+        for (int64_t e = 0; e < nc; e++) {
+            int64_t q = dot ? nc - 2 - (e & ~(int64_t)1) + (e & 1) : e, child = mgi_child(a, v, q);
+            int64_t at = c->begin[child] + c->count[child]++;
+            c->src[at] = v, c->slot[at] = (int32_t)q;
+        }
+    }
+    memset(c->count, 0, (size_t)nn * sizeof *c->count);
+    *tr = (tracer){ .node_of = c->node_of, .begin = c->begin, .src = c->src, .slot = c->slot,
+                    .count = c->count, .nnodes = nn, .bad = -1 };
+    return 0;
+}
+
+// after the traced run: -1 if every node got all its terms, else the first that did not
+static int64_t terms_differ(const tracer *tr) {
+    if (tr->bad >= 0) return tr->bad;
+    for (int64_t v = 0; v < tr->nnodes; v++)
+        if ((tr->count[v] & ~SWAPPED) != tr->begin[v + 1] - tr->begin[v]) return v;
+    return -1;
+}
+
+int64_t mg_dense_compile(mg_dense *d, mg_tape *t, mg_arena *a, int64_t program) {
+    mgi_count_call(a);
+    if (!d || !t || !a) return MG_ERR_ARG;
+    int rc = mgi_thread_check(a);
+    if (rc) return rc;
+    mgi_program_view pv;
+    if (mgi_tape_program(t, a, program, &pv) || !pv.live) return MG_ERR_ARG;
+    d->why[0] = 0;
+    if (!pv.order) return refuse(d, "the step's backward order is not cached (tape.c says when it cannot be)", -1);
+    void *grown = d->plans;
+    rc = mgi_grow(&d->mem, &grown, (const size_t[]){ sizeof *d->plans }, 1, 0, &d->plans_cap, d->nplans + 1,
+                  MG_ELEM_LIMIT);
+    d->plans = grown;
+    if (rc) return rc;
+    dense_plan p = { 0 };
+    compile_scratch c = { 0 };
+    tracer tr;
+    int64_t result = compile(d, a, &pv, &p, &c);
+    if (!result) result = graph_terms(a, &pv, &c, &tr);
+    if (!result) result = buffers_for(d, &p);
+    if (!result && !(c.pgrad = scratch(&c, pv.keep, sizeof *c.pgrad, 1))) result = MG_ERR_NOMEM;
+    if (!result) {
+        // one run with the recorded tokens, its terms traced, its gradients apart from the arena's
+        memset(d->val, 0, (size_t)p.nval * sizeof *d->val);
+        memset(d->aux, 0, (size_t)p.naux * sizeof *d->aux);
+        dense_run r = run_of(d, &p, a, pv.tokens);
+        r.pgrad = c.pgrad;
+        r.tr = &tr;
+        result = run_forward(&r);
+        if (result) {
+            result = refuse(d, "the plan's forward fails where the graph's did not", -1);
+        } else {
+            run_backward(&r);
+            int64_t v = terms_differ(&tr);
+            if (v >= 0) {
+                char why[sizeof d->why];
+                snprintf(why, sizeof why, "node %lld receives its gradient terms in another order than the graph gives "
+                         "them", (long long)v);
+                result = refuse(d, why, -1);
+            }
+        }
+        for (int64_t i = 0; !result && i < p.nval; i++)
+            if (!same_bits(d->val[i], a->data[c.node_of[i]]) || !same_bits(d->grad[i], a->grad[c.node_of[i]]))
+                result = refuse(d, "a value or gradient of the plan differs from the graph's", -1);
+        for (int64_t i = 0; !result && i < pv.keep; i++)
+            if (!same_bits(c.pgrad[i], a->grad[i]))
+                result = refuse(d, "a parameter's gradient differs from the graph's", -1);
+    }
+    if (d->mem.bytes + c.bytes > d->peak) d->peak = d->mem.bytes + c.bytes;
+    scratch_free(&c);
+    if (result) {
+        plan_free(d, &p);
+        return result;
+    }
+    d->plans[d->nplans] = p;
+    return d->nplans++;
+}
+
+// every token a plan reads is in range
+static int tokens_fit(const dense_plan *p, const int64_t *tokens) {
+    for (int64_t i = 0; i < p->nops; i++) {
+        const dense_op *o = &p->ops[i];
+        if (o->op == MG_T_EMBED && (tokens[o->pos] < 0 || tokens[o->pos] >= o->nout)) return 0;
+        if (o->op == MG_T_CROSS_ENTROPY && (tokens[o->ordinal + 1] < 0 || tokens[o->ordinal + 1] >= o->n)) return 0;
+    }
+    return 1;
+}
+
+int mg_dense_forward(mg_dense *d, mg_arena *a, int64_t plan, const int64_t *tokens, int64_t ntokens, double *loss) {
+    mgi_count_call(a);
+    if (!d || !a || !tokens || !loss || plan < 0 || plan >= d->nplans) return MG_ERR_ARG;
+    int rc = mgi_thread_check(a);
+    if (rc) return rc;
+    const dense_plan *p = &d->plans[plan];
+    if (ntokens != p->ntokens || !tokens_fit(p, tokens)) return MG_ERR_ARG;
+    if (a->keep != p->keep || a->vecs_keep != p->vecs_keep) return MG_ERR_ARG;   // other parameters
+    d->forward_plan = -1;
+    if ((rc = buffers_for(d, p))) return rc;
+    memcpy(d->tokens, tokens, (size_t)ntokens * sizeof *tokens);
+    dense_run r = run_of(d, p, a, d->tokens);
+    if ((rc = run_forward(&r))) return rc;
+    *loss = d->val[p->loss];
+    d->forward_plan = plan;
+    d->differentiated = 0;
+    d->forward_arena = a;
+    d->forward_changes = a->changes;
+    return 0;
+}
+
+int mg_dense_backward(mg_dense *d, mg_arena *a) {
+    mgi_count_call(a);
+    if (!d || !a) return MG_ERR_ARG;
+    int rc = mgi_thread_check(a);
+    if (rc) return rc;
+    if (d->forward_plan < 0 || d->forward_arena != a) return MG_ERR_ARG;   // no forward
+    if (d->differentiated) return MG_ERR_TWICE;  // its gradients are in the parameters already
+    if (a->changes != d->forward_changes) return MG_ERR_CHANGED;           // the parameters it read moved
+    mgi_note_change(a);
+    dense_run r = run_of(d, &d->plans[d->forward_plan], a, d->tokens);
+    run_backward(&r);
+    d->differentiated = 1;
+    return 0;
+}

@@ -1,0 +1,73 @@
+"""Dense: each recorded step (replay.py) compiled, once per document length, into a plan of dense
+kernels over flat arrays (csrc/dense.c), which then runs the step's forward and backward without
+making a single node. Same bits.
+
+A plan is compiled right after the backward of the first step of its length, while that step's
+graph is alive, and kept only if it adds every gradient's terms in the order the graph's chain
+rule adds them and reproduces every value and gradient of that step bit for bit (C checks both).
+A length whose plan is refused stays on replay; `refused` says why.
+"""
+from .native import check, ffi, lib
+
+
+class DenseLoss:
+    """The loss of a step a plan ran: its value (the plan's backward needs nothing else)."""
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+
+class Dense:
+    """Plans for one arena's steps, compiled from the programs of its tape (replay.Tape)."""
+
+    def __init__(self, arena, tape):
+        ptr = lib.mg_dense_new()
+        if ptr == ffi.NULL:
+            raise MemoryError("could not allocate a dense executor")
+        self.ptr = ffi.gc(ptr, lib.mg_dense_free)
+        self.arena, self.tape = arena, tape
+        self.plans = {}    # document length n -> plan id
+        self.refused = {}  # document length n -> why its steps stay on replay
+        self._loss = ffi.new("double *")
+
+    def training_loss(self, model, tokens):
+        """The loss of one document: a plan's forward, or the tape's graph until its length has one."""
+        n = min(model.config.block_size, len(tokens) - 1)
+        plan = self.plans.get(n)
+        if plan is None:
+            return self.tape.training_loss(model, tokens)
+        check(lib.mg_dense_forward(self.ptr, self.arena.ptr, plan, tokens[:n + 1], n + 1, self._loss))
+        return DenseLoss(self._loss[0])
+
+    def backward(self, loss):
+        if isinstance(loss, DenseLoss):
+            check(lib.mg_dense_backward(self.ptr, self.arena.ptr))
+            return
+        self.tape.backward(loss)
+        n, program = self.tape.last
+        if program is not None and n not in self.plans and n not in self.refused:
+            self._compile(n, program)
+
+    def _compile(self, n, program):
+        plan = lib.mg_dense_compile(self.ptr, self.tape.ptr, self.arena.ptr, program)
+        if plan >= 0:
+            self.plans[n] = plan
+        elif plan == lib.MG_ERR_PLAN:
+            self.refused[n] = ffi.string(lib.mg_dense_why(self.ptr)).decode()
+        elif plan == lib.MG_ERR_NOMEM:  # the step itself is done: keep training on replay
+            self.refused[n] = "out of memory while compiling its plan"
+        # MG_ERR_ARG: the arena no longer holds that program's step (nothing to compile from)
+
+    def status(self):
+        """{document length: 'dense' or why it runs on replay} for every length seen so far."""
+        return {**{n: "dense" for n in self.plans}, **self.refused}
+
+    @property
+    def nbytes(self):
+        return lib.mg_dense_bytes(self.ptr)
+
+    @property
+    def peak_bytes(self):
+        """The most it held at once, counting a compile's scratch (which lives while it runs)."""
+        return lib.mg_dense_peak_bytes(self.ptr)

@@ -1,0 +1,142 @@
+"""The dense graph (csrc/dense.c, microgpt/dense.py): each document length's recorded step compiled
+into dense kernels, checked against the graph once, then run without nodes. It must give the bits
+of the graph (replay) and of the python backend, refuse what it cannot run as the graph would
+(and then stay on replay with the same bits), and refuse a misused backward."""
+import random
+
+import pytest
+
+from conftest import require
+from microgpt.training import step_loss, train_step
+
+
+@pytest.fixture(autouse=True)
+def c_backend():
+    require("c")
+
+
+def docs_for(vocab_size, block_size, count, rng):
+    """Documents shorter than, as long as and longer than the block, BOS at both ends."""
+    bos = vocab_size - 1
+    lengths = [1, 2, block_size - 1, block_size, block_size + 1, block_size + 3] + \
+              [rng.randint(1, block_size + 2) for _ in range(count)]
+    return [[bos] + [rng.randrange(bos) for _ in range(max(n, 1))] + [bos] for n in lengths]
+
+
+def history(backend, mode, config, docs, steps=None, model_class=None):
+    """(losses, parameters) after training on docs in order (seeded init), and the model."""
+    from microgpt.model import GPT, Config
+    from microgpt.modes import new_graph
+    random.seed(11)
+    model = (model_class or GPT)(Config(**config), new_graph(backend, mode))
+    schedule = docs if steps is None else [docs[i % len(docs)] for i in range(steps)]
+    losses = [train_step(model, tokens, step, len(schedule)) for step, tokens in enumerate(schedule)]
+    return (losses, model.graph.param_data()), model
+
+
+def test_dense_is_bit_identical_to_replay_and_python():
+    config = dict(vocab_size=7, n_embd=8, n_head=2, block_size=6, n_layer=2)
+    docs = docs_for(7, 6, 6, random.Random(1)) * 2   # every length twice: recorded, then dense
+    dense, model = history("c", "dense", config, docs)
+    replay, _ = history("c", "replay", config, docs)
+    python, _ = history("python", "fused", config, docs)
+    assert dense == replay == python
+    status = model.graph.dense.status()
+    assert status and set(status.values()) == {"dense"}, status
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_small_configs_agree_on_dense_replay_and_python(seed):
+    rng = random.Random(seed)
+    n_head = rng.choice([1, 2, 3])
+    config = dict(vocab_size=rng.randint(3, 9), n_layer=rng.randint(1, 3), n_head=n_head,
+                  n_embd=n_head * rng.randint(1, 4), block_size=rng.randint(1, 12))
+    docs = docs_for(config["vocab_size"], config["block_size"], 4, rng)
+    docs = docs + [list(reversed(d)) for d in docs]  # same lengths, other tokens and targets
+    dense, model = history("c", "dense", config, docs)
+    assert dense == history("c", "replay", config, docs)[0] == history("python", "fused", config, docs)[0], config
+    assert set(model.graph.dense.status().values()) == {"dense"}, (config, model.graph.dense.status())
+
+
+@pytest.mark.parametrize("size", ["d64", "d128"])
+def test_larger_sizes_agree_with_python_over_three_steps(size, shared):
+    from microgpt.data import load_docs
+    from microgpt.tokenizer import Tokenizer
+    dims = {"d64": dict(n_embd=64, n_layer=2, n_head=4, block_size=16),
+            "d128": dict(n_embd=128, n_layer=4, n_head=8, block_size=32)}[size]
+    docs = load_docs(shared / "data" / "names.txt")
+    random.Random(42).shuffle(docs)
+    tok = Tokenizer.from_docs(docs)
+    # two documents of one length: the second step runs dense; then another length
+    by_length = {}
+    for d in docs:
+        by_length.setdefault(len(d), []).append(tok.document(d))
+    chosen = by_length[6][:2] + by_length[7][:1]
+    config = dict(vocab_size=tok.vocab_size, **dims)
+    dense, model = history("c", "dense", config, chosen)
+    assert model.graph.dense.plans, "no step ran dense"
+    assert dense == history("python", "fused", config, chosen)[0]
+
+
+class ResidualLinear:
+    """A model the dense plan cannot reproduce: x + linear(x) before the head, where the graph
+    interleaves the add's and the rows' terms to x, and the plan adds the add's first."""
+
+    def __new__(cls, config, graph):
+        from microgpt.model import GPT
+
+        class Model(GPT):
+            def forward(self, token_id, pos_id, keys, values):
+                g, sd = self.graph.layers, self.state_dict
+                x = g.embed(sd['wte'], sd['wpe'], token_id, pos_id)
+                x = g.add(x, g.linear(x, sd['layer0.attn_wo']))
+                return g.linear(x, sd['lm_head'])
+        return Model(config, graph)
+
+
+def test_a_program_whose_order_the_plan_cannot_follow_stays_on_replay():
+    config = dict(vocab_size=5, n_embd=4, n_head=2, block_size=4, n_layer=1)
+    docs = docs_for(5, 4, 3, random.Random(3)) * 2
+    dense, model = history("c", "dense", config, docs, model_class=ResidualLinear)
+    replay, _ = history("c", "replay", config, docs, model_class=ResidualLinear)
+    assert dense == replay
+    status = model.graph.dense.status()
+    assert status and not model.graph.dense.plans
+    assert all("in another order than the graph" in why for why in status.values()), status
+
+
+def test_dense_refuses_a_misused_backward():
+    from microgpt.model import GPT, Config
+    from microgpt.modes import new_graph
+    random.seed(2)
+    model = GPT(Config(vocab_size=5, n_embd=4, n_head=2, block_size=4, n_layer=1), new_graph("c", "dense"))
+    g, doc = model.graph, [4, 1, 2, 4]
+    train_step(model, doc, 0, 10)                # recorded and compiled
+    assert g.dense.plans
+    loss = step_loss(model, doc)
+    g.backward(loss)
+    with pytest.raises(ValueError, match="differentiated already"):
+        g.backward(loss)                         # a second backward of one forward
+    loss = step_loss(model, doc)
+    g.set_param_data(g.param_data())            # the parameters the forward read may have moved
+    with pytest.raises(ValueError, match="changed"):
+        g.backward(loss)
+    g.adam_step(1, 10)                           # the gradients of the refused backward: none
+    loss = step_loss(model, doc)
+    g.backward(loss)
+    assert g.item(loss) == loss.value
+
+
+def test_bad_tokens_for_a_plan_are_refused():
+    from microgpt.model import GPT, Config
+    from microgpt.modes import new_graph
+    from microgpt.native import check, lib
+    random.seed(2)
+    model = GPT(Config(vocab_size=5, n_embd=4, n_head=2, block_size=4, n_layer=1), new_graph("c", "dense"))
+    train_step(model, [4, 1, 2, 4], 0, 10)
+    dense = model.graph.dense
+    plan = dense.plans[3]
+    out = dense._loss
+    for tokens in ([4, 1, 9, 4], [4, 1, 2, -1], [4, 1, 2]):
+        with pytest.raises(ValueError):
+            check(lib.mg_dense_forward(dense.ptr, model.graph.arena.ptr, plan, tokens, len(tokens), out))
