@@ -1,8 +1,10 @@
-"""A training step at the sizes the speed issue names, on the fastest graph of each backend that
-runs them in reasonable time: the seed's config, d64 and d128 (names data, one document a step).
+"""A training step at the sizes the speed issue names: the seed's config, d64 and d128 (names
+data, one document a step), on the c backend's replay graph (the scalar graph built and walked by
+C every step) and its dense graph (the same step compiled, no nodes), side by side in one group
+per size, with PyTorch on the CPU as an outside reference when it is installed.
 
 Run with: pytest benchmarks/test_sizes.py --benchmark-only --benchmark-columns=median,mean,rounds
-Every round is a replayed step (each length's step is recorded in the warm-up first)."""
+Every timed round is a step of a length seen in the warm-up (recorded, and compiled on dense)."""
 import random
 
 import pytest
@@ -23,23 +25,47 @@ SIZES = {
 ROUNDS = {"seed": 400, "d64": 60, "d128": 15}
 
 
-@pytest.mark.benchmark(group="training step by model size")
-@pytest.mark.parametrize("size", list(SIZES))
-def test_replayed_step(benchmark, size):
-    if not c_status()[0]:
-        pytest.skip(f"c backend not built: {c_status()[1]}")
+def documents(size):
     random.seed(42)
     docs = load_docs(NAMES) if NAMES.exists() else default_docs()
     random.shuffle(docs)
     tokenizer = Tokenizer.from_docs(docs)
-    model = GPT(Config(vocab_size=tokenizer.vocab_size, **SIZES[size]), new_graph("c", "replay"))
-    documents = [tokenizer.document(docs[i]) for i in range(ROUNDS[size])]
-    for step, tokens in enumerate(documents):  # warm-up: every length recorded
+    return tokenizer, [tokenizer.document(docs[i]) for i in range(ROUNDS[size])]
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+@pytest.mark.parametrize("mode", ["replay", "dense"])
+def test_training_step(benchmark, size, mode):
+    if not c_status()[0]:
+        pytest.skip(f"c backend not built: {c_status()[1]}")
+    benchmark.group = f"training step, {size}"
+    tokenizer, docs = documents(size)
+    model = GPT(Config(vocab_size=tokenizer.vocab_size, **SIZES[size]), new_graph("c", mode))
+    for step, tokens in enumerate(docs):  # warm-up: every length recorded (and compiled)
         train_step(model, tokens, step, 10**6)
-    steps = iter(enumerate(documents))
+    steps = iter(enumerate(docs))
 
     def one_step():
         step, tokens = next(steps)
         train_step(model, tokens, step, 10**6)
+
+    benchmark.pedantic(one_step, rounds=ROUNDS[size], iterations=1)
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_training_step_pytorch(benchmark, size):
+    torch = pytest.importorskip("torch")
+    from torch_reference import TorchGPT
+    torch.set_num_threads(1)
+    benchmark.group = f"training step, {size}"
+    tokenizer, docs = documents(size)
+    model = TorchGPT(Config(vocab_size=tokenizer.vocab_size, **SIZES[size]))
+    for step, tokens in enumerate(docs):
+        model.train_step(tokens, step, 10**6)
+    steps = iter(enumerate(docs))
+
+    def one_step():
+        step, tokens = next(steps)
+        model.train_step(tokens, step, 10**6)
 
     benchmark.pedantic(one_step, rounds=ROUNDS[size], iterations=1)

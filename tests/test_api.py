@@ -43,9 +43,9 @@ DOCS = ["emma", "olivia", "ava", "isabella", "sophia", "mia", "amelia", "harper"
 SMALL = dict(steps=12, n_embd=8, n_head=2, block_size=8)
 
 
-@pytest.mark.parametrize("graph", ["seed", "fused", "kernels", "replay"])
+@pytest.mark.parametrize("graph", ["seed", "fused", "kernels", "replay", "dense"])
 def test_load_and_train_the_rest_is_the_uninterrupted_run(backend, graph, tmp_path):
-    if backend == "python" and graph in ("kernels", "replay"):
+    if backend == "python" and graph in ("kernels", "replay", "dense"):
         pytest.skip("a c-only graph mode")
     whole = microgpt.train(DOCS, backend=backend, graph=graph, **SMALL)
     half = microgpt.Model.new(DOCS, backend=backend, graph=graph, **SMALL).train(5)

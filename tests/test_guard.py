@@ -49,7 +49,7 @@ def state(model):
 
 
 @pytest.mark.parametrize("snapshot_every", [0, 10 ** 9], ids=["copy-every-step", "rebuild-from-the-start"])
-@pytest.mark.parametrize("backend,mode", [("python", "fused"), ("python", "seed"), ("c", "replay"), ("c", "seed")])
+@pytest.mark.parametrize("backend,mode", [("python", "fused"), ("python", "seed"), ("c", "replay"), ("c", "dense"), ("c", "seed")])
 def test_failure_inside_adam_rebuilds_the_state_before_the_step(monkeypatch, backend, mode, snapshot_every):
     """Simulate the python backend's Adam failing half way (some parameters and gradients
     changed, an OverflowError): the model must come back to its exact state after step 5."""

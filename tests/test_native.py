@@ -72,7 +72,7 @@ def test_kernel_out_of_memory_mid_training_loses_nothing():
     assert g.item(loss) > 0
 
 
-@pytest.mark.parametrize("mode", ["fused", "replay"])
+@pytest.mark.parametrize("mode", ["fused", "replay", "dense"])
 def test_arena_size_is_flat_across_steps(shared, mode):
     from microgpt.data import load_docs
     from microgpt.modes import new_graph
@@ -114,7 +114,7 @@ def fused_step(mode="fused"):
     return model, step_loss(model, [4, 0, 1, 2, 4])
 
 
-@pytest.mark.parametrize("mode", ["fused", "replay"])
+@pytest.mark.parametrize("mode", ["fused", "replay", "dense"])
 def test_changing_a_value_under_fused_nodes_refuses_backward(mode):
     """Fused nodes read their local gradients from their children's values at backward time:
     a change in between would give other bits than the seed, so backward refuses instead."""
@@ -207,7 +207,8 @@ def test_second_backward_is_the_seeds_or_refused():
     from microgpt.modes import new_graph
     from microgpt.model import GPT, Config
     grads = {}
-    for backend, mode in (("python", "seed"), ("c", "seed"), ("python", "fused"), ("c", "fused"), ("c", "replay")):
+    for backend, mode in (("python", "seed"), ("c", "seed"), ("python", "fused"), ("c", "fused"), ("c", "replay"),
+                          ("c", "dense")):
         random.seed(4)
         model = GPT(Config(vocab_size=5, n_embd=8, n_head=2, block_size=4), new_graph(backend, mode))
         g = model.graph
