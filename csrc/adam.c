@@ -36,7 +36,8 @@ int mg_adam_init(mg_arena *a, int64_t nparams) {
 typedef struct {
     double lr_t, beta1, beta2, eps, b1, b2, c1, c2;   // c1 = 1 - beta1, c2 = 1 - beta2
     int err_b1, err_b2;     // the bias corrections' own errors (pow, or division by zero)
-    const double *m, *v, *grad, *data;
+    const double *m, *v, *data;
+    double *grad;           // zeroed as it is used, when the step writes in place
     double *next_m, *next_v, *next_p;
 } adam_args;
 
@@ -93,7 +94,7 @@ __attribute__((target("avx2,fma"))) static inline __m256d abs4(__m256d x) {
     return (__m256d)((mg_v4i)x & 0x7fffffffffffffffLL);
 }
 
-__attribute__((target("avx2,fma"))) static int adam_four(const adam_args *A, int64_t i) {
+__attribute__((target("avx2,fma"))) static inline int adam_four(const adam_args *A, int64_t i) {
     __m256d g = _mm256_loadu_pd(A->grad + i), m = _mm256_loadu_pd(A->m + i), v = _mm256_loadu_pd(A->v + i);
     __m256d mi = splat(A->beta1) * m + splat(A->c1) * g;
     __m256d s = g * g;
@@ -117,13 +118,80 @@ __attribute__((target("avx2,fma"))) static int adam_four(const adam_args *A, int
     _mm256_maskstore_pd(A->next_p + i, mask, _mm256_loadu_pd(A->data + i) - (splat(A->lr_t) * m_hat) / den);
     return _mm256_movemask_pd((__m256d)ok);
 }
+
+// Parameters 0 .. n4-1 (a multiple of 4), four at a time; a lane the shortcut cannot decide
+// goes through adam_param (in order still: only such a lane can fail). One function, so that the
+// step's constants stay in registers.
+__attribute__((target("avx2,fma"))) static int adam_simd(const adam_args *A, int64_t n4, int zero_grads) {
+    for (int64_t i = 0; i < n4; i += 4) {
+        int written = adam_four(A, i);
+        for (int k = 0; k < 4 && written != 15; k++) {
+            if (written & (1 << k)) continue;
+            int rc = adam_param(A, i + k);
+            if (rc) return rc;
+        }
+        if (zero_grads) _mm256_storeu_pd(A->grad + i, _mm256_setzero_pd());
+    }
+    return 0;
+}
+
+// cannot_fail's scan of the gradients and second moments, four at a time
+__attribute__((target("avx2,fma"))) static int any_unsafe_simd(const double *g, const double *v, int64_t n4) {
+    __m256d bad = _mm256_setzero_pd();
+    const __m256d big = splat(0x1p511), inf = splat(INFINITY), zero = _mm256_setzero_pd();
+    for (int64_t i = 0; i < n4; i += 4) {
+        __m256d ag = abs4(_mm256_loadu_pd(g + i));
+        bad = _mm256_or_pd(bad, _mm256_and_pd(_mm256_cmp_pd(ag, big, _CMP_GE_OQ), _mm256_cmp_pd(ag, inf, _CMP_NEQ_OQ)));
+        bad = _mm256_or_pd(bad, _mm256_cmp_pd(_mm256_loadu_pd(v + i), zero, _CMP_LT_OQ));
+    }
+    return _mm256_movemask_pd(bad) != 0;
+}
+#define HAVE_ADAM_SIMD() (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
 #else
 #define MG_ADAM_SIMD 0
+#define HAVE_ADAM_SIMD() 0
 #endif
 
+// Whether no parameter's update can fail, so that the step may write in place: the rate's
+// settings keep v >= 0 and den > 0, every v is >= 0 (or nan), and no finite gradient is large
+// enough for g**2 to overflow (inf and nan go through pow without an error).
+static int cannot_fail(const adam_args *A, int64_t n) {
+    if (!(A->eps > 0.0 && A->beta2 >= 0.0 && A->beta2 <= 1.0 && A->b2 > 0.0)) return 0;
+    int64_t i = 0;
+#if MG_ADAM_SIMD
+    if (HAVE_ADAM_SIMD()) {
+        i = n - n % 4;
+        if (any_unsafe_simd(A->grad, A->v, i)) return 0;
+    }
+#endif
+    for (; i < n; i++)
+        if ((fabs(A->grad[i]) >= 0x1p511 && isfinite(A->grad[i])) || A->v[i] < 0.0) return 0;
+    return 1;
+}
+
+// Every parameter, or the first error: four at a time where the CPU allows it (adam_simd).
+// Gradients are zeroed as they are used when zero_grads is set.
+static int adam_run(const adam_args *A, int64_t n, int zero_grads) {
+    int64_t i = 0;
+#if MG_ADAM_SIMD
+    if (!A->err_b1 && !A->err_b2 && HAVE_ADAM_SIMD()) {
+        i = n - n % 4;
+        int rc = adam_simd(A, i, zero_grads);
+        if (rc) return rc;
+    }
+#endif
+    for (; i < n; i++) {
+        int rc = adam_param(A, i);
+        if (rc) return rc;
+        if (zero_grads) A->grad[i] = 0.0;
+    }
+    return 0;
+}
+
 // The seed's update, parameter by parameter in order, with its errors in its order (Python
-// raises where C would make inf or nan). A step that fails changes nothing: the new moments and
-// values go to next_* first and are committed only after every parameter has succeeded.
+// raises where C would make inf or nan). A step that fails changes nothing. When no update can
+// fail (cannot_fail), each parameter's new moments and value are written in place, in one pass;
+// otherwise they go to next_* first and are committed only after every parameter has succeeded.
 int mg_adam_step(mg_arena *a, double lr_t, double beta1, double beta2, double eps, int64_t step) {
     mgi_count_call(a);
     if (!a || a->nparams < 0 || step < 0 || step == INT64_MAX) return MG_ERR_ARG;
@@ -136,29 +204,20 @@ int mg_adam_step(mg_arena *a, double lr_t, double beta1, double beta2, double ep
     A.b2 = 1.0 - py_pow(beta2, (double)(step + 1), &A.err_b2);
     if (!A.err_b1 && A.b1 == 0.0) A.err_b1 = MG_ERR_ZERODIV;      // float division by zero
     if (!A.err_b2 && A.b2 == 0.0) A.err_b2 = MG_ERR_ZERODIV;
-    int64_t i = 0, n = a->nparams;
-#if MG_ADAM_SIMD
-    if (!A.err_b1 && !A.err_b2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        for (; i + 4 <= n; i += 4) {                 // four at a time; a lane the shortcut
-            int written = adam_four(&A, i);          // cannot decide goes one by one (only such
-            for (int k = 0; k < 4 && written != 15; k++) {   // a lane can fail: in order still)
-                if (written & (1 << k)) continue;
-                int rc = adam_param(&A, i + k);
-                if (rc) return rc;
-            }
-        }
+    int64_t n = a->nparams;
+    if (!A.err_b1 && !A.err_b2 && cannot_fail(&A, n)) {
+        mgi_values_change(a);
+        A.next_m = a->adam_m, A.next_v = a->adam_v, A.next_p = a->data;   // each read before it is written
+        return adam_run(&A, n, 1);
     }
-#endif
-    for (; i < n; i++) {
-        int rc = adam_param(&A, i);
-        if (rc) return rc;
-    }
+    int rc = adam_run(&A, n, 0);
+    if (rc) return rc;
     mgi_values_change(a);
     double *t = a->adam_m; a->adam_m = a->next_m; a->next_m = t;    // commit
     t = a->adam_v; a->adam_v = a->next_v; a->next_v = t;
-    if (a->nparams > 0) {
-        memcpy(a->data, a->next_p, (size_t)a->nparams * sizeof *a->data);
-        memset(a->grad, 0, (size_t)a->nparams * sizeof *a->grad);
+    if (n > 0) {
+        memcpy(a->data, a->next_p, (size_t)n * sizeof *a->data);
+        memset(a->grad, 0, (size_t)n * sizeof *a->grad);
     }
     return 0;
 }

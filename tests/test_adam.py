@@ -115,3 +115,24 @@ def test_adam_overflow_raises_as_python():
         1e200 ** 2
     with pytest.raises(OverflowError):
         adam_both_ways([0.1, 1e200], [0.0, 0.0], [0.0, 0.0], [0.5, 0.5], 0, 10)
+
+
+def test_a_failed_adam_step_changes_nothing():
+    """A step that cannot write in place (a gradient whose square overflows, at the end) fails
+    before committing: the parameters, moments and gradients are what they were."""
+    from microgpt.native import Arena, check, ffi, lib
+    n = 9
+    arena = Arena()
+    first = arena.leaves([0.1 * i for i in range(n)])
+    arena.keep()
+    check(lib.mg_adam_init(arena.ptr, n))
+    grads = [0.01 * i for i in range(n - 1)] + [1e200]
+    for i, g in enumerate(grads):
+        check(lib.mg_set_grad(arena.ptr, first + i, g))
+    before = (arena.read_data(0, n), arena.read_grad(0, n))
+    with pytest.raises(OverflowError):
+        check(lib.mg_adam_step(arena.ptr, 0.01, BETA1, BETA2, EPS, 0))
+    m, v = ffi.new("double[]", n), ffi.new("double[]", n)
+    check(lib.mg_adam_read(arena.ptr, m, v))
+    assert (arena.read_data(0, n), arena.read_grad(0, n)) == before
+    assert list(m) == [0.0] * n and list(v) == [0.0] * n
