@@ -70,7 +70,16 @@ typedef struct {
     int64_t nval, naux, ntmp;       // entries the step needs in val/grad, aux and tmp
     int64_t keep, vecs_keep;        // the arena's persistent counts it was compiled for
     int64_t loss;           // location of the loss
+    int64_t *sequence;      // (nops) the order the forward runs the instructions in; the backward
+                            // runs it backwards
+    int64_t bytes;          // what its arrays hold (counted in the plans' memory)
+    int64_t K, T;           // layer by layer (see sequence): instructions per position, positions; T = 0: not
+    int64_t nrows;          // rows of the largest group run for every position at once
+    uint8_t *batch;         // (K) BATCH_* flags of instruction k of every position
 } dense_plan;
+
+enum { BATCH_FORWARD = 1,   // a linear layer whose forward runs for every position at once
+       BATCH_BACKWARD = 2 };// a linear group's leader whose rows run for every position at once
 
 struct mg_dense {
     mgi_memory mem;
@@ -81,6 +90,10 @@ struct mg_dense {
     double *val, *grad;     // (val_cap) shared by every plan: one step at a time
     double *aux;            // (aux_cap)
     double *tmp;            // (tmp_cap) a backward's scratch
+    const double **ptrs;    // (ptrs_cap) a batch's per-position vectors
+    int64_t ptrs_cap;
+    int64_t *pairs;         // (pairs_cap) a batch's (instruction, row) pairs
+    int64_t pairs_cap;
     int64_t forward_plan;   // the plan whose forward ran last (-1: none)
     int differentiated;     // its backward ran
     const mg_arena *forward_arena;
@@ -146,6 +159,8 @@ typedef struct {
     const dense_plan *p;
     const dense_op *ops;
     double *val, *grad, *aux, *tmp;
+    const double **ptrs;    // room for 2T pointers
+    int64_t *pairs;         // room for a group's (instruction, row) pairs
     double *pdata, *pgrad;  // the parameters' values and gradients (node indexed)
     const int64_t *tokens;
     tracer *tr;             // NULL, or the order check's record
@@ -547,7 +562,9 @@ static void plan_free(mg_dense *d, dense_plan *p) {
     free(p->ops);
     free(p->locs);
     free(p->sched);
-    d->mem.bytes -= p->nops * (int64_t)sizeof *p->ops + (p->nlocs + 2 * p->nsched) * (int64_t)sizeof(int64_t);
+    free(p->sequence);
+    free(p->batch);
+    d->mem.bytes -= p->bytes;
     memset(p, 0, sizeof *p);
 }
 
@@ -559,6 +576,8 @@ void mg_dense_free(mg_dense *d) {
     free(d->grad);
     free(d->aux);
     free(d->tmp);
+    free((void *)d->ptrs);
+    free(d->pairs);
     free(d->tokens);
     free(d);
 }
@@ -584,7 +603,14 @@ static int buffers_for(mg_dense *d, const dense_plan *p) {
     x = d->tmp;
     if (!rc) rc = mgi_grow(&d->mem, &x, dsize, 1, 0, &d->tmp_cap, p->ntmp, MG_ELEM_LIMIT);
     d->tmp = x;
+    const size_t psize[] = { sizeof *d->ptrs };
+    x = (void *)d->ptrs;
+    if (!rc) rc = mgi_grow(&d->mem, &x, psize, 1, 0, &d->ptrs_cap, 2 * p->T + 1, MG_ELEM_LIMIT);
+    d->ptrs = x;
     const size_t isize[] = { sizeof(int64_t) };
+    x = d->pairs;
+    if (!rc) rc = mgi_grow(&d->mem, &x, isize, 1, 0, &d->pairs_cap, 2 * p->nrows + 1, MG_ELEM_LIMIT);
+    d->pairs = x;
     x = d->tokens;
     if (!rc) rc = mgi_grow(&d->mem, &x, isize, 1, 0, &d->tokens_cap, p->ntokens, MG_ELEM_LIMIT);
     d->tokens = x;
@@ -593,11 +619,188 @@ static int buffers_for(mg_dense *d, const dense_plan *p) {
 
 static dense_run run_of(mg_dense *d, const dense_plan *p, mg_arena *a, const int64_t *tokens) {
     return (dense_run){ .p = p, .ops = p->ops, .val = d->val, .grad = d->grad, .aux = d->aux, .tmp = d->tmp,
+                        .ptrs = d->ptrs, .pairs = d->pairs,
                         .pdata = a->data, .pgrad = a->grad, .tokens = tokens };
 }
 
+
+// --- linear layers for every position at once (layer by layer)
+
+// out_t[row] = sum(w[row][j] * x_t[j]) for every position t, with the weights read once: the
+// inputs transposed into tmp (xt[j][t], T rounded up to 4), then each lane of a vector is one
+// position's sum, chained over j in the seed's order exactly as dot_chain_value.
+static void forward_rows_portable(const double *w, const double *xt, int64_t n, int64_t T4, int64_t row0,
+                                  int64_t nout, int64_t T, double **outs) {
+    for (int64_t row = row0; row < nout; row++)
+        for (int64_t t = 0; t < T; t++) {
+            double acc = w[row * n] * xt[t] + 0.0;
+            for (int64_t j = 1; j < n; j++) acc = acc + w[row * n + j] * xt[j * T4 + t];
+            outs[t][row] = acc;
+        }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(MG_NO_SIMD)
+__attribute__((target("avx2"))) static int64_t forward_rows_avx2(const double *w, const double *xt, int64_t n,
+                                                                 int64_t T4, int64_t nout, int64_t T, double **outs) {
+    int64_t row = 0;
+    for (; row + 4 <= nout; row += 4) {
+        const double *w0 = w + row * n, *w1 = w0 + n, *w2 = w1 + n, *w3 = w2 + n;
+        for (int64_t tb = 0; tb < T4; tb += 4) {
+            __m256d x = _mm256_loadu_pd(xt + tb), zero = _mm256_setzero_pd();
+            __m256d a0 = _mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(w0[0]), x), zero);
+            __m256d a1 = _mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(w1[0]), x), zero);
+            __m256d a2 = _mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(w2[0]), x), zero);
+            __m256d a3 = _mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(w3[0]), x), zero);
+            for (int64_t j = 1; j < n; j++) {
+                x = _mm256_loadu_pd(xt + j * T4 + tb);
+                a0 = _mm256_add_pd(a0, _mm256_mul_pd(_mm256_set1_pd(w0[j]), x));
+                a1 = _mm256_add_pd(a1, _mm256_mul_pd(_mm256_set1_pd(w1[j]), x));
+                a2 = _mm256_add_pd(a2, _mm256_mul_pd(_mm256_set1_pd(w2[j]), x));
+                a3 = _mm256_add_pd(a3, _mm256_mul_pd(_mm256_set1_pd(w3[j]), x));
+            }
+            double lanes[4][4];
+            _mm256_storeu_pd(lanes[0], a0), _mm256_storeu_pd(lanes[1], a1);
+            _mm256_storeu_pd(lanes[2], a2), _mm256_storeu_pd(lanes[3], a3);
+            for (int64_t t = tb; t < tb + 4 && t < T; t++)
+                for (int k = 0; k < 4; k++) outs[t][row + k] = lanes[k][t - tb];
+        }
+    }
+    return row;
+}
+#define FORWARD_ROWS(simd, w, xt, n, T4, nout, T, outs) \
+    ((simd) ? forward_rows_avx2((w), (xt), (n), (T4), (nout), (T), (outs)) : 0)
+#else
+#define FORWARD_ROWS(simd, w, xt, n, T4, nout, T, outs) ((void)(simd), (int64_t)0)
+#endif
+
+static void forward_linear_batch(dense_run *r, int64_t k, int simd) {
+    const dense_plan *p = r->p;
+    const dense_op *o = &r->ops[k];
+    int64_t T = p->T, K = p->K, T4 = (T + 3) & ~(int64_t)3, n = o->n;
+    double *xt = r->tmp, **outs = (double **)r->ptrs;
+    for (int64_t t = 0; t < T; t++) {
+        const double *x = V(r, r->ops[t * K + k].x);
+        for (int64_t j = 0; j < n; j++) xt[j * T4 + t] = x[j];
+        outs[t] = V(r, r->ops[t * K + k].out);
+    }
+    for (int64_t t = T; t < T4; t++)
+        for (int64_t j = 0; j < n; j++) xt[j * T4 + t] = 0.0;
+    const double *w = V(r, o->w);
+    int64_t done = FORWARD_ROWS(simd, w, xt, n, T4, o->nout, T, outs);
+    forward_rows_portable(w, xt, n, T4, done, o->nout, T, outs);
+}
+
+// gw[j] += x_t[j] * g[t] for t = T-1 .. 0, for every j: a weight row's terms from every
+// position, last to first (the graph's order), the row kept in registers
+static void weight_terms_portable(double *gw, const double **xs, const double *g, int64_t T, int64_t j0, int64_t n) {
+    for (int64_t j = j0; j < n; j++) {
+        double acc = gw[j];
+        for (int64_t t = T - 1; t >= 0; t--) acc += xs[t][j] * g[t];
+        gw[j] = acc;
+    }
+}
+
+// dst[j] += src[j] * a for every j: one row's terms to an input gradient
+static void input_terms_portable(double *restrict dst, const double *src, double a, int64_t j0, int64_t n) {
+    for (int64_t j = j0; j < n; j++) dst[j] += src[j] * a;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(MG_NO_SIMD)
+__attribute__((target("avx2"))) static int64_t weight_terms_avx2(double *gw, const double **xs, const double *g,
+                                                                 int64_t T, int64_t n) {
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        __m256d acc = _mm256_loadu_pd(gw + j);
+        for (int64_t t = T - 1; t >= 0; t--)
+            acc = _mm256_add_pd(acc, _mm256_mul_pd(_mm256_loadu_pd(xs[t] + j), _mm256_set1_pd(g[t])));
+        _mm256_storeu_pd(gw + j, acc);
+    }
+    return j;
+}
+
+__attribute__((target("avx2"))) static int64_t input_terms_avx2(double *restrict dst, const double *src, double a,
+                                                                int64_t n) {
+    __m256d va = _mm256_set1_pd(a);
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4)
+        _mm256_storeu_pd(dst + j, _mm256_add_pd(_mm256_loadu_pd(dst + j), _mm256_mul_pd(_mm256_loadu_pd(src + j), va)));
+    return j;
+}
+#define WEIGHT_TERMS(simd, gw, xs, g, T, n) \
+    weight_terms_portable((gw), (xs), (g), (T), (simd) ? weight_terms_avx2((gw), (xs), (g), (T), (n)) : 0, (n))
+#define INPUT_TERMS(simd, dst, src, a, n) \
+    input_terms_portable((dst), (src), (a), (simd) ? input_terms_avx2((dst), (src), (a), (n)) : 0, (n))
+#else
+#define WEIGHT_TERMS(simd, gw, xs, g, T, n) ((void)(simd), weight_terms_portable((gw), (xs), (g), (T), 0, (n)))
+#define INPUT_TERMS(simd, dst, src, a, n) ((void)(simd), input_terms_portable((dst), (src), (a), 0, (n)))
+#endif
+
+// The (instruction, row) pairs of the group led by instruction lead, in the order the graph's
+// chain rule meets them: its schedule, or for the rows of logits the target's rule. Into pairs
+// (room for 2 * rows); returns how many.
+static int64_t group_rows(const dense_run *r, int64_t lead, int64_t *pairs) {
+    const dense_op *o = &r->ops[lead];
+    if (o->ce < 0) {
+        memcpy(pairs, r->p->sched + 2 * o->sched, (size_t)(2 * o->nsched) * sizeof *pairs);
+        return o->nsched;
+    }
+    int64_t target = r->tokens[r->ops[o->ce].ordinal + 1], n = 0;
+    for (int64_t row = o->nout - 1; row >= 0; row--)
+        if (row != target) pairs[2 * n] = lead, pairs[2 * n + 1] = row, n++;
+    pairs[2 * n] = lead, pairs[2 * n + 1] = target;
+    return n + 1;
+}
+
+// A group of linear layers (instruction k's) for every position at once. Each weight row gets
+// its terms from every position, last to first, while it is in cache; then each position's input
+// gradient gets the rows in its own order (group_rows). Per node, the same terms in the same
+// order as backward_rows at each position.
+static void backward_group_batch(dense_run *r, int64_t k, int simd) {
+    const dense_plan *p = r->p;
+    tracer *tr = r->tr;
+    int64_t T = p->T, K = p->K;
+    const double **xs = r->ptrs;
+    double *gn = r->tmp;
+    int64_t *pairs = r->pairs;
+    for (int64_t t = 0; t < T; t++) xs[t] = V(r, r->ops[t * K + k].x);
+    int64_t npairs = group_rows(r, k, pairs);
+    for (int64_t q = 0; q < npairs; q++) {       // weights: any row order (rows do not share nodes)
+        int64_t m = pairs[2 * q], row = pairs[2 * q + 1];
+        const dense_op *o = &r->ops[m];
+        int64_t wl = loc_at(o->w, row * o->n);
+        for (int64_t t = 0; t < T; t++) gn[t] = 0.0 + G(r, r->ops[t * K + m].out)[row];
+        WEIGHT_TERMS(simd, G(r, wl), xs, gn, T, o->n);
+        if (tr)
+            for (int64_t t = T - 1; t >= 0; t--) {
+                int64_t dot = node_of(tr, r->ops[t * K + m].out, row);
+                for (int64_t j = 0; j < o->n; j++) trace_term(tr, node_of(tr, wl, j), dot, 2 * j);
+            }
+    }
+    for (int64_t t = T - 1; t >= 0; t--) {        // inputs: each position's rows in its order
+        const dense_op *lead = &r->ops[t * K + k];
+        double *gx = G(r, lead->x);
+        npairs = group_rows(r, t * K + k, pairs);
+        for (int64_t q = 0; q < npairs; q++) {
+            const dense_op *o = &r->ops[pairs[2 * q]];
+            int64_t row = pairs[2 * q + 1], wl = loc_at(o->w, row * o->n);
+            INPUT_TERMS(simd, gx, V(r, wl), 0.0 + G(r, o->out)[row], o->n);
+            if (tr) {
+                int64_t dot = node_of(tr, o->out, row);
+                for (int64_t j = 0; j < o->n; j++) trace_term(tr, node_of(tr, o->x, j), dot, 2 * j + 1);
+            }
+        }
+    }
+}
+
 static int run_forward(dense_run *r) {
-    for (int64_t i = 0; i < r->p->nops; i++) {
+    const dense_plan *p = r->p;
+    int simd = r->tr ? 0 : HAVE_AVX2();
+    for (int64_t s = 0; s < p->nops; s++) {
+        int64_t i = p->sequence[s];
+        if (p->T && i < p->nops - 1 && (p->batch[i % p->K] & BATCH_FORWARD)) {
+            if (i < p->K) forward_linear_batch(r, i, simd);   // position 0's turn: every position
+            continue;
+        }
         int rc = forward_op(r, &r->ops[i]);
         if (rc) return rc;
     }
@@ -608,7 +811,15 @@ static void run_backward(dense_run *r) {
     int simd = r->tr ? 0 : HAVE_AVX2();          // the same bits either way; tracing is plain
     memset(r->grad, 0, (size_t)r->p->nval * sizeof *r->grad);
     r->grad[r->p->loss] = 1.0;                   // the root's, as the chain rule sets it
-    for (int64_t i = r->p->nops - 1; i >= 0; i--) backward_op(r, i, simd);
+    const dense_plan *p = r->p;
+    for (int64_t s = p->nops - 1; s >= 0; s--) {
+        int64_t i = p->sequence[s];
+        if (p->T && i < p->nops - 1 && (p->batch[i % p->K] & BATCH_BACKWARD)) {
+            if (i / p->K == p->T - 1) backward_group_batch(r, i % p->K, simd);  // the last position's turn
+            continue;
+        }
+        backward_op(r, i, simd);
+    }
 }
 
 // --- compiling a program
@@ -620,7 +831,8 @@ typedef struct {
     int64_t *topo;          // (count - keep) a step node's place in the order, or -1
     int64_t *begin, *src, *count;   // the tracer's
     int32_t *slot;
-    int64_t *pairs;         // (2 * rows) a group's (key, instruction, row) before sorting
+    int64_t *pairs;         // (3 * rows) a group's (key, instruction, row) before sorting
+    int64_t *producer;      // (nval) location -> the instruction that makes it
     double *pgrad;          // (keep) the parameters' gradients of the plan's run
 } compile_scratch;
 
@@ -634,7 +846,7 @@ static void *scratch(compile_scratch *c, int64_t n, size_t size, int zero) {
 
 static void scratch_free(compile_scratch *c) {
     free(c->node_of), free(c->topo), free(c->begin), free(c->src), free(c->slot), free(c->count);
-    free(c->pairs), free(c->pgrad);
+    free(c->pairs), free(c->pgrad), free(c->producer);
 }
 
 // no plan: why (instr: the instruction it concerns, or -1)
@@ -663,6 +875,105 @@ static int by_key_descending(const void *x, const void *y) {
 
 static int same_bits(double x, double y) { return memcmp(&x, &y, sizeof x) == 0; }
 
+// Layer by layer, which linear layers run for every position at once: forward, those that read
+// the same weights at every position; backward, the groups whose schedule is the same at every
+// position (not the logits' rows, whose order follows each position's target).
+static int batches(dense_plan *p) {
+    int64_t K = p->K, T = p->T, T4 = (T + 3) & ~(int64_t)3;
+    p->batch = calloc((size_t)K, 1);
+    if (!p->batch) return MG_ERR_NOMEM;
+    p->bytes += K;
+    for (int64_t k = 0; k < K; k++) {
+        const dense_op *o = &p->ops[k];
+        if (o->op != MG_T_LINEAR) continue;
+        int same = 1;
+        for (int64_t t = 1; t < T && same; t++) {
+            const dense_op *ot = &p->ops[t * K + k];
+            same = ot->w == o->w && ot->n == o->n && ot->nout == o->nout;
+        }
+        if (!same) continue;
+        p->batch[k] |= BATCH_FORWARD;
+        if (o->n * T4 > p->ntmp) p->ntmp = o->n * T4;
+    }
+    for (int64_t k = 0; k < K; k++) {
+        const dense_op *o = &p->ops[k];
+        if (o->op != MG_T_LINEAR || o->leader != k) continue;
+        int same = 1;                             // at every position: the same members, same weights
+        for (int64_t t = 0; t < T && same; t++) {
+            const dense_op *ot = &p->ops[t * K + k];
+            same = ot->leader == t * K + k && ot->nsched == o->nsched && (ot->ce >= 0) == (o->ce >= 0);
+            const int64_t *b = p->sched + 2 * ot->sched;
+            for (int64_t q = 0; q < ot->nsched && same; q++)
+                same = b[2 * q] / K == t && p->ops[b[2 * q] % K].leader == k && (p->batch[b[2 * q] % K] & BATCH_FORWARD);
+        }
+        if (!same || !(p->batch[k] & BATCH_FORWARD)) continue;
+        p->batch[k] |= BATCH_BACKWARD;
+        int64_t rows = o->ce >= 0 ? o->nout : o->nsched;
+        if (T > p->ntmp) p->ntmp = T;
+        if (rows > p->nrows) p->nrows = rows;
+    }
+    return 0;
+}
+
+// how many locations an instruction's output has
+static int64_t output_size(const dense_op *o) {
+    switch (o->op) {
+    case MG_T_LINEAR: return o->nout;
+    case MG_T_CROSS_ENTROPY: case MG_T_MEAN: return 1;
+    default: return o->n;
+    }
+}
+
+// The order to run the instructions in. A step is T positions of the same K instructions and a
+// mean; when every input comes from an earlier instruction of its position or from the same or
+// an earlier instruction of an earlier position (attention's keys and values), the plan runs
+// instruction k of every position before instruction k + 1 of any ("layer by layer"), so that
+// each weight matrix is read for all positions while it is in cache. The backward runs that
+// order backwards: each gradient is still final before it is used, and the order check decides
+// whether every node's terms still come in the graph's order. Otherwise: the recorded order.
+static int sequence(dense_plan *p, compile_scratch *c) {
+    p->sequence = malloc((size_t)p->nops * sizeof *p->sequence);
+    c->producer = scratch(c, p->nval, sizeof *c->producer, 0);
+    if (!p->sequence || !c->producer) return MG_ERR_NOMEM;
+    p->bytes += p->nops * (int64_t)sizeof *p->sequence;
+    for (int64_t i = 0; i < p->nops; i++) p->sequence[i] = i;
+    int64_t K = 0, T = 0, n = p->nops;
+    while (K < n && p->ops[K].op != MG_T_CROSS_ENTROPY) K++;
+    for (int64_t i = 0; i < n; i++) T += p->ops[i].op == MG_T_CROSS_ENTROPY;
+    if (K == n || (K + 1) * T + 1 != n || p->ops[n - 1].op != MG_T_MEAN) return 0;
+    K++;
+    for (int64_t i = 0; i < n - 1; i++)
+        if (p->ops[i].op != p->ops[i % K].op) return 0;
+    for (int64_t i = 0; i < n; i++) {
+        const dense_op *o = &p->ops[i];
+        if (o->out >= 0)
+            for (int64_t k = 0; k < output_size(o); k++) c->producer[o->out + k] = i;
+    }
+    for (int64_t i = 0; i < n - 1; i++) {          // every input made by an instruction before it
+        const dense_op *o = &p->ops[i];
+        int64_t inputs[3] = { o->x, o->y, -1 }, ninputs = o->op == MG_T_ADD ? 2 : 1;
+        if (o->op == MG_T_EMBED) inputs[0] = o->y;   // wte is a parameter; its row comes from a token
+        for (int64_t s = 0; o->op == MG_T_ATTENTION && s <= 2 * o->t; s++) {
+            int64_t loc = s < 2 * o->t ? p->locs[o->list + s] : o->x;
+            if (loc >= 0) {
+                int64_t j = c->producer[loc];
+                if (!(j % K < i % K || (j % K == i % K && j / K < i / K))) return 0;
+            }
+        }
+        for (int64_t k = 0; k < ninputs; k++) {
+            if (inputs[k] < 0) continue;
+            int64_t j = c->producer[inputs[k]];
+            if (!(j % K < i % K || (j % K == i % K && j / K < i / K))) return 0;
+        }
+    }
+    int64_t at = 0;
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t t = 0; t < T; t++) p->sequence[at++] = t * K + k;
+    p->sequence[at] = n - 1;
+    p->K = K, p->T = T;
+    return batches(p);
+}
+
 static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, dense_plan *p, compile_scratch *c) {
     int64_t nvec = pv->vcount - pv->vecs_keep, nscalar = 0, nlocs = 0, nsteps = pv->count - pv->keep;
     for (int64_t i = 0; i < pv->ninstr; i++) {
@@ -678,7 +989,7 @@ static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, den
     c->node_of = scratch(c, p->nval, sizeof *c->node_of, 0);
     c->topo = scratch(c, nsteps, sizeof *c->topo, 0);
     if (!p->ops || !p->locs || !c->node_of || !c->topo) return MG_ERR_NOMEM;
-    d->mem.bytes += p->nops * (int64_t)sizeof *p->ops + nlocs * (int64_t)sizeof *p->locs;
+    p->bytes += p->nops * (int64_t)sizeof *p->ops + nlocs * (int64_t)sizeof *p->locs;
     for (int64_t i = 0; i < nvec; i++) c->node_of[i] = a->vec_ids[pv->vecs_keep + i];
     for (int64_t i = 0; i < nsteps; i++) c->topo[i] = -1;
     for (int64_t k = 0; k < pv->norder; k++)
@@ -792,7 +1103,7 @@ static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, den
     c->pairs = scratch(c, 3 * rows_total, sizeof *c->pairs, 0);
     p->sched = malloc((size_t)(2 * rows_total + 1) * sizeof *p->sched);
     if (!c->pairs || !p->sched) return MG_ERR_NOMEM;
-    d->mem.bytes += 2 * rows_total * (int64_t)sizeof *p->sched;
+    p->bytes += 2 * rows_total * (int64_t)sizeof *p->sched;
     for (int64_t i = 0; i < p->nops; i++) {
         dense_op *o = &p->ops[i];
         if (o->op != MG_T_LINEAR || o->leader != i) continue;
@@ -825,7 +1136,7 @@ static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, den
         }
         p->nsched += n;
     }
-    return 0;
+    return sequence(p, c);
 }
 
 // The graph's terms for every node, in the order its chain rule adds them (backward.c).
@@ -915,12 +1226,14 @@ int64_t mg_dense_compile(mg_dense *d, mg_tape *t, mg_arena *a, int64_t program) 
             if (!same_bits(c.pgrad[i], a->grad[i]))
                 result = refuse(d, "a parameter's gradient differs from the graph's", -1);
     }
-    if (d->mem.bytes + c.bytes > d->peak) d->peak = d->mem.bytes + c.bytes;
+    if (d->mem.bytes + p.bytes + c.bytes > d->peak) d->peak = d->mem.bytes + p.bytes + c.bytes;
     scratch_free(&c);
     if (result) {
+        p.bytes = 0;                              // never counted
         plan_free(d, &p);
         return result;
     }
+    d->mem.bytes += p.bytes;
     d->plans[d->nplans] = p;
     return d->nplans++;
 }

@@ -121,7 +121,7 @@ def num_params(config):
 C_NODE_BYTES, C_LINK_BYTES, C_SCRATCH_BYTES, C_ADAM_BYTES = 8 + 8 + 1 + 4 + 8, 8 + 8, 3 * 8, 5 * 8
 C_INSTR_BYTES = 96  # one recorded kernel call (mg_instr)
 C_PROGRAM_BYTES = 200  # a recorded program's own record (mg_program)
-C_DENSE_OP_BYTES, C_DENSE_PLAN_BYTES = 152, 104  # a compiled instruction and plan (csrc/dense.c)
+C_DENSE_OP_BYTES, C_DENSE_PLAN_BYTES = 152, 152  # a compiled instruction and plan (csrc/dense.c)
 C_FIXED_BYTES = 64 * 1024  # the arena's struct and small arrays, with room to spare
 # the python backend, fitted to tracemalloc's peak over a training step with some margin
 # (tests/test_limits.py checks it): a Value (its object, float, two tuples, its place in the
@@ -149,11 +149,15 @@ def _dense_bytes(config, positions, step_nodes):
     c, P, L, H, V = config, positions, config.n_layer, config.n_head, config.vocab_size
     values = vector_entries(c, P) + P + 1
     aux = P * (3 * (1 + 2 * L) + V + 3) + L * (P + H * (P * (P + 1) + 2 * P))  # rmsnorms, losses, attention
-    buffers = (2 * _capacity(values) + _capacity(aux) + _capacity(max(3 * P, 2 * V)) + _capacity(P + 1)) * 8
-    calls, rows = 4 + 12 * L, 9 * c.n_embd * L  # per position: instructions, rows of q k v o fc1 fc2
+    n, T4 = c.n_embd, (P + 3) // 4 * 4
+    # scratch: attention's and the softmaxes', and the inputs of a linear layer for every position
+    # transposed; per position pointers, and a group's (instruction, row) pairs
+    scratch = _capacity(max(3 * P, 2 * V, 4 * n * T4)) + _capacity(2 * P + 1) + _capacity(2 * max(4 * n, V) + 1)
+    buffers = (2 * _capacity(values) + _capacity(aux) + scratch + _capacity(P + 1)) * 8
+    calls, rows = 4 + 12 * L, 9 * n * L  # per position: instructions, rows of q k v o fc1 fc2
     s1, s2 = P * (P + 1) // 2, P * (P + 1) * (2 * P + 1) // 6  # sums of the lengths and their squares
-    plans = (C_DENSE_OP_BYTES * calls * s1 + 8 * (L * (s2 + s1) + s1) + 8 * (2 * rows * s1 + P)
-             + _capacity(P) * C_DENSE_PLAN_BYTES)
+    plans = ((C_DENSE_OP_BYTES + 8) * calls * s1 + 8 * (L * (s2 + s1) + s1) + 8 * (2 * rows * s1 + P)
+             + calls * P + _capacity(P) * C_DENSE_PLAN_BYTES)
     terms = step_graph(c, P, True, True)[1]  # a dot node gives each of its children a term
     nodes = num_params(c) + step_nodes
     compile_scratch = (values + 2 * (nodes + 2) + step_nodes + 3 * (rows + V) * P + num_params(c)) * 8 + terms * 12
