@@ -339,7 +339,11 @@ static int set_grad(PyObject *self, PyObject *x, void *unused) { (void)unused; r
 static PyObject *v_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     static char *names[] = {"data", "arena", NULL};
     PyObject *data, *arena = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:CValue", names, &data, &arena)) return NULL;
+    if (!kwds && PyTuple_Size(args) == 1) {          /* CValue(x): the common case, without the parser */
+        if (!(data = PyTuple_GetItem(args, 0))) return NULL;
+    } else if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:CValue", names, &data, &arena)) {
+        return NULL;
+    }
     State *st = PyType_GetModuleState(type);
     if (!st) return NULL;
     if (arena != Py_None && !PyObject_TypeCheck(arena, st->core_type))
