@@ -1,19 +1,20 @@
-"""The c backend's Python side: the compiled module, the arenas that own graphs, and Value handles.
+"""The c backend's Python side: the compiled modules, the arenas that own graphs, and Value handles.
 
-A c-backend Value is a handle into an arena (csrc/arena.c). Its operations are one C call each
-and its numbers are computed in C by the same expressions the python backend evaluates, bit for
-bit. Two kinds of arena, two kinds of handle:
+A c-backend Value is a handle into an arena (csrc/arena.c), whose numbers are computed in C by
+the same expressions the python backend evaluates, bit for bit. Two kinds of arena, two kinds of
+handle:
 
 - a thread's default arena (ValuesArena), for the Values a user makes: CValue objects, each
-  naming its node through a slot. A CValue releases its slot when it dies (in batches), and the
-  arena compacts itself as it grows, keeping only the nodes some slot reaches: memory stays flat
-  for any number of expressions, with nothing for the user to do. The arena is bound to its
-  thread: any other thread's call is refused in C before anything is read.
-- an Arena of its own (a model's graph): NodeValue objects hold node handles; the arena keeps
-  every node until reset(), which is the lifetime of a training step, and refuses old handles.
-
-The hot paths (the operators, .data, .grad) are written out flat, with the C functions bound
-once: each costs one C call, one wrapper object and one comparison.
+  naming its node through a slot. CValue is a C type (microgpt._values, ext/values.c): its
+  operators, .data and .grad call the arena directly, holding the GIL, at a fraction of a cffi
+  call's cost; what it lacks is added below (teaching tools, backward, repr). A CValue releases
+  its slot when it dies, and the arena compacts itself as it grows, keeping only the nodes some
+  slot reaches: memory stays flat for any number of expressions, with nothing for the user to
+  do. The arena is bound to its thread: any other thread's call is refused in C before anything
+  is read.
+- an Arena of its own (a model's graph): NodeValue objects hold node handles, one cffi call per
+  op; the arena keeps every node until reset(), which is the lifetime of a training step, and
+  refuses old handles.
 """
 import sys
 import threading
@@ -200,6 +201,7 @@ class scope:
 
 
 _new = object.__new__
+_add, _addc, _mul, _mulc, _data, _grad = lib.mg_add, lib.mg_add_const, lib.mg_mul, lib.mg_mul_const, lib.mg_data, lib.mg_grad
 
 
 def _mixed_from_python(value, symbol):
@@ -227,7 +229,8 @@ def _other_operand(self, other, symbol):
 
 class NodeValue(DerivedOps):
     """A c-backend Value in an arena of its own (a model's graph): a node handle, refused after the
-    arena's reset. Each operator is one cffi call (the arena's mg_* functions) and one wrapper."""
+    arena's reset. Each operator is one cffi call (the arena's mg_* functions), one check and one
+    wrapper, written out flat (a shared helper would cost a call each)."""
     __slots__ = ('_a', '_h')
     backend = "c"
 
@@ -238,14 +241,6 @@ class NodeValue(DerivedOps):
         v._h = h
         return v
 
-    def _make(self, h):
-        if h < 0:
-            raise_error(h)
-        v = _new(NodeValue)
-        v._a = self._a
-        v._h = h
-        return v
-
     # other is a number, or a Value of the same class and arena; anything else goes to
     # _other_operand (cffi raises TypeError for it)
     def __add__(self, other):
@@ -253,47 +248,78 @@ class NodeValue(DerivedOps):
         if type(other) is NodeValue:
             if other._a is not a:
                 raise mixing_error(self, other, "+")
-            return self._make(lib.mg_add(a.ptr, self._h, other._h))
-        try:
-            h = lib.mg_add_const(a.ptr, self._h, other)
-        except TypeError:
-            return _other_operand(self, other, "+")
-        return self._make(h)
+            h = _add(a.ptr, self._h, other._h)
+        else:
+            try:
+                h = _addc(a.ptr, self._h, other)
+            except TypeError:
+                return _other_operand(self, other, "+")
+        if h < 0:
+            raise_error(h)
+        v = _new(NodeValue)
+        v._a = a
+        v._h = h
+        return v
 
     def __mul__(self, other):
         a = self._a
         if type(other) is NodeValue:
             if other._a is not a:
                 raise mixing_error(self, other, "*")
-            return self._make(lib.mg_mul(a.ptr, self._h, other._h))
-        try:
-            h = lib.mg_mul_const(a.ptr, self._h, other)
-        except TypeError:
-            return _other_operand(self, other, "*")
-        return self._make(h)
+            h = _mul(a.ptr, self._h, other._h)
+        else:
+            try:
+                h = _mulc(a.ptr, self._h, other)
+            except TypeError:
+                return _other_operand(self, other, "*")
+        if h < 0:
+            raise_error(h)
+        v = _new(NodeValue)
+        v._a = a
+        v._h = h
+        return v
 
     def __pow__(self, other):
         if isinstance(other, DerivedOps):
             raise TypeError("Value ** Value is not supported: the exponent must be a number")
+        a = self._a
         try:
-            h = lib.mg_pow(self._a.ptr, self._h, other)
+            h = lib.mg_pow(a.ptr, self._h, other)
         except TypeError:
             return NotImplemented
-        return self._make(h)
+        if h < 0:
+            raise_error(h)
+        v = _new(NodeValue)
+        v._a = a
+        v._h = h
+        return v
+
+    def _unary(self, fn):
+        a = self._a
+        h = fn(a.ptr, self._h)
+        if h < 0:
+            raise_error(h)
+        v = _new(NodeValue)
+        v._a = a
+        v._h = h
+        return v
 
     def log(self):
-        return self._make(lib.mg_log(self._a.ptr, self._h))
+        return self._unary(lib.mg_log)
 
     def exp(self):
-        return self._make(lib.mg_exp(self._a.ptr, self._h))
+        return self._unary(lib.mg_exp)
 
     def relu(self):
-        return self._make(lib.mg_relu(self._a.ptr, self._h))
+        return self._unary(lib.mg_relu)
     # -x, x - y, x / y and the reflected forms: ops.DerivedOps
 
     @property
     def data(self):
-        return self._a.get(lib.mg_get_data, self._h)
+        x = _data(self._a.ptr, self._h)
+        if x != x:  # the node's NaN, or a refused handle
+            check(lib.mg_node_status(self._a.ptr, self._h))
+        return x
 
     @data.setter
     def data(self, x):
@@ -301,7 +327,10 @@ class NodeValue(DerivedOps):
 
     @property
     def grad(self):
-        return self._a.get(lib.mg_get_grad, self._h)
+        x = _grad(self._a.ptr, self._h)
+        if x != x:
+            check(lib.mg_node_status(self._a.ptr, self._h))
+        return x
 
     @grad.setter
     def grad(self, x):
