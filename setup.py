@@ -61,10 +61,10 @@ class optional_build_ext(build_ext):
             return
         if self.inplace:
             return
+        self.remove_in_tree_copies()  # all first: each copy must survive the next one's cleanup
         for ext in self.extensions:
             folder = self.in_tree_folder(ext)
             if folder:
-                self.remove_in_tree_copies()
                 shutil.copy2(self.get_ext_fullpath(ext.name), folder)
 
     def remove_built(self):

@@ -127,6 +127,8 @@ def test_a_header_edit_rebuilds_the_extension(tmp_path):
     # the c backend's Value type beside it, on the stable ABI (one abi3 wheel, as setup.py tags it)
     [values] = sorted((tree / "lib" / "microgpt").glob("_values*"))
     assert sys.platform == "win32" or sysconfig.get_config_var("Py_GIL_DISABLED") or values.name == "_values.abi3.so"
+    # and a copy of each beside the sources (the checkout's ./microgpt wins imports run from its root)
+    assert {p.name for p in (tree / "microgpt").iterdir() if p.suffix in (".so", ".pyd")} == {module.name, values.name}
     first = module.stat().st_mtime_ns
     assert build(tree, env).returncode == 0
     assert module.stat().st_mtime_ns == first  # nothing changed: not rebuilt (so the check below can fail)
