@@ -1,14 +1,17 @@
-"""cffi builder of microgpt's C core (API mode): the extension module microgpt._cmg.
+"""cffi builder of microgpt's C core (API mode): the extension module microgpt._cmg; and the
+definition of the second extension module, microgpt._values (ext/values.c: the c backend's Value
+type, which calls the core's Values functions directly, see csrc/values_api.h).
 
 csrc/microgpt.h is the single source of truth for the binding: it is fed to cdef as it is, and
 the C files include it, so the compiler checks the declarations against the implementation.
 Every csrc/*.c is a source and every csrc/*.h a dependency (a header edit rebuilds the module).
 setup.py uses `cffi_modules=["build_ext.py:ffibuilder"]` (and makes the module optional);
-`python build_ext.py` builds in place. MICROGPT_SANITIZE=1 builds with AddressSanitizer and UBSan
+`python build_ext.py` builds both in place. MICROGPT_SANITIZE=1 builds with AddressSanitizer and UBSan
 (GCC/Clang only; tests only: the module then needs libasan preloaded into the Python process).
 """
 import glob
 import os
+import sysconfig
 
 import cffi
 
@@ -78,5 +81,35 @@ ffibuilder.set_source(
     libraries=libraries,
 )
 
-if __name__ == "__main__":
+
+
+def values_extension():
+    """microgpt._values as a setuptools Extension: the stable ABI of CPython 3.10 and later (one abi3
+    module, like cffi's), except on a free-threaded CPython, which has no stable ABI. Its compiler
+    flags are set where it is built (setup.py's build_ext, or build_in_place below)."""
+    from setuptools import Extension
+    limited = not sysconfig.get_config_var("Py_GIL_DISABLED")
+    return Extension(
+        "microgpt._values",
+        sources=[_path(os.path.join("ext", "values.c"))],
+        depends=HEADERS,
+        include_dirs=[_path("csrc")],
+        define_macros=[("Py_LIMITED_API", "0x030A0000")] if limited else [],
+        py_limited_api=limited,
+    )
+
+
+def build_in_place():
+    """`python build_ext.py`: both modules beside microgpt's sources, with this platform's flags."""
+    from setuptools import Distribution
     ffibuilder.compile(verbose=True)
+    ext = values_extension()
+    ext.extra_compile_args, ext.extra_link_args, ext.libraries = compiler_flags(default_compiler_type())
+    dist = Distribution({"name": "microgpt-values", "ext_modules": [ext],
+                         "script_args": ["build_ext", "--inplace", "--build-temp", os.path.join("build", "values")]})
+    dist.parse_command_line()
+    dist.run_commands()
+
+
+if __name__ == "__main__":
+    build_in_place()

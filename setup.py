@@ -11,7 +11,7 @@ from setuptools.errors import CCompilerError, ExecError, PlatformError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)  # build_ext.py beside this file, also under pip's isolated build
-from build_ext import compiler_flags  # noqa: E402
+from build_ext import compiler_flags, values_extension  # noqa: E402
 
 # What a missing or broken C compiler raises (ExecError: a compiler that is not there or fails).
 BUILD_ERRORS = (CCompilerError, ExecError, PlatformError, OSError)
@@ -31,8 +31,9 @@ def warn(message):
 
 
 class optional_build_ext(build_ext):
-    """Build the C core with flags for the compiler in use; if it cannot be built (no compiler,
-    a failed compile), warn and install without it: microgpt then runs on the python backend,
+    """Build the C core (microgpt._cmg, by cffi) and the c backend's Value type (microgpt._values)
+    with flags for the compiler in use; if either cannot be built (no compiler, a failed compile),
+    warn and install without both (neither is any use alone): microgpt then runs on the python backend,
     which computes the same bits (the way msgpack and python-zstandard make theirs optional).
     Then put a copy of each compiled module beside its package's sources.
 
@@ -51,6 +52,7 @@ class optional_build_ext(build_ext):
             if os.environ.get(REQUIRE_C) == "1":
                 raise
             self.remove_in_tree_copies()  # an older build would not match these sources
+            self.remove_built()
             warn(f"microgpt: WARNING: the C extension could not be built ({type(e).__name__}: {e}). "
                  f"Installing without it: microgpt will use its python backend, which gives the same "
                  f"results about 100 times slower. For the c backend, install a C compiler (gcc or clang; "
@@ -59,11 +61,18 @@ class optional_build_ext(build_ext):
             return
         if self.inplace:
             return
+        self.remove_in_tree_copies()  # all first: each copy must survive the next one's cleanup
         for ext in self.extensions:
             folder = self.in_tree_folder(ext)
             if folder:
-                self.remove_in_tree_copies()
                 shutil.copy2(self.get_ext_fullpath(ext.name), folder)
+
+    def remove_built(self):
+        """The modules built before one failed: the c backend needs both, so install neither."""
+        for ext in self.extensions:
+            built = self.get_ext_fullpath(ext.name)
+            if os.path.exists(built):
+                os.remove(built)
 
     def in_tree_folder(self, ext):
         *package, _ = ext.name.split(".")
@@ -82,8 +91,10 @@ class optional_build_ext(build_ext):
                     os.remove(old)
 
 
-# The module uses only the stable ABI (cffi builds it with py_limited_api), so one wheel serves
-# every CPython from 3.10; a free-threaded CPython has no stable ABI and gets a version-specific tag.
+# Both modules use only the stable ABI (cffi builds its module with py_limited_api; values_extension
+# defines Py_LIMITED_API for 3.10), so one wheel serves every CPython from 3.10; a free-threaded
+# CPython has no stable ABI and gets a version-specific tag.
 options = {} if sysconfig.get_config_var("Py_GIL_DISABLED") else {"bdist_wheel": {"py_limited_api": "cp310"}}
 
-setup(cffi_modules=["build_ext.py:ffibuilder"], cmdclass={"build_ext": optional_build_ext}, options=options)
+setup(cffi_modules=["build_ext.py:ffibuilder"], ext_modules=[values_extension()],
+      cmdclass={"build_ext": optional_build_ext}, options=options)

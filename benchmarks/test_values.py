@@ -1,4 +1,4 @@
-"""The Value API side by side on both backends: the issue's small loop (persistent weights, fresh
+"""The Value API side by side on both backends: single forward ops, the issue's small loop (persistent weights, fresh
 leaves, forward, backward, update) and a micrograd-style MLP (2-16-16-1 ReLU on 100 points, full
 batch: forward, backward, SGD). Both backends run the very same code and end with the same bits.
 
@@ -79,3 +79,17 @@ def test_mlp_step(benchmark, backend):
     for _ in steps:  # the steps the benchmark ran, warm-up included
         reference.step()
     assert [p.data for p in mlp.params] == [p.data for p in reference.params]
+
+
+def forward_ops(Value, n):
+    """n times `a * b + 1.0` and a leaf: the forward cost op by op (no backward)."""
+    a, b = Value(2.0), Value(3.0)
+    for _ in range(n):
+        a * b + 1.0
+        Value(1.0)
+
+
+@pytest.mark.benchmark(group="values: 10,000 x (a * b + 1.0, Value(1.0)), forward only")
+@pytest.mark.parametrize("backend", ["python", "c"])
+def test_forward_ops(benchmark, backend):
+    benchmark.pedantic(forward_ops, args=(value_of(backend), 10_000), rounds=10, iterations=1, warmup_rounds=1)

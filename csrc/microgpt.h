@@ -232,3 +232,8 @@ int64_t mg_v_collect(mg_arena *a);            /* compact now; returns the nodes 
 int mg_v_scope_begin(mg_arena *a);            /* returns the depth (at most 64) */
 int mg_v_scope_end(mg_arena *a);
 int64_t mg_v_slots(const mg_arena *a);        /* slots in use */
+
+/* The Values functions above as one table (values_api.h), for microgpt._values, the c backend's Value
+ * type: it calls them directly, with the GIL held (values_api.c). */
+typedef struct mg_values_api mg_values_api;
+const mg_values_api *mg_values_api_get(void);

@@ -1,24 +1,25 @@
-"""The c backend's Python side: the compiled module, the arenas that own graphs, and Value handles.
+"""The c backend's Python side: the compiled modules, the arenas that own graphs, and Value handles.
 
-A c-backend Value is a handle into an arena (csrc/arena.c). Its operations are one C call each
-and its numbers are computed in C by the same expressions the python backend evaluates, bit for
-bit. Two kinds of arena, two kinds of handle:
+A c-backend Value is a handle into an arena (csrc/arena.c), whose numbers are computed in C by
+the same expressions the python backend evaluates, bit for bit. Two kinds of arena, two kinds of
+handle:
 
 - a thread's default arena (ValuesArena), for the Values a user makes: CValue objects, each
-  naming its node through a slot. A CValue releases its slot when it dies (in batches), and the
-  arena compacts itself as it grows, keeping only the nodes some slot reaches: memory stays flat
-  for any number of expressions, with nothing for the user to do. The arena is bound to its
-  thread: any other thread's call is refused in C before anything is read.
-- an Arena of its own (a model's graph): NodeValue objects hold node handles; the arena keeps
-  every node until reset(), which is the lifetime of a training step, and refuses old handles.
-
-The hot paths (the operators, .data, .grad) are written out flat, with the C functions bound
-once: each costs one C call, one wrapper object and one comparison.
+  naming its node through a slot. CValue is a C type (microgpt._values, ext/values.c): its
+  operators, .data and .grad call the arena directly, holding the GIL, at a fraction of a cffi
+  call's cost; what it lacks is added below (teaching tools, backward, repr). A CValue releases
+  its slot when it dies, and the arena compacts itself as it grows, keeping only the nodes some
+  slot reaches: memory stays flat for any number of expressions, with nothing for the user to
+  do. The arena is bound to its thread: any other thread's call is refused in C before anything
+  is read.
+- an Arena of its own (a model's graph): NodeValue objects hold node handles, one cffi call per
+  op; the arena keeps every node until reset(), which is the lifetime of a training step, and
+  refuses old handles.
 """
 import sys
 import threading
 
-from . import _cmg  # ImportError here means the extension was not built: backend.py reports it
+from . import _cmg, _values  # ImportError here means an extension was not built: backend.py reports it
 from .ops import DerivedOps, mixing_error
 
 ffi, lib = _cmg.ffi, _cmg.lib
@@ -71,10 +72,12 @@ class Arena:
         ptr = lib.mg_arena_new() if ptr is None else ptr
         if ptr == ffi.NULL:
             raise MemoryError("could not allocate a graph arena")
-        self.ptr = ffi.gc(ptr, lib.mg_arena_free)
+        self.ptr = ffi.gc(ptr, lib.mg_arena_free) if self._owns_ptr else ptr
         self._err = ffi.new("int *")
         self.labels = {}  # handle -> label (Value.label), until reset
         self.lock = threading.RLock()
+
+    _owns_ptr = True
 
     def close(self):
         if self.ptr is not None:
@@ -140,28 +143,30 @@ class Arena:
         check(lib.mg_write_data(self.ptr, first, len(values), ffi.new("double[]", values)))
 
 
-class ValuesArena(Arena):
-    """A thread's default arena: CValue slots, released as their Values die, compacted by C."""
+class ValuesArena(Arena, _values.ValuesCore):
+    """A thread's default arena: CValue slots, released as their Values die, compacted by C.
+    Its C part (ext/values.c) owns the C arena and frees it with the object; close() does nothing,
+    as Values may still name its nodes."""
     values = True
+    _owns_ptr = False
 
     def __init__(self):
-        super().__init__(lib.mg_values_new())
+        super().__init__(ffi.cast("mg_arena *", _values.open_arena(self)))
         self.thread = threading.get_ident()
-        self.freed = []                # slots of CValues that died, not yet handed back
         self.label_ids = {}            # label text -> id (C keeps a node's id)
         self.label_texts = [""]        # id -> text
+
+    def close(self):
+        pass
 
     @property
     def slots(self):
         return lib.mg_v_slots(self.ptr)
 
     def release(self):
-        """Hand dead Values' slots back to C (called in the arena's own thread, when C asks)."""
-        freed = self.freed
-        n = len(freed)
-        slots = ffi.new("int64_t[]", freed[:n])
-        del freed[:n]  # one step each: a Value dying in another thread meanwhile appends after them
-        check(lib.mg_v_release(self.ptr, slots, n))
+        """Hand back the slots of Values that died in other threads (a Value dying in the arena's
+        own thread hands its slot back at once; C asks for the others before it compacts)."""
+        _values.flush(self)
 
     def collect(self):
         """Release what died and compact now (it happens by itself as the arena grows)."""
@@ -197,29 +202,22 @@ class scope:
 
 
 _new = object.__new__
-_v_leaf = lib.mg_v_leaf
+_add, _addc, _mul, _mulc, _data, _grad = lib.mg_add, lib.mg_add_const, lib.mg_mul, lib.mg_mul_const, lib.mg_data, lib.mg_grad
 
 
-def _retry(arena, code, fn, *args):
-    """A C call on slots returned `code` < 0: an error, or the arena asking for the slots of the
-    Values that died before it compacts (then release them and call again)."""
-    if code != lib.MG_ERR_RELEASE:
-        raise_error(code)
-    arena.release()
-    return check(fn(arena.ptr, *args))
+def _mixed_from_python(value, symbol):
+    """The error for a python Value (the caller's caller: its __add__ or __mul__, whose number branch
+    computed `self.data + value`) mixed with a c-backend one; called by CValue's reflected operators."""
+    return mixing_error(sys._getframe(1).f_locals["self"], value, symbol)
 
 
 def _python_values_constant_path():
     """The code objects of the python Value's operators whose number branch computes
     `self.data + other` (or `*`): a c-backend Value reached from there is being mixed with a
-    python one. Checked here, in the reflected operator, so that the python Value's hot path,
-    the reference and the benchmarks' baseline, pays nothing for it."""
+    python one. Checked in the reflected operators, so that the python Value's hot path, the
+    reference and the benchmarks' baseline, pays nothing for it."""
     from .engine import Value
     return (Value.__add__.__code__, Value.__mul__.__code__)
-
-
-_MIXED_FROM = _python_values_constant_path()
-_caller = sys._getframe
 
 
 def _other_operand(self, other, symbol):
@@ -230,246 +228,118 @@ def _other_operand(self, other, symbol):
     return NotImplemented
 
 
-def _value_class(name, doc, slots):
-    """The class of c-backend Values naming nodes through slots (slots=True, a thread's default
-    arena) or by node handle (a model's arena). The two differ only in the C functions they call
-    and in what they do when they die, so they are written once, here."""
-    p = "mg_v_" if slots else "mg_"
-    add, addc, mul, mulc, pow_, log, exp, relu = (getattr(lib, p + f) for f in (
-        "add", "add_const", "mul", "mul_const", "pow", "log", "exp", "relu"))
-    data, grad, set_data, set_grad, status = (getattr(lib, (p + f) if slots else g) for f, g in (
-        ("data", "mg_data"), ("grad", "mg_grad"), ("set_data", "mg_set_data"), ("set_grad", "mg_set_grad"),
-        ("status", "mg_node_status")))
+class NodeValue(DerivedOps):
+    """A c-backend Value in an arena of its own (a model's graph): a node handle, refused after the
+    arena's reset. Each operator is one cffi call (the arena's mg_* functions), one check and one
+    wrapper, written out flat (a shared helper would cost a call each)."""
+    __slots__ = ('_a', '_h')
+    backend = "c"
 
-    def wrap(a, h):
-        """The Value of a handle C returned (>= 0)."""
-        v = _new(cls)
-        v._a = a
-        v._h = h
-        return v
-
-    def refused(v):
-        """data/grad gave NaN: the node's value, or a refused handle."""
-        rc = status(v._a.ptr, v._h)
-        if rc:
-            raise_error(rc)
-
-    class Value(DerivedOps):
-        __slots__ = ('_a', '_h')
-        backend = "c"
-
-        # The operators: one C call and one check. other is a number, or a Value of the same
-        # class and arena; anything else goes to _other_operand (cffi raises TypeError for it).
-        def __add__(self, other):
-            a = self._a
-            if type(other) is cls:
-                if other._a is not a:
-                    raise mixing_error(self, other, "+")
-                h = add(a.ptr, self._h, other._h)
-                if h < 0:
-                    h = _retry(a, h, add, self._h, other._h)
-            else:
-                try:
-                    h = addc(a.ptr, self._h, other)
-                except TypeError:
-                    return _other_operand(self, other, "+")
-                if h < 0:
-                    h = _retry(a, h, addc, self._h, other)
-            v = _new(cls)
-            v._a = a
-            v._h = h
-            return v
-
-        def __mul__(self, other):
-            a = self._a
-            if type(other) is cls:
-                if other._a is not a:
-                    raise mixing_error(self, other, "*")
-                h = mul(a.ptr, self._h, other._h)
-                if h < 0:
-                    h = _retry(a, h, mul, self._h, other._h)
-            else:
-                try:
-                    h = mulc(a.ptr, self._h, other)
-                except TypeError:
-                    return _other_operand(self, other, "*")
-                if h < 0:
-                    h = _retry(a, h, mulc, self._h, other)
-            v = _new(cls)
-            v._a = a
-            v._h = h
-            return v
-
-        def __radd__(self, other):
-            if _caller(1).f_code in _MIXED_FROM:  # a python Value + this one (see above)
-                raise mixing_error(_caller(1).f_locals["self"], self, "+")
-            return self + other
-
-        def __rmul__(self, other):
-            if _caller(1).f_code in _MIXED_FROM:
-                raise mixing_error(_caller(1).f_locals["self"], self, "*")
-            return self * other
-
-        def __pow__(self, other):
-            if isinstance(other, DerivedOps):
-                raise TypeError("Value ** Value is not supported: the exponent must be a number")
-            a = self._a
-            try:
-                h = pow_(a.ptr, self._h, other)
-            except TypeError:
-                return NotImplemented
-            if h < 0:
-                h = _retry(a, h, pow_, self._h, other)
-            v = _new(cls)
-            v._a = a
-            v._h = h
-            return v
-
-        # log, exp, relu: the same, written out (a shared helper costs a call each)
-        def log(self):
-            a = self._a
-            h = log(a.ptr, self._h)
-            if h < 0:
-                h = _retry(a, h, log, self._h)
-            v = _new(cls)
-            v._a = a
-            v._h = h
-            return v
-
-        def exp(self):
-            a = self._a
-            h = exp(a.ptr, self._h)
-            if h < 0:
-                h = _retry(a, h, exp, self._h)
-            v = _new(cls)
-            v._a = a
-            v._h = h
-            return v
-
-        def relu(self):
-            a = self._a
-            h = relu(a.ptr, self._h)
-            if h < 0:
-                h = _retry(a, h, relu, self._h)
-            v = _new(cls)
-            v._a = a
-            v._h = h
-            return v
-        # -x, x - y, x / y and the other reflected forms: ops.DerivedOps
-
-        @property
-        def data(self):
-            x = data(self._a.ptr, self._h)
-            if x != x:
-                refused(self)
-            return x
-
-        @data.setter
-        def data(self, x):
-            rc = set_data(self._a.ptr, self._h, x)
-            if rc:
-                raise_error(rc)
-
-        @property
-        def grad(self):
-            x = grad(self._a.ptr, self._h)
-            if x != x:
-                refused(self)
-            return x
-
-        @grad.setter
-        def grad(self, x):
-            rc = set_grad(self._a.ptr, self._h, x)
-            if rc:
-                raise_error(rc)
-
-        def __reduce__(self):
-            raise TypeError("a c-backend Value cannot be pickled or copied: it is a handle into a C graph; "
-                            "use its .data")
-
-        def __repr__(self):
-            return f"Value(data={self.data!r}, grad={self.grad!r})"
-
-    def bind(final):
-        """The class the operators make (the subclass below, with what its kind adds)."""
-        nonlocal cls
-        cls = final
-        final._wrap_handle = staticmethod(wrap)
-
-    cls = None
-    Value.__name__ = Value.__qualname__ = name
-    Value.__doc__ = doc
-    Value._bind = staticmethod(bind)
-    return Value
-
-
-class CValue(_value_class("CValue", "A Value a user makes on the c backend: a slot in this thread's default arena, "
-                                    "with the python backend's Value API.", slots=True)):
-    __slots__ = ()
-
-    def __new__(cls, data, arena=None):
-        if arena is not None and not arena.values:
-            return NodeValue(data, arena)  # a Value in an arena of your own
-        if arena is None:
-            try:
-                arena = _local.arena
-            except AttributeError:
-                arena = default_arena()
-        h = _v_leaf(arena.ptr, data)
-        if h < 0:
-            h = _retry(arena, h, _v_leaf, data)
+    def __new__(cls, data, arena):
+        h = check(lib.mg_leaf(arena.ptr, data))
         v = _new(cls)
         v._a = arena
         v._h = h
         return v
 
-    def __del__(self):
-        # the slot goes back to C when C asks, before it compacts (in any thread: a list append)
-        self._a.freed.append(self._h)
-
-    @classmethod
-    def _wrap(cls, arena, handle):
-        """A Value of a handle C returned in `arena` (a slot, or a model arena's node handle)."""
-        return (CValue if arena.values else NodeValue)._wrap_handle(arena, check(handle))
-
-    def _node(self):
-        return check(lib.mg_v_node(self._a.ptr, self._h))
-
-    @property
-    def _children(self):
-        """The children in order (x * x has x twice), each a new Value of its node."""
+    # other is a number, or a Value of the same class and arena; anything else goes to
+    # _other_operand (cffi raises TypeError for it)
+    def __add__(self, other):
         a = self._a
-        out = ffi.new("int64_t[]", 2)
-        n = check(lib.mg_v_children(a.ptr, self._h, out, 2))
-        if n > 2:
-            out = ffi.new("int64_t[]", n)
-            check(lib.mg_v_children(a.ptr, self._h, out, n))
-        return tuple(CValue._wrap_handle(a, out[i]) for i in range(n))
+        if type(other) is NodeValue:
+            if other._a is not a:
+                raise mixing_error(self, other, "+")
+            h = _add(a.ptr, self._h, other._h)
+        else:
+            try:
+                h = _addc(a.ptr, self._h, other)
+            except TypeError:
+                return _other_operand(self, other, "+")
+        if h < 0:
+            raise_error(h)
+        v = _new(NodeValue)
+        v._a = a
+        v._h = h
+        return v
+
+    def __mul__(self, other):
+        a = self._a
+        if type(other) is NodeValue:
+            if other._a is not a:
+                raise mixing_error(self, other, "*")
+            h = _mul(a.ptr, self._h, other._h)
+        else:
+            try:
+                h = _mulc(a.ptr, self._h, other)
+            except TypeError:
+                return _other_operand(self, other, "*")
+        if h < 0:
+            raise_error(h)
+        v = _new(NodeValue)
+        v._a = a
+        v._h = h
+        return v
+
+    def __pow__(self, other):
+        if isinstance(other, DerivedOps):
+            raise TypeError("Value ** Value is not supported: the exponent must be a number")
+        a = self._a
+        try:
+            h = lib.mg_pow(a.ptr, self._h, other)
+        except TypeError:
+            return NotImplemented
+        if h < 0:
+            raise_error(h)
+        v = _new(NodeValue)
+        v._a = a
+        v._h = h
+        return v
+
+    def _unary(self, fn):
+        a = self._a
+        h = fn(a.ptr, self._h)
+        if h < 0:
+            raise_error(h)
+        v = _new(NodeValue)
+        v._a = a
+        v._h = h
+        return v
+
+    def log(self):
+        return self._unary(lib.mg_log)
+
+    def exp(self):
+        return self._unary(lib.mg_exp)
+
+    def relu(self):
+        return self._unary(lib.mg_relu)
+    # -x, x - y, x / y and the reflected forms: ops.DerivedOps
 
     @property
-    def label(self):
-        return self._a.label_texts[check(lib.mg_v_label(self._a.ptr, self._h))]
+    def data(self):
+        x = _data(self._a.ptr, self._h)
+        if x != x:  # the node's NaN, or a refused handle
+            check(lib.mg_node_status(self._a.ptr, self._h))
+        return x
 
-    @label.setter
-    def label(self, text):
-        a, text = self._a, str(text)
-        ident = a.label_ids.get(text)
-        if ident is None:
-            ident = a.label_ids[text] = len(a.label_texts)
-            a.label_texts.append(text)
-        check(lib.mg_v_set_label(a.ptr, self._h, ident))
+    @data.setter
+    def data(self, x):
+        check(lib.mg_set_data(self._a.ptr, self._h, x))
 
-    def backward(self):
-        check(lib.mg_backward(self._a.ptr, self._node()))
+    @property
+    def grad(self):
+        x = _grad(self._a.ptr, self._h)
+        if x != x:
+            check(lib.mg_node_status(self._a.ptr, self._h))
+        return x
 
+    @grad.setter
+    def grad(self, x):
+        check(lib.mg_set_grad(self._a.ptr, self._h, x))
 
-class NodeValue(_value_class("NodeValue", "A c-backend Value in an arena of its own (a model's graph): a node "
-                                          "handle, refused after the arena's reset.", slots=False)):
-    __slots__ = ()
-
-    def __new__(cls, data, arena):
-        h = check(lib.mg_leaf(arena.ptr, data))
-        v = _new(cls)
+    @staticmethod
+    def _wrap_handle(arena, h):
+        v = _new(NodeValue)
         v._a = arena
         v._h = h
         return v
@@ -501,6 +371,59 @@ class NodeValue(_value_class("NodeValue", "A c-backend Value in an arena of its 
         check(lib.mg_backward(self._a.ptr, self._h))
 
 
+# A user's Values: the C type of ext/values.c (its operators, data and grad, leaves, and the
+# release of a dead Value's slot are C); what follows adds the rest of the Value API.
+CValue = _values.CValue
+_values.bind(int(ffi.cast("uintptr_t", lib.mg_values_api_get())), raise_error, mixing_error, _mixed_from_python,
+             _python_values_constant_path(), NodeValue, default_arena, _local)
+
+
+def _wrap(arena, handle):
+    """A Value of a handle C returned in `arena` (a slot, or a model arena's node handle)."""
+    handle = check(handle)
+    return _values.wrap(arena, handle) if arena.values else NodeValue._wrap_handle(arena, handle)
+
+
+def _slot_node(self):
+    return check(lib.mg_v_node(self._a.ptr, self._h))
+
+
+def _slot_children(self):
+    """The children in order (x * x has x twice), each a new Value of its node."""
+    a = self._a
+    out = ffi.new("int64_t[]", 2)
+    n = check(lib.mg_v_children(a.ptr, self._h, out, 2))
+    if n > 2:
+        out = ffi.new("int64_t[]", n)
+        check(lib.mg_v_children(a.ptr, self._h, out, n))
+    return tuple(_values.wrap(a, out[i]) for i in range(n))
+
+
+def _slot_label(self):
+    return self._a.label_texts[check(lib.mg_v_label(self._a.ptr, self._h))]
+
+
+def _slot_set_label(self, text):
+    a, text = self._a, str(text)
+    ident = a.label_ids.get(text)
+    if ident is None:
+        ident = a.label_ids[text] = len(a.label_texts)
+        a.label_texts.append(text)
+    check(lib.mg_v_set_label(a.ptr, self._h, ident))
+
+
+def _slot_backward(self):
+    check(lib.mg_backward(self._a.ptr, self._node()))
+
+
+CValue.backend = "c"
+CValue._wrap = staticmethod(_wrap)
+CValue._node = _slot_node
+CValue._children = property(_slot_children)
+CValue.label = property(_slot_label, _slot_set_label)
+CValue.backward = _slot_backward
+
+
 def _op(self):
     return OP_NAMES[check(lib.mg_node_op(self._a.ptr, self._node()))]
 
@@ -518,8 +441,17 @@ def _same_node(self, other):
     return type(other) is type(self) and other._a is self._a and other._node() == self._node()
 
 
+def _reduce(self):
+    raise TypeError("a c-backend Value cannot be pickled or copied: it is a handle into a C graph; use its .data")
+
+
+def _repr(self):
+    return f"Value(data={self.data!r}, grad={self.grad!r})"
+
+
 for _cls in (CValue, NodeValue):
-    _cls._bind(_cls)
     _cls._op = property(_op)
     _cls._prev = property(_prev)
     _cls.same_node = _same_node
+    _cls.__reduce__ = _reduce
+    _cls.__repr__ = _repr

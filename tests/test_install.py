@@ -7,6 +7,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import sysconfig
 
 import pytest
 
@@ -102,6 +103,7 @@ def test_no_compiler_builds_without_the_extension_and_warns_once(tmp_path):
     assert result.stderr.count(WARNING) == 1, result.stderr[-2000:]
     assert "python backend" in result.stderr and "C compiler" in result.stderr
     assert built_module(tree) == [] and not (tree / "microgpt" / "_cmg.abi3.so").exists()
+    assert not sorted((tree / "lib" / "microgpt").glob("_values*"))  # the Value type is built with it, or not at all
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="shell shims")
@@ -122,6 +124,11 @@ def test_a_header_edit_rebuilds_the_extension(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "MICROGPT_SANITIZE"}
     assert build(tree, env).returncode == 0
     [module] = built_module(tree)
+    # the c backend's Value type beside it, on the stable ABI (one abi3 wheel, as setup.py tags it)
+    [values] = sorted((tree / "lib" / "microgpt").glob("_values*"))
+    assert sys.platform == "win32" or sysconfig.get_config_var("Py_GIL_DISABLED") or values.name == "_values.abi3.so"
+    # and a copy of each beside the sources (the checkout's ./microgpt wins imports run from its root)
+    assert {p.name for p in (tree / "microgpt").iterdir() if p.suffix in (".so", ".pyd")} == {module.name, values.name}
     first = module.stat().st_mtime_ns
     assert build(tree, env).returncode == 0
     assert module.stat().st_mtime_ns == first  # nothing changed: not rebuilt (so the check below can fail)
