@@ -42,8 +42,8 @@ def compiler_flags(compiler_type):
     built in (no libm)."""
     if compiler_type == "msvc":
         return ["/std:c11", "/O2", "/W4", "/fp:precise"], [], []
-    compile_args = ["-std=c11", "-O2", "-Wall", "-Wextra", "-ffp-contract=off"]
-    link_args = []
+    compile_args = ["-std=c11", "-O2", "-Wall", "-Wextra", "-ffp-contract=off", "-pthread"]
+    link_args = ["-pthread"]  # Adam may split a step over threads (csrc/adam.c)
     if os.environ.get("MICROGPT_SANITIZE") == "1":
         # also: check every cached backward order (csrc/tape.c), and run Adam's portable path
         # (csrc/adam.c), so that the tests cover it as the plain build covers the SIMD one

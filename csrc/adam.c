@@ -13,6 +13,12 @@
 #include <string.h>
 #include "microgpt.h"
 #include "arena.h"
+#if !defined(_WIN32) && !defined(MG_NO_THREADS)
+#include <pthread.h>
+#define MG_THREADS 1
+#else
+#define MG_THREADS 0
+#endif
 
 int mg_adam_init(mg_arena *a, int64_t nparams) {
     mgi_count_call(a);
@@ -188,6 +194,64 @@ static int adam_run(const adam_args *A, int64_t n, int zero_grads) {
     return 0;
 }
 
+// --- an in-place step over several threads: each takes a run of parameters (a multiple of 4
+// long), and no update can fail (cannot_fail), so the runs are independent
+
+typedef struct {
+    adam_args A;            // this thread's: the arrays from its first parameter on
+    int64_t n;
+} adam_share;
+
+static void *adam_share_run(void *arg) {
+    adam_share *s = arg;
+    (void)adam_run(&s->A, s->n, 1);              // cannot fail: checked before the split
+    return NULL;
+}
+
+static adam_args shifted(const adam_args *A, int64_t first) {
+    adam_args B = *A;
+    B.m += first, B.v += first, B.data += first, B.grad += first;
+    B.next_m += first, B.next_v += first, B.next_p += first;
+    return B;
+}
+
+// every parameter in place, split over the arena's threads where that many pay
+static int adam_in_place(const mg_arena *a, const adam_args *A, int64_t n) {
+    int64_t k = a->adam_threads;
+    if (k > 1 && a->adam_min_share > 0 && n / a->adam_min_share < k) k = n / a->adam_min_share;
+#if MG_THREADS
+    if (k > 1) {
+        pthread_t tid[64];
+        adam_share share[64];
+        int64_t chunk = (n / k + 3) & ~(int64_t)3, started = 0;
+        for (int64_t t = 1; t < k; t++) {        // thread t takes [t * chunk, ...); this one the first
+            int64_t first = t * chunk;
+            if (first >= n) break;
+            share[t] = (adam_share){ shifted(A, first), (t == k - 1 || first + chunk > n) ? n - first : chunk };
+            if (pthread_create(&tid[t], NULL, adam_share_run, &share[t])) break;
+            started = t;
+        }
+        int64_t mine = started ? chunk : 0, rest = (started + 1) * chunk;
+        int rc = adam_run(A, mine ? mine : n, 1);
+        for (int64_t t = 1; t <= started; t++) pthread_join(tid[t], NULL);
+        if (started && rest < n) {               // a thread that could not start: its run here
+            adam_args B = shifted(A, rest);
+            rc = adam_run(&B, n - rest, 1);
+        }
+        return rc;
+    }
+#endif
+    return adam_run(A, n, 1);
+}
+
+int64_t mg_adam_set_threads(mg_arena *a, int64_t threads, int64_t min_share) {
+    mgi_count_call(a);
+    if (!a || threads < 1 || threads > 64 || min_share < 0) return MG_ERR_ARG;
+    a->adam_threads = MG_THREADS ? threads : 1;
+    a->adam_min_share = min_share;
+    return a->adam_threads;
+}
+
 // The seed's update, parameter by parameter in order, with its errors in its order (Python
 // raises where C would make inf or nan). A step that fails changes nothing. When no update can
 // fail (cannot_fail), each parameter's new moments and value are written in place, in one pass;
@@ -208,7 +272,7 @@ int mg_adam_step(mg_arena *a, double lr_t, double beta1, double beta2, double ep
     if (!A.err_b1 && !A.err_b2 && cannot_fail(&A, n)) {
         mgi_values_change(a);
         A.next_m = a->adam_m, A.next_v = a->adam_v, A.next_p = a->data;   // each read before it is written
-        return adam_run(&A, n, 1);
+        return adam_in_place(a, &A, n);
     }
     int rc = adam_run(&A, n, 0);
     if (rc) return rc;

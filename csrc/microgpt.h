@@ -105,6 +105,10 @@ int mg_adam_init(mg_arena *a, int64_t nparams);           /* zero moments; npara
  * Python's: microgpt/optim.py); zeroes the gradients */
 int mg_adam_step(mg_arena *a, double lr_t, double beta1, double beta2, double eps, int64_t step);
 int mg_adam_read(mg_arena *a, double *m, double *v);      /* nparams each */
+/* split a step that writes in place (see adam.c) over up to `threads` threads (1 to 64), each
+ * taking at least min_share parameters: the same bits for any number (each parameter's update
+ * is its own); 1 where threads are not built (MG_NO_THREADS, or Windows). Returns the number. */
+int64_t mg_adam_set_threads(mg_arena *a, int64_t threads, int64_t min_share);
 int mg_adam_write(mg_arena *a, const double *m, const double *v);
 
 /* --- layer kernels (layers.c): each builds exactly the nodes the seed's Python builds -------

@@ -35,6 +35,15 @@ DEFAULTS = {"steps": 1000, "seed": 42, "n_layer": 1, "n_embd": 16, "n_head": 4, 
 
 # --- checks shared with the CLI (`name` is how the caller calls the setting: lr, or --lr)
 
+def check_threads(threads, flag="threads"):
+    """threads as given (1 .. limits.MAX_THREADS), or the machine's default for None."""
+    if threads is None:
+        return limits.default_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= limits.MAX_THREADS:
+        raise ValueError(f"{flag} must be a whole number from 1 to {limits.MAX_THREADS}, got {threads!r}")
+    return threads
+
+
 def check_count(name, value, maximum=limits.MAX_STEPS):
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{name} must be a whole number, got {value!r}")
@@ -93,7 +102,7 @@ class Model:
     # --- making one
     @classmethod
     def new(cls, data=None, *, steps=1000, seed=42, n_layer=1, n_embd=16, n_head=4, block_size=16,
-            lr=LEARNING_RATE, backend=None, graph="auto", max_memory=None, saving=False, note=None):
+            lr=LEARNING_RATE, backend=None, graph="auto", max_memory=None, saving=False, note=None, threads=None):
         """A fresh run, as the seed starts one: random.seed(seed), the documents shuffled, the
         parameters drawn. Nothing is trained yet."""
         check_count("steps", steps)
@@ -107,17 +116,19 @@ class Model:
                         block_size=block_size)
         g = new_graph(backend, graph)
         limits.check_memory(config, g.backend, g.mode, max_memory, saving=saving)
+        g.set_threads(check_threads(threads))
         with _random_state(rng.getstate()) as state:
             gpt = GPT(config, g)
         return cls(gpt, tokenizer, seed=seed, lr=lr, num_steps=steps, step=0, docs=docs, data_id=data_id,
                    random_state=state[0])
 
     @classmethod
-    def from_checkpoint(cls, ck, *, backend=None, graph="auto", max_memory=None, saving=False):
+    def from_checkpoint(cls, ck, *, backend=None, graph="auto", max_memory=None, saving=False, threads=None):
         """The run a checkpoint (checkpoint.load) holds, without its documents (load_data)."""
         config = ck["config"]
         g = new_graph(backend, graph)
         limits.check_memory(config, g.backend, g.mode, max_memory, saving=saving)
+        g.set_threads(check_threads(threads))
         with _random_state(random.Random(ck["seed"]).getstate()):
             gpt = GPT(config, g)  # its draws are overwritten below
         g.set_param_data(ck["params"])
@@ -277,15 +288,18 @@ def _random_state(state):
 
 
 def train(data=None, steps=1000, seed=42, n_layer=1, n_embd=16, n_head=4, block_size=16, lr=LEARNING_RATE,
-          backend=None, graph="auto", *, on_step=None, should_stop=None, max_memory=None):
+          backend=None, graph="auto", *, on_step=None, should_stop=None, max_memory=None, threads=None):
     """A model trained for `steps` steps on `data` (a path, a list of strings, or None: the
-    embedded names), exactly as `microgpt train` trains it. See Model.train for the callbacks."""
+    embedded names), exactly as `microgpt train` trains it. See Model.train for the callbacks.
+    threads: how many threads Adam may split a large model's step over (default: the CPUs this
+    process may use); every number gives the same bits."""
     return Model.new(data, steps=steps, seed=seed, n_layer=n_layer, n_embd=n_embd, n_head=n_head,
                      block_size=block_size, lr=lr, backend=backend, graph=graph,
-                     max_memory=max_memory).train(on_step=on_step, should_stop=should_stop)
+                     max_memory=max_memory, threads=threads).train(on_step=on_step, should_stop=should_stop)
 
 
-def load(path, backend=None, graph="auto", max_memory=None):
+def load(path, backend=None, graph="auto", max_memory=None, threads=None):
     """The run a checkpoint holds (`microgpt train --save`, or Model.save): ready to sample, and
     to train the rest of its schedule (its documents are read when it first trains)."""
-    return Model.from_checkpoint(checkpoint.load(path), backend=backend, graph=graph, max_memory=max_memory)
+    return Model.from_checkpoint(checkpoint.load(path), backend=backend, graph=graph, max_memory=max_memory,
+                                 threads=threads)

@@ -17,7 +17,7 @@ import time
 
 from . import __version__, atomic, checkpoint, limits
 from .api import DEFAULTS as TRAIN_DEFAULTS
-from .api import Model, check_count, check_lr, check_prefix, check_temperature
+from .api import Model, check_count, check_lr, check_prefix, check_temperature, check_threads
 from .atomic import AtomicFile, OutputPathError, check_output_path
 from .backend import CHOICES, BackendError
 from .checkpoint import CheckpointError
@@ -75,6 +75,8 @@ def build_parser():
     t.add_argument("--n-head", type=int, help=f"attention heads, must divide --n-embd (default: {D['n_head']})")
     t.add_argument("--block-size", type=int, help=f"longest context in tokens (default: {D['block_size']})")
     t.add_argument("--lr", type=float, help=f"Adam's learning rate, decayed linearly to 0 (default: {D['lr']})")
+    t.add_argument("--threads", type=int, help="threads Adam may split a large model's step over; the same "
+                                               "bits for any number (default: the CPUs available)")
     add_sampling_flags(t)
     add_backend_flags(t)
     t.add_argument("--save", metavar="CKPT",
@@ -230,7 +232,8 @@ def cmd_train(args):
     fill_defaults(args, ("temperature", "samples"))
     check_temperature(args.temperature, "--temperature")
     check_outputs(args)
-    build = dict(backend=args.backend, graph=args.graph, max_memory=args.max_memory, saving=bool(args.save))
+    build = dict(backend=args.backend, graph=args.graph, max_memory=args.max_memory, saving=bool(args.save),
+                 threads=check_threads(args.threads, "--threads"))
     if args.resume:
         ck = checkpoint.load(args.resume)
         resume_settings(args, ck)

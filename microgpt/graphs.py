@@ -139,6 +139,11 @@ class Graph(ABC):
     @abstractmethod
     def set_adam_state(self, m, v): ...
 
+    def set_threads(self, threads):
+        """Let Adam split a step over up to `threads` threads (the same bits for any number); the
+        number it may use. The python backend uses one."""
+        return 1
+
     def node_count(self):
         """Scalar nodes alive now (parameters included), or None where the graph cannot tell."""
         return None

@@ -208,6 +208,18 @@ def estimate_bytes(config, backend, mode, saving=True):
     return _c_arena_bytes(config, mode, positions) + P * per_param
 
 
+MAX_THREADS = 64  # csrc/adam.c's bound
+
+
+def default_threads():
+    """Threads Adam may split a large model's step over: the CPUs this process may run on."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MAX_THREADS))
+
+
 def available_bytes():
     """MemAvailable from /proc/meminfo, or None where there is no such file."""
     try:

@@ -91,9 +91,20 @@ def test_bad_arguments_are_clear_errors():
         microgpt.train(DOCS, steps=-1)
     with pytest.raises(ValueError, match="list of strings"):
         microgpt.train([1, 2, 3])
+    for threads in (0, 65, 1.5, True):
+        with pytest.raises(ValueError, match="threads must be a whole number from 1 to 64"):
+            microgpt.train(DOCS, threads=threads, **SMALL)
     model = microgpt.Model.new(DOCS, **SMALL)
     with pytest.raises(ValueError, match="temperature"):
         model.sample(2, temperature=0)
+
+
+def test_thread_counts_give_the_same_run(backend):
+    """threads only splits Adam's work (tests/test_adam.py checks the split itself, with
+    parameters few enough per thread to make it split): the run is the same for any count."""
+    runs = [microgpt.train(DOCS, backend=backend, threads=t, **SMALL) for t in (1, 2, 3)]
+    assert runs[0].losses == runs[1].losses == runs[2].losses
+    assert runs[0].params_sha256() == runs[1].params_sha256() == runs[2].params_sha256()
 
 
 def test_training_failure_keeps_the_state_before_the_step(backend):

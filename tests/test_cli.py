@@ -80,6 +80,10 @@ def test_bad_temperature(small_data):
     assert_clean_error(microgpt("train", "--data", small_data, "--steps", "0", "--temperature", "0"), "temperature")
 
 
+def test_bad_thread_count(small_data):
+    assert_clean_error(microgpt("train", "--data", small_data, "--steps", "1", "--threads", "0"), "--threads")
+
+
 def test_negative_steps(small_data):
     assert_clean_error(microgpt("train", "--data", small_data, "--steps", "-3"), "--steps")
 

@@ -45,7 +45,7 @@ def test_flags_forbid_contraction_on_each_compiler(monkeypatch):
     monkeypatch.delenv("MICROGPT_SANITIZE", raising=False)
     compile_args, link_args, libraries = build.compiler_flags("unix")
     assert {"-std=c11", "-O2", "-Wall", "-Wextra", "-ffp-contract=off"} <= set(compile_args)
-    assert libraries == ["m"] and link_args == []
+    assert libraries == ["m"] and link_args == ["-pthread"]  # Adam's threads (csrc/adam.c)
     compile_args, link_args, libraries = build.compiler_flags("msvc")
     assert "/fp:precise" in compile_args and libraries == []
     assert not any(a.startswith(("/fp:fast", "/fp:contract", "/arch:AVX")) for a in compile_args)
