@@ -39,6 +39,7 @@
 #include "microgpt.h"
 #include "arena.h"
 #include "tape.h"
+#include "pool.h"
 
 // A location: >= 0 an index into the plan's values/gradients; < 0 the parameter node -1 - loc.
 static inline int64_t loc_at(int64_t loc, int64_t k) { return loc >= 0 ? loc + k : loc - k; }
@@ -92,8 +93,8 @@ struct mg_dense {
     double *tmp;            // (tmp_cap) a backward's scratch
     const double **ptrs;    // (ptrs_cap) a batch's per-position vectors
     int64_t ptrs_cap;
-    int64_t *pairs;         // (pairs_cap) a batch's (instruction, row) pairs
-    int64_t pairs_cap;
+    mgi_pool *pool;         // worker threads for the batched linear layers, or NULL
+    int64_t min_work;       // multiply-adds a part of a batch must have to be run by another thread
     int64_t forward_plan;   // the plan whose forward ran last (-1: none)
     int differentiated;     // its backward ran
     const mg_arena *forward_arena;
@@ -160,7 +161,9 @@ typedef struct {
     const dense_op *ops;
     double *val, *grad, *aux, *tmp;
     const double **ptrs;    // room for 2T pointers
-    int64_t *pairs;         // room for a group's (instruction, row) pairs
+    mgi_pool *pool;         // NULL: one thread (always when tracing)
+    int64_t min_work;       // see mg_dense
+    int simd;
     double *pdata, *pgrad;  // the parameters' values and gradients (node indexed)
     const int64_t *tokens;
     tracer *tr;             // NULL, or the order check's record
@@ -554,6 +557,7 @@ mg_dense *mg_dense_new(void) {
     mg_dense *d = calloc(1, sizeof *d);
     if (!d) return NULL;
     d->forward_plan = -1;
+    d->min_work = 1;
     d->mem.bytes = (int64_t)sizeof *d;
     return d;
 }
@@ -577,7 +581,7 @@ void mg_dense_free(mg_dense *d) {
     free(d->aux);
     free(d->tmp);
     free((void *)d->ptrs);
-    free(d->pairs);
+    mgi_pool_free(d->pool);
     free(d->tokens);
     free(d);
 }
@@ -591,6 +595,15 @@ int64_t mg_dense_peak_bytes(const mg_dense *d) {
 
 const char *mg_dense_why(const mg_dense *d) { return d ? d->why : ""; }
 
+int64_t mg_dense_set_threads(mg_dense *d, int64_t threads, int64_t min_work) {
+    if (!d || threads < 1 || threads > 64 || min_work < 1) return MG_ERR_ARG;
+    d->min_work = min_work;
+    if (threads == mgi_pool_threads(d->pool)) return threads;
+    mgi_pool_free(d->pool);
+    d->pool = mgi_pool_new(threads);             // NULL: one thread (no threads built, or none started)
+    return mgi_pool_threads(d->pool);
+}
+
 // the shared buffers hold a plan's step
 static int buffers_for(mg_dense *d, const dense_plan *p) {
     void *vg[] = { d->val, d->grad };
@@ -601,16 +614,14 @@ static int buffers_for(mg_dense *d, const dense_plan *p) {
     if (!rc) rc = mgi_grow(&d->mem, &x, dsize, 1, 0, &d->aux_cap, p->naux, MG_ELEM_LIMIT);
     d->aux = x;
     x = d->tmp;
-    if (!rc) rc = mgi_grow(&d->mem, &x, dsize, 1, 0, &d->tmp_cap, p->ntmp, MG_ELEM_LIMIT);
+    int64_t ntmp = p->ntmp > mgi_pool_threads(d->pool) * (p->T + 1) ? p->ntmp : mgi_pool_threads(d->pool) * (p->T + 1);
+    if (!rc) rc = mgi_grow(&d->mem, &x, dsize, 1, 0, &d->tmp_cap, ntmp, MG_ELEM_LIMIT);
     d->tmp = x;
     const size_t psize[] = { sizeof *d->ptrs };
     x = (void *)d->ptrs;
     if (!rc) rc = mgi_grow(&d->mem, &x, psize, 1, 0, &d->ptrs_cap, 2 * p->T + 1, MG_ELEM_LIMIT);
     d->ptrs = x;
     const size_t isize[] = { sizeof(int64_t) };
-    x = d->pairs;
-    if (!rc) rc = mgi_grow(&d->mem, &x, isize, 1, 0, &d->pairs_cap, 2 * p->nrows + 1, MG_ELEM_LIMIT);
-    d->pairs = x;
     x = d->tokens;
     if (!rc) rc = mgi_grow(&d->mem, &x, isize, 1, 0, &d->tokens_cap, p->ntokens, MG_ELEM_LIMIT);
     d->tokens = x;
@@ -619,7 +630,7 @@ static int buffers_for(mg_dense *d, const dense_plan *p) {
 
 static dense_run run_of(mg_dense *d, const dense_plan *p, mg_arena *a, const int64_t *tokens) {
     return (dense_run){ .p = p, .ops = p->ops, .val = d->val, .grad = d->grad, .aux = d->aux, .tmp = d->tmp,
-                        .ptrs = d->ptrs, .pairs = d->pairs,
+                        .ptrs = d->ptrs, .pool = d->pool, .min_work = d->min_work,
                         .pdata = a->data, .pgrad = a->grad, .tokens = tokens };
 }
 
@@ -630,8 +641,8 @@ static dense_run run_of(mg_dense *d, const dense_plan *p, mg_arena *a, const int
 // inputs transposed into tmp (xt[j][t], T rounded up to 4), then each lane of a vector is one
 // position's sum, chained over j in the seed's order exactly as dot_chain_value.
 static void forward_rows_portable(const double *w, const double *xt, int64_t n, int64_t T4, int64_t row0,
-                                  int64_t nout, int64_t T, double **outs) {
-    for (int64_t row = row0; row < nout; row++)
+                                  int64_t row1, int64_t T, double **outs) {
+    for (int64_t row = row0; row < row1; row++)
         for (int64_t t = 0; t < T; t++) {
             double acc = w[row * n] * xt[t] + 0.0;
             for (int64_t j = 1; j < n; j++) acc = acc + w[row * n + j] * xt[j * T4 + t];
@@ -640,10 +651,12 @@ static void forward_rows_portable(const double *w, const double *xt, int64_t n, 
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(MG_NO_SIMD)
+// rows row0 .. row1-1 four at a time while four remain: returns the first row not done
 __attribute__((target("avx2"))) static int64_t forward_rows_avx2(const double *w, const double *xt, int64_t n,
-                                                                 int64_t T4, int64_t nout, int64_t T, double **outs) {
-    int64_t row = 0;
-    for (; row + 4 <= nout; row += 4) {
+                                                                 int64_t T4, int64_t row0, int64_t row1, int64_t T,
+                                                                 double **outs) {
+    int64_t row = row0;
+    for (; row + 4 <= row1; row += 4) {
         const double *w0 = w + row * n, *w1 = w0 + n, *w2 = w1 + n, *w3 = w2 + n;
         for (int64_t tb = 0; tb < T4; tb += 4) {
             __m256d x = _mm256_loadu_pd(xt + tb), zero = _mm256_setzero_pd();
@@ -667,13 +680,45 @@ __attribute__((target("avx2"))) static int64_t forward_rows_avx2(const double *w
     }
     return row;
 }
-#define FORWARD_ROWS(simd, w, xt, n, T4, nout, T, outs) \
-    ((simd) ? forward_rows_avx2((w), (xt), (n), (T4), (nout), (T), (outs)) : 0)
+#define FORWARD_ROWS(simd, w, xt, n, T4, row0, row1, T, outs) \
+    ((simd) ? forward_rows_avx2((w), (xt), (n), (T4), (row0), (row1), (T), (outs)) : (row0))
 #else
-#define FORWARD_ROWS(simd, w, xt, n, T4, nout, T, outs) ((void)(simd), (int64_t)0)
+#define FORWARD_ROWS(simd, w, xt, n, T4, row0, row1, T, outs) ((void)(simd), (row0))
 #endif
 
-static void forward_linear_batch(dense_run *r, int64_t k, int simd) {
+// How many parts a batch of `rows` rows (or positions) of `work` multiply-adds each is split
+// into: one per thread when each part is worth waking a thread for (min_work)
+static int64_t parts_for(const dense_run *r, int64_t rows, int64_t work) {
+    int64_t threads = mgi_pool_threads(r->pool), parts = threads, least = r->min_work;
+    if (threads < 2 || rows < 2 || rows * work < 2 * least) return 1;
+    if (rows * work / parts < least) parts = rows * work / least;
+    if (parts > rows) parts = rows;
+    return parts < 1 ? 1 : parts;
+}
+
+// rows lo .. hi-1 of part `part` of nparts, for `rows` rows cut at multiples of `align`
+static void part_range(int64_t rows, int64_t align, int64_t part, int64_t nparts, int64_t *lo, int64_t *hi) {
+    int64_t chunk = (rows / nparts + align - 1) / align * align;
+    *lo = part * chunk < rows ? part * chunk : rows;
+    *hi = part == nparts - 1 || (part + 1) * chunk > rows ? rows : (part + 1) * chunk;
+}
+
+typedef struct {
+    const dense_run *r;
+    const double *w, *xt;
+    double **outs;
+    int64_t n, T4, nout, T;
+} forward_job;
+
+static void forward_part(void *ctx, int64_t part, int64_t nparts) {
+    const forward_job *f = ctx;
+    int64_t lo, hi;
+    part_range(f->nout, 4, part, nparts, &lo, &hi);
+    int64_t done = FORWARD_ROWS(f->r->simd, f->w, f->xt, f->n, f->T4, lo, hi, f->T, f->outs);
+    forward_rows_portable(f->w, f->xt, f->n, f->T4, done, hi, f->T, f->outs);
+}
+
+static void forward_linear_batch(dense_run *r, int64_t k) {
     const dense_plan *p = r->p;
     const dense_op *o = &r->ops[k];
     int64_t T = p->T, K = p->K, T4 = (T + 3) & ~(int64_t)3, n = o->n;
@@ -685,9 +730,8 @@ static void forward_linear_batch(dense_run *r, int64_t k, int simd) {
     }
     for (int64_t t = T; t < T4; t++)
         for (int64_t j = 0; j < n; j++) xt[j * T4 + t] = 0.0;
-    const double *w = V(r, o->w);
-    int64_t done = FORWARD_ROWS(simd, w, xt, n, T4, o->nout, T, outs);
-    forward_rows_portable(w, xt, n, T4, done, o->nout, T, outs);
+    forward_job f = { r, V(r, o->w), xt, outs, n, T4, o->nout, T };
+    mgi_pool_run(r->pool, forward_part, &f, parts_for(r, o->nout, n * T));
 }
 
 // gw[j] += x_t[j] * g[t] for t = T-1 .. 0, for every j: a weight row's terms from every
@@ -735,55 +779,70 @@ __attribute__((target("avx2"))) static int64_t input_terms_avx2(double *restrict
 #define INPUT_TERMS(simd, dst, src, a, n) ((void)(simd), input_terms_portable((dst), (src), (a), 0, (n)))
 #endif
 
-// The (instruction, row) pairs of the group led by instruction lead, in the order the graph's
-// chain rule meets them: its schedule, or for the rows of logits the target's rule. Into pairs
-// (room for 2 * rows); returns how many.
-static int64_t group_rows(const dense_run *r, int64_t lead, int64_t *pairs) {
+// The q-th (instruction, row) pair of the group led by instruction lead, in the order the
+// graph's chain rule meets them: its schedule, or for the rows of logits the target's rule
+// (descending, the target's last); n: how many there are.
+static int64_t group_size(const dense_run *r, int64_t lead) {
     const dense_op *o = &r->ops[lead];
-    if (o->ce < 0) {
-        memcpy(pairs, r->p->sched + 2 * o->sched, (size_t)(2 * o->nsched) * sizeof *pairs);
-        return o->nsched;
-    }
-    int64_t target = r->tokens[r->ops[o->ce].ordinal + 1], n = 0;
-    for (int64_t row = o->nout - 1; row >= 0; row--)
-        if (row != target) pairs[2 * n] = lead, pairs[2 * n + 1] = row, n++;
-    pairs[2 * n] = lead, pairs[2 * n + 1] = target;
-    return n + 1;
+    return o->ce >= 0 ? o->nout : o->nsched;
 }
 
-// A group of linear layers (instruction k's) for every position at once. Each weight row gets
-// its terms from every position, last to first, while it is in cache; then each position's input
-// gradient gets the rows in its own order (group_rows). Per node, the same terms in the same
-// order as backward_rows at each position.
-static void backward_group_batch(dense_run *r, int64_t k, int simd) {
-    const dense_plan *p = r->p;
+static void group_pair(const dense_run *r, int64_t lead, int64_t q, int64_t *m, int64_t *row) {
+    const dense_op *o = &r->ops[lead];
+    if (o->ce < 0) {
+        *m = r->p->sched[2 * (o->sched + q)], *row = r->p->sched[2 * (o->sched + q) + 1];
+        return;
+    }
+    int64_t target = r->tokens[r->ops[o->ce].ordinal + 1], n = o->nout;
+    *m = lead;
+    *row = q == n - 1 ? target : n - 1 - q - (n - 1 - q <= target);
+}
+
+typedef struct {
+    dense_run *r;
+    int64_t k;              // the group's leader at position 0
+} group_job;
+
+// weights: rows lo .. hi-1 of position 0's group (rows do not share nodes: any row order)
+static void weight_part(void *ctx, int64_t part, int64_t nparts) {
+    const group_job *g = ctx;
+    dense_run *r = g->r;
     tracer *tr = r->tr;
-    int64_t T = p->T, K = p->K;
+    int64_t T = r->p->T, K = r->p->K, lo, hi;
     const double **xs = r->ptrs;
-    double *gn = r->tmp;
-    int64_t *pairs = r->pairs;
-    for (int64_t t = 0; t < T; t++) xs[t] = V(r, r->ops[t * K + k].x);
-    int64_t npairs = group_rows(r, k, pairs);
-    for (int64_t q = 0; q < npairs; q++) {       // weights: any row order (rows do not share nodes)
-        int64_t m = pairs[2 * q], row = pairs[2 * q + 1];
+    double *gn = r->tmp + part * (T + 1);
+    part_range(group_size(r, g->k), 1, part, nparts, &lo, &hi);
+    for (int64_t q = lo; q < hi; q++) {
+        int64_t m, row;
+        group_pair(r, g->k, q, &m, &row);
         const dense_op *o = &r->ops[m];
         int64_t wl = loc_at(o->w, row * o->n);
         for (int64_t t = 0; t < T; t++) gn[t] = 0.0 + G(r, r->ops[t * K + m].out)[row];
-        WEIGHT_TERMS(simd, G(r, wl), xs, gn, T, o->n);
+        WEIGHT_TERMS(r->simd, G(r, wl), xs, gn, T, o->n);
         if (tr)
             for (int64_t t = T - 1; t >= 0; t--) {
                 int64_t dot = node_of(tr, r->ops[t * K + m].out, row);
                 for (int64_t j = 0; j < o->n; j++) trace_term(tr, node_of(tr, wl, j), dot, 2 * j);
             }
     }
-    for (int64_t t = T - 1; t >= 0; t--) {        // inputs: each position's rows in its order
-        const dense_op *lead = &r->ops[t * K + k];
-        double *gx = G(r, lead->x);
-        npairs = group_rows(r, t * K + k, pairs);
+}
+
+// inputs: positions lo .. hi-1, each its rows in its own order
+static void input_part(void *ctx, int64_t part, int64_t nparts) {
+    const group_job *g = ctx;
+    dense_run *r = g->r;
+    tracer *tr = r->tr;
+    int64_t T = r->p->T, K = r->p->K, lo, hi;
+    part_range(T, 1, part, nparts, &lo, &hi);
+    for (int64_t t = hi - 1; t >= lo; t--) {
+        int64_t lead = t * K + g->k, npairs = group_size(r, lead);
+        double *gx = G(r, r->ops[lead].x);
         for (int64_t q = 0; q < npairs; q++) {
-            const dense_op *o = &r->ops[pairs[2 * q]];
-            int64_t row = pairs[2 * q + 1], wl = loc_at(o->w, row * o->n);
-            INPUT_TERMS(simd, gx, V(r, wl), 0.0 + G(r, o->out)[row], o->n);
+            int64_t m, row;
+            group_pair(r, lead, q, &m, &row);
+            const dense_op *o = &r->ops[m];
+            int64_t wl = loc_at(o->w, row * o->n);
+            INPUT_TERMS(r->simd, gx, V(r, wl), 0.0 + G(r, o->out)[row], o->n);
             if (tr) {
                 int64_t dot = node_of(tr, o->out, row);
                 for (int64_t j = 0; j < o->n; j++) trace_term(tr, node_of(tr, o->x, j), dot, 2 * j + 1);
@@ -792,13 +851,27 @@ static void backward_group_batch(dense_run *r, int64_t k, int simd) {
     }
 }
 
+// A group of linear layers (instruction k's) for every position at once. Each weight row gets
+// its terms from every position, last to first, while it is in cache; then each position's input
+// gradient gets the rows in its own order (group_pair). Per node, the same terms in the same
+// order as backward_rows at each position. Rows, then positions, split over the pool's threads.
+static void backward_group_batch(dense_run *r, int64_t k) {
+    int64_t T = r->p->T, K = r->p->K, n = r->ops[k].n, rows = group_size(r, k);
+    for (int64_t t = 0; t < T; t++) r->ptrs[t] = V(r, r->ops[t * K + k].x);
+    group_job g = { r, k };
+    mgi_pool_run(r->pool, weight_part, &g, parts_for(r, rows, n * T));
+    mgi_pool_run(r->pool, input_part, &g, parts_for(r, T, n * rows));
+}
+
 static int run_forward(dense_run *r) {
     const dense_plan *p = r->p;
     int simd = r->tr ? 0 : HAVE_AVX2();
+    r->simd = simd;
+    if (r->tr) r->pool = NULL;                   // the trace is recorded by one thread
     for (int64_t s = 0; s < p->nops; s++) {
         int64_t i = p->sequence[s];
         if (p->T && i < p->nops - 1 && (p->batch[i % p->K] & BATCH_FORWARD)) {
-            if (i < p->K) forward_linear_batch(r, i, simd);   // position 0's turn: every position
+            if (i < p->K) forward_linear_batch(r, i);   // position 0's turn: every position
             continue;
         }
         int rc = forward_op(r, &r->ops[i]);
@@ -809,13 +882,15 @@ static int run_forward(dense_run *r) {
 
 static void run_backward(dense_run *r) {
     int simd = r->tr ? 0 : HAVE_AVX2();          // the same bits either way; tracing is plain
+    r->simd = simd;
+    if (r->tr) r->pool = NULL;
     memset(r->grad, 0, (size_t)r->p->nval * sizeof *r->grad);
     r->grad[r->p->loss] = 1.0;                   // the root's, as the chain rule sets it
     const dense_plan *p = r->p;
     for (int64_t s = p->nops - 1; s >= 0; s--) {
         int64_t i = p->sequence[s];
         if (p->T && i < p->nops - 1 && (p->batch[i % p->K] & BATCH_BACKWARD)) {
-            if (i / p->K == p->T - 1) backward_group_batch(r, i % p->K, simd);  // the last position's turn
+            if (i / p->K == p->T - 1) backward_group_batch(r, i % p->K);  // the last position's turn
             continue;
         }
         backward_op(r, i, simd);

@@ -175,6 +175,10 @@ int64_t mg_dense_bytes(const mg_dense *d);      /* held now: plans and the buffe
 int64_t mg_dense_peak_bytes(const mg_dense *d); /* the most held at once, a compile's scratch included */
 int64_t mg_dense_compile(mg_dense *d, mg_tape *t, mg_arena *a, int64_t program);
 const char *mg_dense_why(const mg_dense *d);  /* why the last compile made no plan ("" otherwise) */
+/* run the linear layers' rows and positions over up to `threads` threads (1 to 64), each part of
+ * at least min_work multiply-adds: the same bits for any number; 1 where threads are not built.
+ * Returns the number it will use. */
+int64_t mg_dense_set_threads(mg_dense *d, int64_t threads, int64_t min_work);
 int mg_dense_forward(mg_dense *d, mg_arena *a, int64_t plan, const int64_t *tokens, int64_t ntokens,
                      double *loss);
 int mg_dense_backward(mg_dense *d, mg_arena *a);

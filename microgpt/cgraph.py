@@ -146,7 +146,10 @@ class CGraph(Graph):
         check(lib.mg_adam_step(self.arena.ptr, learning_rate(lr, step, num_steps), BETA1, BETA2, EPS, step))
 
     def set_threads(self, threads):
-        return check(lib.mg_adam_set_threads(self.arena.ptr, threads, ADAM_MIN_SHARE))
+        used = check(lib.mg_adam_set_threads(self.arena.ptr, threads, ADAM_MIN_SHARE))
+        if self.dense:
+            used = max(used, self.dense.set_threads(threads))
+        return used
 
     def adam_state(self):
         m = ffi.new("double[]", self.nparams)

@@ -10,6 +10,11 @@ A length whose plan is refused stays on replay; `refused` says why.
 from .native import check, ffi, lib
 
 
+# multiply-adds a part of a layer must have to go to another thread: waking one costs a few
+# microseconds (measured: below this, 2 threads were slower than 1 at the seed's size)
+MIN_WORK = 65536
+
+
 class DenseLoss:
     """The loss of a step a plan ran: its value (the plan's backward needs nothing else)."""
     __slots__ = ("value",)
@@ -58,6 +63,11 @@ class Dense:
         elif plan == lib.MG_ERR_NOMEM:  # the step itself is done: keep training on replay
             self.refused[n] = "out of memory while compiling its plan"
         # MG_ERR_ARG: the arena no longer holds that program's step (nothing to compile from)
+
+    def set_threads(self, threads, min_work=MIN_WORK):
+        """Split the linear layers' rows and positions over up to `threads` threads (same bits), each
+        part of at least min_work multiply-adds."""
+        return check(lib.mg_dense_set_threads(self.ptr, threads, min_work))
 
     def status(self):
         """{document length: 'dense' or why it runs on replay} for every length seen so far."""

@@ -140,3 +140,21 @@ def test_bad_tokens_for_a_plan_are_refused():
     for tokens in ([4, 1, 9, 4], [4, 1, 2, -1], [4, 1, 2]):
         with pytest.raises(ValueError):
             check(lib.mg_dense_forward(dense.ptr, model.graph.arena.ptr, plan, tokens, len(tokens), out))
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_threads_give_the_same_bits(threads):
+    """The linear layers' rows and positions split over threads (every part worth a thread here,
+    min_work=1), and Adam's parameters (tests/test_adam.py): the same bits as one thread."""
+    config = dict(vocab_size=7, n_embd=8, n_head=2, block_size=6, n_layer=2)
+    docs = docs_for(7, 6, 6, random.Random(4)) * 2
+    one, _ = history("c", "dense", config, docs)
+
+    class Threaded:
+        def __new__(cls, config, graph):
+            from microgpt.model import GPT
+            assert graph.dense.set_threads(threads, min_work=1) == threads
+            return GPT(config, graph)
+    many, model = history("c", "dense", config, docs, model_class=Threaded)
+    assert many == one
+    assert set(model.graph.dense.status().values()) == {"dense"}
