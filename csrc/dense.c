@@ -107,6 +107,7 @@ struct mg_dense {
 // --- the order check's record of terms
 
 typedef struct {
+    const mg_arena *a;      // the arena holding the recorded step
     const int64_t *node_of; // location (>= 0) -> node, for the recorded step
     const int64_t *begin;   // node -> its terms in the graph: begin[v] .. begin[v+1]-1
     const int64_t *src;     // the graph's terms: parent node, and which of its children
@@ -146,6 +147,28 @@ static void trace_term(tracer *tr, int64_t recv, int64_t src, int64_t slot) {
         return;
     }
     tr->count[recv]++;
+}
+
+// A DOT node over two runs of nodes (arena.h, nd_dot_of: its ranges flag) gives every one of its
+// 2n children its term at one moment of the chain rule: so the order check lists one term for
+// each run, to the run's first node (slot W_RUN or X_RUN), instead of 2n, as long as no other
+// node gives a term to any node of the run past its first (checked). This keeps the check's
+// memory near the graph's own, which stores such a node in three entries.
+#define W_RUN (-1)
+#define X_RUN (-2)
+
+static int dot_over_runs(const mg_arena *a, int64_t v) {
+    return a->op[v] == MG_OP_DOT && a->edge_lgrad[a->edge_begin[v]] != 0.0;
+}
+
+// A DOT node's terms to its weights (wl, as a location) or to its input (x), as the plan adds
+// them: all n at once, so one term for the run where graph_terms lists one
+static void trace_dot(tracer *tr, int64_t dot, int64_t loc, int64_t n, int inputs) {
+    if (dot_over_runs(tr->a, dot)) {
+        trace_term(tr, node_of(tr, loc, 0), dot, inputs ? X_RUN : W_RUN);
+        return;
+    }
+    for (int64_t j = 0; j < n; j++) trace_term(tr, node_of(tr, loc, j), dot, 2 * j + (inputs ? 1 : 0));
 }
 
 // one term: dst += v, and recorded when tracing (the node ids are only computed then)
@@ -345,10 +368,8 @@ static void backward_rows(dense_run *r, const int64_t *pairs, int64_t npairs, in
         DOT_TERMS(simd, G(r, wl), G(r, o->x), V(r, wl), V(r, o->x), n, gn);
         if (tr) {
             int64_t dot = node_of(tr, o->out, row);
-            for (int64_t j = 0; j < n; j++) {
-                trace_term(tr, node_of(tr, wl, j), dot, 2 * j);
-                trace_term(tr, node_of(tr, o->x, j), dot, 2 * j + 1);
-            }
+            trace_dot(tr, dot, wl, n, 0);
+            trace_dot(tr, dot, o->x, n, 1);
         }
     }
 }
@@ -822,7 +843,7 @@ static void weight_part(void *ctx, int64_t part, int64_t nparts) {
         if (tr)
             for (int64_t t = T - 1; t >= 0; t--) {
                 int64_t dot = node_of(tr, r->ops[t * K + m].out, row);
-                for (int64_t j = 0; j < o->n; j++) trace_term(tr, node_of(tr, wl, j), dot, 2 * j);
+                trace_dot(tr, dot, wl, o->n, 0);
             }
     }
 }
@@ -845,7 +866,7 @@ static void input_part(void *ctx, int64_t part, int64_t nparts) {
             INPUT_TERMS(r->simd, gx, V(r, wl), 0.0 + G(r, o->out)[row], o->n);
             if (tr) {
                 int64_t dot = node_of(tr, o->out, row);
-                for (int64_t j = 0; j < o->n; j++) trace_term(tr, node_of(tr, o->x, j), dot, 2 * j + 1);
+                trace_dot(tr, dot, o->x, o->n, 1);
             }
         }
     }
@@ -906,6 +927,7 @@ typedef struct {
     int64_t *topo;          // (count - keep) a step node's place in the order, or -1
     int64_t *begin, *src, *count;   // the tracer's
     int32_t *slot;
+    uint8_t *in_run;        // (count) a node of a run past its first (see graph_terms)
     int64_t *pairs;         // (3 * rows) a group's (key, instruction, row) before sorting
     int64_t *producer;      // (nval) location -> the instruction that makes it
     double *pgrad;          // (keep) the parameters' gradients of the plan's run
@@ -921,7 +943,7 @@ static void *scratch(compile_scratch *c, int64_t n, size_t size, int zero) {
 
 static void scratch_free(compile_scratch *c) {
     free(c->node_of), free(c->topo), free(c->begin), free(c->src), free(c->slot), free(c->count);
-    free(c->pairs), free(c->pgrad), free(c->producer);
+    free(c->pairs), free(c->pgrad), free(c->producer), free(c->in_run);
 }
 
 // no plan: why (instr: the instruction it concerns, or -1)
@@ -1214,33 +1236,51 @@ static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, den
     return sequence(p, c);
 }
 
-// The graph's terms for every node, in the order its chain rule adds them (backward.c).
+// The graph's terms for every node, in the order its chain rule adds them (backward.c); 0, an
+// error code, or MG_ERR_PLAN when a run's later node gets a term of its own (see above)
 static int graph_terms(const mg_arena *a, const mgi_program_view *pv, compile_scratch *c, tracer *tr) {
     int64_t nn = pv->count;
     c->begin = scratch(c, nn + 1, sizeof *c->begin, 1);
     c->count = scratch(c, nn + 1, sizeof *c->count, 1);
-    if (!c->begin || !c->count) return MG_ERR_NOMEM;
+    c->in_run = scratch(c, nn, 1, 1);
+    if (!c->begin || !c->count || !c->in_run) return MG_ERR_NOMEM;
     for (int64_t k = 0; k < pv->norder; k++) {
         int64_t v = pv->order[k], nc = mgi_child_count(a, v);
+        if (dot_over_runs(a, v)) {
+            c->begin[mgi_child(a, v, 0) + 1]++, c->begin[mgi_child(a, v, 1) + 1]++;
+            for (int64_t q = 2; q < nc; q++) c->in_run[mgi_child(a, v, q)] = 1;
+            continue;
+        }
         for (int64_t q = 0; q < nc; q++) c->begin[mgi_child(a, v, q) + 1]++;
     }
-    for (int64_t v = 0; v < nn; v++) c->begin[v + 1] += c->begin[v];
+    for (int64_t v = 0; v < nn; v++) {
+        if (c->in_run[v] && c->begin[v + 1]) return MG_ERR_PLAN;   // a run's later node, with terms
+        c->begin[v + 1] += c->begin[v];
+    }
     int64_t terms = c->begin[nn];
     c->src = scratch(c, terms, sizeof *c->src, 0);
     c->slot = scratch(c, terms, sizeof *c->slot, 0);
     if (!c->src || !c->slot) return MG_ERR_NOMEM;
     for (int64_t k = pv->norder - 1; k >= 0; k--) {
         int64_t v = pv->order[k], nc = mgi_child_count(a, v);
-        // a DOT node's pairs come last to first (backward.c); each is one child's only term
-        int dot = a->op[v] == MG_OP_DOT;
-        for (int64_t e = 0; e < nc; e++) {
-            int64_t q = dot ? nc - 2 - (e & ~(int64_t)1) + (e & 1) : e, child = mgi_child(a, v, q);
+        int runs = dot_over_runs(a, v), dot = a->op[v] == MG_OP_DOT;
+        for (int64_t e = 0; e < (runs ? 2 : nc); e++) {
+            // a DOT node's pairs come last to first (backward.c)
+            int64_t q = runs ? e : dot ? nc - 2 - (e & ~(int64_t)1) + (e & 1) : e, child = mgi_child(a, v, q);
             int64_t at = c->begin[child] + c->count[child]++;
-            c->src[at] = v, c->slot[at] = (int32_t)q;
+            c->src[at] = v, c->slot[at] = runs ? (e ? X_RUN : W_RUN) : (int32_t)q;
         }
     }
+    for (int64_t v = 0; v < nn; v++) {            // a run's first node: no terms but its runs'
+        int canonical = 0, plain = 0;
+        for (int64_t k = c->begin[v]; k < c->begin[v + 1]; k++) {
+            if (c->slot[k] < 0) canonical = 1;
+            else plain = 1;
+        }
+        if (canonical && (plain || c->in_run[v])) return MG_ERR_PLAN;
+    }
     memset(c->count, 0, (size_t)nn * sizeof *c->count);
-    *tr = (tracer){ .node_of = c->node_of, .begin = c->begin, .src = c->src, .slot = c->slot,
+    *tr = (tracer){ .a = a, .node_of = c->node_of, .begin = c->begin, .src = c->src, .slot = c->slot,
                     .count = c->count, .nnodes = nn, .bad = -1 };
     return 0;
 }
@@ -1271,7 +1311,11 @@ int64_t mg_dense_compile(mg_dense *d, mg_tape *t, mg_arena *a, int64_t program) 
     compile_scratch c = { 0 };
     tracer tr;
     int64_t result = compile(d, a, &pv, &p, &c);
-    if (!result) result = graph_terms(a, &pv, &c, &tr);
+    if (!result) {
+        result = graph_terms(a, &pv, &c, &tr);
+        if (result == MG_ERR_PLAN)
+            result = refuse(d, "a fused row's weights or input also get gradient terms from elsewhere", -1);
+    }
     if (!result) result = buffers_for(d, &p);
     if (!result && !(c.pgrad = scratch(&c, pv.keep, sizeof *c.pgrad, 1))) result = MG_ERR_NOMEM;
     if (!result) {

@@ -158,9 +158,9 @@ def _dense_bytes(config, positions, step_nodes):
     s1, s2 = P * (P + 1) // 2, P * (P + 1) * (2 * P + 1) // 6  # sums of the lengths and their squares
     plans = ((C_DENSE_OP_BYTES + 8) * calls * s1 + 8 * (L * (s2 + s1) + s1) + 8 * (2 * rows * s1 + P)
              + calls * P + _capacity(P) * C_DENSE_PLAN_BYTES)
-    terms = step_graph(c, P, True, True)[1]  # a dot node gives each of its children a term
+    terms = step_graph(c, P, True, True)[1]  # a bound: the check lists a row over runs of nodes as two terms
     nodes = num_params(c) + step_nodes
-    compile_scratch = (values + 2 * (nodes + 2) + step_nodes + 3 * (rows + V) * P + num_params(c)) * 8 + terms * 12
+    compile_scratch = (values + 2 * (nodes + 2) + step_nodes + 3 * (rows + V) * P + num_params(c)) * 8 + terms * 12 + nodes
     return buffers + plans + compile_scratch
 
 
