@@ -1402,3 +1402,29 @@ int mg_dense_backward(mg_dense *d, mg_arena *a) {
     d->differentiated = 1;
     return 0;
 }
+
+int64_t mg_dense_steps(mg_dense *d, mg_arena *a, int64_t k, const int64_t *plans, const int64_t *offsets,
+                       const int64_t *tokens, const double *lrs, double beta1, double beta2, double eps,
+                       int64_t first_step, double *losses, int *status) {
+    if (!d || !a || !status || k < 0 || (k > 0 && (!plans || !offsets || !tokens || !lrs || !losses)))
+        return MG_ERR_ARG;
+    *status = 0;
+    for (int64_t i = 0; i < k; i++) {
+        int64_t n = offsets[i + 1] - offsets[i];
+        int rc = n < 1 ? MG_ERR_ARG : mg_dense_forward(d, a, plans[i], tokens + offsets[i], n, &losses[i]);
+        if (!rc && !isfinite(losses[i])) {       // the step is not taken: the caller reports its loss
+            *status = MG_STEP_NONFINITE;
+            return i;
+        }
+        if (!rc) rc = mg_dense_backward(d, a);
+        if (!rc) {
+            rc = mg_adam_step(a, lrs[i], beta1, beta2, eps, first_step + i);
+            if (rc && a->nparams > 0) memset(a->grad, 0, (size_t)a->nparams * sizeof *a->grad);
+        }
+        if (rc) {                                 // the state is the one before step i
+            *status = rc;
+            return i;
+        }
+    }
+    return k;
+}

@@ -182,6 +182,15 @@ int64_t mg_dense_set_threads(mg_dense *d, int64_t threads, int64_t min_work);
 int mg_dense_forward(mg_dense *d, mg_arena *a, int64_t plan, const int64_t *tokens, int64_t ntokens,
                      double *loss);
 int mg_dense_backward(mg_dense *d, mg_arena *a);
+/* k training steps in one call, each a plan's forward (plans[i], the tokens from offsets[i] to
+ * offsets[i+1]-1), its backward and mg_adam_step(lrs[i], ..., first_step + i), its loss to
+ * losses[i]. Returns the steps done. When it returns i < k, *status says why step i was not done,
+ * with the arena in its state from before step i (gradients zero): MG_STEP_NONFINITE (its loss,
+ * in losses[i], is not finite) or the MG_ERR_* code of its forward or Adam. */
+#define MG_STEP_NONFINITE 1
+int64_t mg_dense_steps(mg_dense *d, mg_arena *a, int64_t k, const int64_t *plans, const int64_t *offsets,
+                       const int64_t *tokens, const double *lrs, double beta1, double beta2, double eps,
+                       int64_t first_step, double *losses, int *status);
 
 /* --- Values from Python (arena.c) ------------------------------------------------------------
  * mg_data/mg_grad: one node's data or gradient; NaN when the handle is refused, which

@@ -7,7 +7,8 @@ graph is alive, and kept only if it adds every gradient's terms in the order the
 rule adds them and reproduces every value and gradient of that step bit for bit (C checks both).
 A length whose plan is refused stays on replay; `refused` says why.
 """
-from .native import check, ffi, lib
+from .native import check, ffi, lib, raise_error
+from .optim import BETA1, BETA2, EPS, learning_rate
 
 
 # multiply-adds a part of a layer must have to go to another thread: waking one costs a few
@@ -68,6 +69,36 @@ class Dense:
         """Split the linear layers' rows and positions over up to `threads` threads (same bits), each
         part of at least min_work multiply-adds."""
         return check(lib.mg_dense_set_threads(self.ptr, threads, min_work))
+
+    def train_steps(self, block_size, documents, first_step, num_steps, lr):
+        """Steps first_step, first_step + 1, ... on documents (token lists) in one C call, as many
+        as have a plan in a row from the first: forward, backward and Adam each. Returns (losses of
+        the steps done, None) or, when step first_step + len(losses) failed (the arena is then in
+        its state from before it), (losses, ('nonfinite', its loss) or ('error', the exception))."""
+        plans, offsets, tokens = [], [0], []
+        for doc in documents:
+            n = min(block_size, len(doc) - 1)
+            plan = self.plans.get(n)
+            if plan is None:
+                break
+            plans.append(plan)
+            tokens += doc[:n + 1]
+            offsets.append(len(tokens))
+        k = len(plans)
+        if k == 0:
+            return [], None
+        lrs = [learning_rate(lr, first_step + i, num_steps) for i in range(k)]
+        losses, status = ffi.new("double[]", k), ffi.new("int *")
+        done = check(lib.mg_dense_steps(self.ptr, self.arena.ptr, k, plans, offsets, tokens, lrs, BETA1, BETA2, EPS,
+                                        first_step, losses, status))
+        if done == k:
+            return list(losses), None
+        if status[0] == lib.MG_STEP_NONFINITE:
+            return list(losses)[:done], ("nonfinite", losses[done])
+        try:
+            raise_error(status[0])
+        except Exception as e:  # the exception the step would have raised outside a batch
+            return list(losses)[:done], ("error", e)
 
     def status(self):
         """{document length: 'dense' or why it runs on replay} for every length seen so far."""

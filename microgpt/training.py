@@ -4,6 +4,7 @@ import hashlib
 import math
 import random
 import struct
+import time
 from contextlib import contextmanager, nullcontext
 
 from .guard import MATH_ERRORS, LastGood, TrainingFailed, describe, likely_cause
@@ -64,11 +65,23 @@ def train(model, tokenizer, docs, num_steps, lr, start=0, stop=None, on_step=Non
         return train_step(model, tokenizer.document(docs[step % len(docs)]), step, num_steps, lr)
 
     last_good = LastGood(model.graph, start)
-    for step in range(start, num_steps if stop is None else stop):
+    batches = Batches(model, tokenizer, docs, num_steps, lr)
+    step, end = start, num_steps if stop is None else stop
+    while step < end:
         if should_stop and should_stop():
             break
-        tokens = tokenizer.document(docs[step % len(docs)])
         last_good.before(step)
+        losses, failure = batches.run(step, end)
+        for i, loss in enumerate(losses):
+            if on_step:
+                on_step(step + i, loss)
+        step += len(losses)
+        if failure:
+            what = f"the loss is {failure[1]}" if failure[0] == "nonfinite" else describe(failure[1])
+            raise TrainingFailed(step, what, likely_cause(step, lr))  # the state is the one before it
+        if losses:
+            continue
+        tokens = tokenizer.document(docs[step % len(docs)])
         try:
             loss = train_step(model, tokens, step, num_steps, lr)
             what = None if math.isfinite(loss) else f"the loss is {loss}"
@@ -79,6 +92,36 @@ def train(model, tokenizer, docs, num_steps, lr, start=0, stop=None, on_step=Non
             raise TrainingFailed(step, what, likely_cause(step, lr))
         if on_step:
             on_step(step, loss)
+        step += 1
+
+
+class Batches:
+    """Runs of training steps done by one C call each where the graph can (the dense graph's
+    plans, dense.py: Python then costs nothing per step), sized to take about BATCH_SECONDS so
+    that a signal or should_stop() still lands within a fraction of a second."""
+    BATCH_SECONDS, MAX_STEPS = 0.02, 256
+
+    def __init__(self, model, tokenizer, docs, num_steps, lr):
+        self.model, self.tokenizer, self.docs = model, tokenizer, docs
+        self.num_steps, self.lr = num_steps, lr
+        self.dense = getattr(model.graph, "dense", None)
+        self.size = 1  # steps in the next batch: grows once a step's time is known
+
+    def run(self, step, end):
+        """(losses of the steps done from `step`, failure or None); no steps where the first
+        document's length has no plan yet (the caller then runs it on the graph)."""
+        if self.dense is None:
+            return [], None
+        docs = [self.tokenizer.document(self.docs[s % len(self.docs)])
+                for s in range(step, min(end, step + self.size))]
+        t0 = time.perf_counter()
+        with self.model.graph.lock, gc_paused():
+            losses, failure = self.dense.train_steps(self.model.config.block_size, docs, step, self.num_steps,
+                                                     self.lr)
+        if losses:
+            per_step = (time.perf_counter() - t0) / len(losses)
+            self.size = max(1, min(self.MAX_STEPS, int(self.BATCH_SECONDS / per_step)))
+        return losses, failure
 
 
 def sample(model, tokenizer, temperature, prefix=""):

@@ -182,3 +182,36 @@ def test_threads_give_the_same_bits(threads):
     many, model = history("c", "dense", config, docs, model_class=Threaded)
     assert many == one
     assert set(model.graph.dense.status().values()) == {"dense"}
+
+
+@pytest.mark.parametrize("lr", [0.01, 1e6], ids=["trains", "fails"])
+def test_steps_in_one_call_give_the_graphs_run_and_failure(lr, monkeypatch):
+    """Training runs the steps whose length has a plan many to a C call (training.Batches): the
+    same losses as replay, and a failing step (lr 1e6 makes one, inside a batch: every document
+    has one length) stops both at the same step with the same state from before it."""
+    import microgpt
+    from microgpt.dense import Dense
+    calls = []
+    original = Dense.train_steps
+
+    def counted(self, *args):
+        losses, failure = original(self, *args)
+        calls.append((len(losses), failure is not None))
+        return losses, failure
+    monkeypatch.setattr(Dense, "train_steps", counted)
+    docs = ["emma", "lily", "anna", "ella", "nora", "cora", "ruby", "rose"] * 4
+    runs = {}
+    for graph in ("replay", "dense"):
+        model = microgpt.Model.new(docs, steps=60, seed=3, n_embd=8, n_head=2, block_size=8, lr=lr, graph=graph)
+        failed = None
+        try:
+            model.train()
+        except microgpt.TrainingFailed as e:
+            failed = (e.step, e.what)
+        runs[graph] = (model.losses, failed, model.params_sha256())
+    assert runs["dense"] == runs["replay"]
+    if lr > 1:
+        assert runs["dense"][1] is not None and calls[-1][1], calls   # the failure came from a C call
+    else:
+        assert runs["dense"][1] is None and len(runs["dense"][0]) == 60
+        assert any(n > 1 for n, _ in calls), calls                   # steps did run many to a call
