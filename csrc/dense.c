@@ -75,7 +75,6 @@ typedef struct {
                             // runs it backwards
     int64_t bytes;          // what its arrays hold (counted in the plans' memory)
     int64_t K, T;           // layer by layer (see sequence): instructions per position, positions; T = 0: not
-    int64_t nrows;          // rows of the largest group run for every position at once
     uint8_t *batch;         // (K) BATCH_* flags of instruction k of every position
 } dense_plan;
 
@@ -1005,9 +1004,7 @@ static int batches(dense_plan *p) {
         }
         if (!same || !(p->batch[k] & BATCH_FORWARD)) continue;
         p->batch[k] |= BATCH_BACKWARD;
-        int64_t rows = o->ce >= 0 ? o->nout : o->nsched;
         if (T > p->ntmp) p->ntmp = T;
-        if (rows > p->nrows) p->nrows = rows;
     }
     return 0;
 }

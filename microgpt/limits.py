@@ -151,8 +151,8 @@ def _dense_bytes(config, positions, step_nodes):
     aux = P * (3 * (1 + 2 * L) + V + 3) + L * (P + H * (P * (P + 1) + 2 * P))  # rmsnorms, losses, attention
     n, T4 = c.n_embd, (P + 3) // 4 * 4
     # scratch: attention's and the softmaxes', and the inputs of a linear layer for every position
-    # transposed; per position pointers, and a group's (instruction, row) pairs
-    scratch = _capacity(max(3 * P, 2 * V, 4 * n * T4)) + _capacity(2 * P + 1) + _capacity(2 * max(4 * n, V) + 1)
+    # transposed; per position pointers
+    scratch = _capacity(max(3 * P, 2 * V, 4 * n * T4)) + _capacity(2 * P + 1)
     buffers = (2 * _capacity(values) + _capacity(aux) + scratch + _capacity(P + 1)) * 8
     calls, rows = 4 + 12 * L, 9 * n * L  # per position: instructions, rows of q k v o fc1 fc2
     s1, s2 = P * (P + 1) // 2, P * (P + 1) * (2 * P + 1) // 6  # sums of the lengths and their squares
