@@ -6,8 +6,9 @@ csrc/microgpt.h is the single source of truth for the binding: it is fed to cdef
 the C files include it, so the compiler checks the declarations against the implementation.
 Every csrc/*.c is a source and every csrc/*.h a dependency (a header edit rebuilds the module).
 setup.py uses `cffi_modules=["build_ext.py:ffibuilder"]` (and makes the module optional);
-`python build_ext.py` builds both in place. MICROGPT_SANITIZE=1 builds with AddressSanitizer and UBSan
-(GCC/Clang only; tests only: the module then needs libasan preloaded into the Python process).
+`python build_ext.py` builds both in place. MICROGPT_SANITIZE=1 builds with AddressSanitizer and UBSan,
+MICROGPT_SANITIZE=thread with ThreadSanitizer (GCC/Clang only; tests only: the modules then need the
+sanitizer's library preloaded into the Python process).
 """
 import glob
 import os
@@ -50,6 +51,11 @@ def compiler_flags(compiler_type):
         sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all"]
         compile_args += ["-DMG_CHECK_ORDER", "-DMG_NO_SIMD"] + sanitize
         link_args += sanitize
+    elif os.environ.get("MICROGPT_SANITIZE") == "thread":
+        # ThreadSanitizer (tests only, like the above): the worker threads of Adam and of the
+        # dense executor, and Values in several Python threads
+        compile_args += ["-fsanitize=thread", "-g"]
+        link_args += ["-fsanitize=thread"]
     return compile_args, link_args, ["m"]
 
 
