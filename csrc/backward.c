@@ -12,6 +12,7 @@
 #include "microgpt.h"
 #include "arena.h"
 #include "backward.h"
+#include "dot.h"
 
 // The seed's build_topo, without recursion: depth-first from the root, children in stored order,
 // a node marked when first reached, appended after all its children (post-order). Leaves are
@@ -52,37 +53,6 @@ int64_t mgi_search_order(mg_arena *a, int64_t root) {
     return n;
 }
 
-// A DOT node whose children are two runs of nodes (ranges): grad[w_j] += data[x_j] * gn and
-// grad[x_j] += data[w_j] * gn for every j, each node getting its one term as the pairwise loop
-// gives it (no node is in both runs, so the order of the j does not matter), four j at a time
-// on a CPU with AVX2 (chosen at run time: the same products and sums, lane by lane).
-static void dot_ranges_scalar(double *restrict gw, double *restrict gx, const double *dw, const double *dx,
-                              int64_t n, double gn) {
-    for (int64_t j = 0; j < n; j++) {
-        gw[j] += dx[j] * gn;
-        gx[j] += dw[j] * gn;
-    }
-}
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(MG_NO_SIMD)
-#include <immintrin.h>
-__attribute__((target("avx2"))) static void dot_ranges_avx2(double *restrict gw, double *restrict gx,
-                                                           const double *dw, const double *dx, int64_t n, double gn) {
-    __m256d g = _mm256_set1_pd(gn);
-    int64_t j = 0;
-    for (; j + 4 <= n; j += 4) {
-        _mm256_storeu_pd(gw + j, _mm256_add_pd(_mm256_loadu_pd(gw + j), _mm256_mul_pd(_mm256_loadu_pd(dx + j), g)));
-        _mm256_storeu_pd(gx + j, _mm256_add_pd(_mm256_loadu_pd(gx + j), _mm256_mul_pd(_mm256_loadu_pd(dw + j), g)));
-    }
-    dot_ranges_scalar(gw + j, gx + j, dw + j, dx + j, n - j, gn);
-}
-#define DOT_RANGES(simd, ...) ((simd) ? dot_ranges_avx2(__VA_ARGS__) : dot_ranges_scalar(__VA_ARGS__))
-#define HAVE_AVX2() __builtin_cpu_supports("avx2")
-#else
-#define DOT_RANGES(simd, ...) ((void)(simd), dot_ranges_scalar(__VA_ARGS__))
-#define HAVE_AVX2() 0
-#endif
-
 int mgi_backward_refused(const mg_arena *a) {
     if (a->dot_changed) return MG_ERR_CHANGED;
     // a second backward over fused nodes: the seed's chain would have kept the first one's
@@ -99,7 +69,7 @@ int mgi_chain_rule(mg_arena *a, int64_t root, const int64_t *order, int64_t n) {
     const double *lgrad = a->edge_lgrad, *data = a->data;
     const uint8_t *op = a->op;
     double *grad = a->grad;
-    const int simd = HAVE_AVX2();
+    const int simd = MGI_HAVE_AVX2();
     grad[root] = 1.0;
     for (int64_t k = n - 1; k >= 0; k--) {
         int64_t v = order[k], b = eb[v], end = eb[v + 1];
@@ -110,8 +80,9 @@ int mgi_chain_rule(mg_arena *a, int64_t root, const int64_t *order, int64_t n) {
             // each child's local gradient is its partner's value (unchanged: dot_changed)
             double gn = 0.0 + g;
             const int64_t *wv = ids + child[b], *xv = ids + child[b + 1];
-            if (lgrad[b] != 0.0) {               // two runs of nodes (arena.h, nd_dot_of)
-                DOT_RANGES(simd, grad + wv[0], grad + xv[0], data + wv[0], data + xv[0], child[b + 2], gn);
+            if (lgrad[b] != 0.0) {               // two runs of nodes (arena.h, nd_dot_of), apart: each
+                                                 // node gets its one term, in any order of the j (dot.h)
+                MGI_DOT_TERMS(simd, grad + wv[0], grad + xv[0], data + wv[0], data + xv[0], child[b + 2], gn);
                 continue;
             }
             for (int64_t j = child[b + 2] - 1; j >= 0; j--) {

@@ -40,6 +40,7 @@
 #include "arena.h"
 #include "tape.h"
 #include "pool.h"
+#include "dot.h"
 
 // A location: >= 0 an index into the plan's values/gradients; < 0 the parameter node -1 - loc.
 static inline int64_t loc_at(int64_t loc, int64_t k) { return loc >= 0 ? loc + k : loc - k; }
@@ -194,55 +195,6 @@ typedef struct {
 static inline double *V(const dense_run *r, int64_t loc) { return loc >= 0 ? r->val + loc : r->pdata + (-1 - loc); }
 static inline double *G(const dense_run *r, int64_t loc) { return loc >= 0 ? r->grad + loc : r->pgrad + (-1 - loc); }
 
-// the seed's sum(w_j * x_j): 0 + w0*x0, then + w_j*x_j in order
-static inline double dot_chain_value(const double *w, const double *x, int64_t n) {
-    double acc = w[0] * x[0] + 0.0;
-    for (int64_t j = 1; j < n; j++) acc = acc + w[j] * x[j];
-    return acc;
-}
-
-// four rows' sums at once: four independent chains, each exactly dot_chain_value's
-static void dot_rows4(const double *w, const double *x, int64_t n, double *out) {
-    const double *w0 = w, *w1 = w0 + n, *w2 = w1 + n, *w3 = w2 + n;
-    double s0 = w0[0] * x[0] + 0.0, s1 = w1[0] * x[0] + 0.0, s2 = w2[0] * x[0] + 0.0, s3 = w3[0] * x[0] + 0.0;
-    for (int64_t j = 1; j < n; j++) {
-        double xj = x[j];
-        s0 = s0 + w0[j] * xj;
-        s1 = s1 + w1[j] * xj;
-        s2 = s2 + w2[j] * xj;
-        s3 = s3 + w3[j] * xj;
-    }
-    out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3;
-}
-
-// a DOT node's terms: gw[j] += x[j] * gn, gx[j] += w[j] * gn (each a different node)
-static void dot_terms(double *restrict gw, double *restrict gx, const double *w, const double *x, int64_t n,
-                      double gn) {
-    for (int64_t j = 0; j < n; j++) {
-        gw[j] += x[j] * gn;
-        gx[j] += w[j] * gn;
-    }
-}
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(MG_NO_SIMD)
-#include <immintrin.h>
-__attribute__((target("avx2"))) static void dot_terms_avx2(double *restrict gw, double *restrict gx,
-                                                          const double *w, const double *x, int64_t n, double gn) {
-    __m256d g = _mm256_set1_pd(gn);
-    int64_t j = 0;
-    for (; j + 4 <= n; j += 4) {
-        _mm256_storeu_pd(gw + j, _mm256_add_pd(_mm256_loadu_pd(gw + j), _mm256_mul_pd(_mm256_loadu_pd(x + j), g)));
-        _mm256_storeu_pd(gx + j, _mm256_add_pd(_mm256_loadu_pd(gx + j), _mm256_mul_pd(_mm256_loadu_pd(w + j), g)));
-    }
-    dot_terms(gw + j, gx + j, w + j, x + j, n - j, gn);
-}
-#define HAVE_AVX2() __builtin_cpu_supports("avx2")
-#define DOT_TERMS(simd, ...) ((simd) ? dot_terms_avx2(__VA_ARGS__) : dot_terms(__VA_ARGS__))
-#else
-#define HAVE_AVX2() 0
-#define DOT_TERMS(simd, ...) ((void)(simd), dot_terms(__VA_ARGS__))
-#endif
-
 // --- forward: each kernel's values, as kernels.c computes them
 
 // The seed's softmax over xs[0..n-1] up to the total: e_i = exp(x_i + -max), total = e_0 + 0 + ...
@@ -291,8 +243,8 @@ static int forward_op(dense_run *r, const dense_op *o) {
     case MG_T_LINEAR: {
         const double *w = V(r, o->w), *x = V(r, o->x);
         int64_t n = o->n, k = 0;
-        for (; k + 4 <= o->nout; k += 4) dot_rows4(w + k * n, x, n, out + k);
-        for (; k < o->nout; k++) out[k] = dot_chain_value(w + k * n, x, n);
+        for (; k + 4 <= o->nout; k += 4) mgi_dot_rows4(w + k * n, x, n, out + k);
+        for (; k < o->nout; k++) out[k] = mgi_dot_chain(w + k * n, x, n);
         return 0;
     }
     case MG_T_RMSNORM: {                          // aux: scale, its local gradient, 1/n
@@ -300,7 +252,7 @@ static int forward_op(dense_run *r, const dense_op *o) {
         double *aux = r->aux + o->aux;
         double inv_n = py_pow((double)o->n, -1.0, &err);
         if (err) return err;
-        double ms = dot_chain_value(x, x, o->n) * inv_n, base = ms + 1e-5;
+        double ms = mgi_dot_chain(x, x, o->n) * inv_n, base = ms + 1e-5;
         double scale = py_pow(base, -0.5, &err);
         if (err) return err;
         double lg = -0.5 * py_pow(base, -1.5, &err);
@@ -321,7 +273,7 @@ static int forward_op(dense_run *r, const dense_op *o) {
         for (int64_t h = 0; h < o->nout; h++) {
             int64_t hs = h * hd;
             double *e = aux + 1 + h * (2 * t + 2), *w = e + t;
-            for (int64_t s = 0; s < t; s++) logits[s] = dot_chain_value(q + hs, V(r, keys[s]) + hs, hd) * c;
+            for (int64_t s = 0; s < t; s++) logits[s] = mgi_dot_chain(q + hs, V(r, keys[s]) + hs, hd) * c;
             if ((err = softmax_values(logits, t, e, w + t, w + t + 1))) return err;
             for (int64_t s = 0; s < t; s++) w[s] = e[s] * w[t];
             for (int64_t j = hs; j < hs + hd; j++) {
@@ -364,7 +316,7 @@ static void backward_rows(dense_run *r, const int64_t *pairs, int64_t npairs, in
         int64_t row = pairs[2 * k + 1], n = o->n;
         double gn = 0.0 + G(r, o->out)[row];     // the product nodes' gradient in the seed's chain
         int64_t wl = loc_at(o->w, row * n);
-        DOT_TERMS(simd, G(r, wl), G(r, o->x), V(r, wl), V(r, o->x), n, gn);
+        MGI_DOT_TERMS(simd, G(r, wl), G(r, o->x), V(r, wl), V(r, o->x), n, gn);
         if (tr) {
             int64_t dot = node_of(tr, o->out, row);
             trace_dot(tr, dot, wl, n, 0);
@@ -659,7 +611,7 @@ static dense_run run_of(mg_dense *d, const dense_plan *p, mg_arena *a, const int
 
 // out_t[row] = sum(w[row][j] * x_t[j]) for every position t, with the weights read once: the
 // inputs transposed into tmp (xt[j][t], T rounded up to 4), then each lane of a vector is one
-// position's sum, chained over j in the seed's order exactly as dot_chain_value.
+// position's sum, chained over j in the seed's order exactly as mgi_dot_chain.
 static void forward_rows_portable(const double *w, const double *xt, int64_t n, int64_t T4, int64_t row0,
                                   int64_t row1, int64_t T, double **outs) {
     for (int64_t row = row0; row < row1; row++)
@@ -885,7 +837,7 @@ static void backward_group_batch(dense_run *r, int64_t k) {
 
 static int run_forward(dense_run *r) {
     const dense_plan *p = r->p;
-    int simd = r->tr ? 0 : HAVE_AVX2();
+    int simd = r->tr ? 0 : MGI_HAVE_AVX2();
     r->simd = simd;
     if (r->tr) r->pool = NULL;                   // the trace is recorded by one thread
     for (int64_t s = 0; s < p->nops; s++) {
@@ -901,7 +853,7 @@ static int run_forward(dense_run *r) {
 }
 
 static void run_backward(dense_run *r) {
-    int simd = r->tr ? 0 : HAVE_AVX2();          // the same bits either way; tracing is plain
+    int simd = r->tr ? 0 : MGI_HAVE_AVX2();          // the same bits either way; tracing is plain
     r->simd = simd;
     if (r->tr) r->pool = NULL;
     memset(r->grad, 0, (size_t)r->p->nval * sizeof *r->grad);

@@ -18,6 +18,7 @@
 #include "microgpt.h"
 #include "arena.h"
 #include "kernels.h"
+#include "dot.h"
 
 // --- helpers
 
@@ -130,19 +131,6 @@ static void dot_values4(const mg_arena *a, int64_t w, int64_t x, int64_t nin, do
     out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3;
 }
 
-// The same for weights and inputs that are runs of nodes: their values read as arrays.
-static void dot_values4_ranges(const double *w, const double *x, int64_t nin, double out[4]) {
-    const double *w0 = w, *w1 = w0 + nin, *w2 = w1 + nin, *w3 = w2 + nin;
-    double s0 = w0[0] * x[0] + 0.0, s1 = w1[0] * x[0] + 0.0, s2 = w2[0] * x[0] + 0.0, s3 = w3[0] * x[0] + 0.0;
-    for (int64_t j = 1; j < nin; j++) {
-        s0 = s0 + w0[j] * x[j];
-        s1 = s1 + w1[j] * x[j];
-        s2 = s2 + w2[j] * x[j];
-        s3 = s3 + w3[j] * x[j];
-    }
-    out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3;
-}
-
 // out_r = sum(w[r][j] * x[j] for j), w row-major nout x nin: the seed's linear()
 int64_t mgi_k_linear(mg_arena *a, int64_t x, int64_t nin, int64_t w, int64_t nout, int fused) {
     int64_t nodes = fused ? nout : 2 * nin * nout;
@@ -157,7 +145,7 @@ int64_t mgi_k_linear(mg_arena *a, int64_t x, int64_t nin, int64_t w, int64_t nou
                      (x0 + nin <= w0 || w0 + nin * nout <= x0);
         for (double v[4]; r + 4 <= nout; r += 4) {
             if (ranges)
-                dot_values4_ranges(a->data + w0 + r * nin, a->data + x0, nin, v);
+                mgi_dot_rows4(a->data + w0 + r * nin, a->data + x0, nin, v);
             else
                 dot_values4(a, w + r * nin, x, nin, v);
             for (int k = 0; k < 4; k++) out[r + k] = nd_dot_of(a, w + (r + k) * nin, x, nin, v[k], ranges);

@@ -7,7 +7,7 @@ graph is alive, and kept only if it adds every gradient's terms in the order the
 rule adds them and reproduces every value and gradient of that step bit for bit (C checks both).
 A length whose plan is refused stays on replay; `refused` says why.
 """
-from .native import check, ffi, lib, raise_error
+from .native import check, ffi, lib, owned, raise_error
 from .optim import BETA1, BETA2, EPS, learning_rate
 
 
@@ -28,10 +28,7 @@ class Dense:
     """Plans for one arena's steps, compiled from the programs of its tape (replay.Tape)."""
 
     def __init__(self, arena, tape):
-        ptr = lib.mg_dense_new()
-        if ptr == ffi.NULL:
-            raise MemoryError("could not allocate a dense executor")
-        self.ptr = ffi.gc(ptr, lib.mg_dense_free)
+        self.ptr = owned(lib.mg_dense_new(), lib.mg_dense_free, "a dense executor")
         self.arena, self.tape = arena, tape
         self.plans = {}    # document length n -> plan id
         self.refused = {}  # document length n -> why its steps stay on replay

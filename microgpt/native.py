@@ -62,6 +62,13 @@ def check(result):
     return result
 
 
+def owned(ptr, free, what):
+    """A C object just made (ptr, NULL when out of memory), freed with its Python reference."""
+    if ptr == ffi.NULL:
+        raise MemoryError(f"could not allocate {what}")
+    return ffi.gc(ptr, free)
+
+
 class Arena:
     """Owns one C graph arena (a model's graph, or one of your own: NodeValue handles); freed
     with the object, or at once with close(). Used by one thread at a time: a caller that shares

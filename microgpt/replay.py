@@ -7,7 +7,7 @@ choose embedding rows and targets, which a replay takes as arguments. C checks t
 is such a function of the tokens (mg_tape_end) and refuses to keep it otherwise; the step is
 then simply built by the kernels, as on the fused graph.
 """
-from .native import check, ffi, lib
+from .native import check, ffi, lib, owned
 
 
 class Tape:
@@ -15,10 +15,7 @@ class Tape:
     while a step is being recorded."""
 
     def __init__(self, arena, layers):
-        ptr = lib.mg_tape_new()
-        if ptr == ffi.NULL:
-            raise MemoryError("could not allocate a tape")
-        self.ptr = ffi.gc(ptr, lib.mg_tape_free)
+        self.ptr = owned(lib.mg_tape_new(), lib.mg_tape_free, "a tape")
         self.arena, self.layers = arena, layers
         self.programs = {}  # document length n -> program id
         self.last = (None, None)  # (n, program id or None) of the step built most recently
