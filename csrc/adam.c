@@ -47,19 +47,22 @@ typedef struct {
     double *next_m, *next_v, *next_p;
 } adam_args;
 
-// Parameter i, exactly as the seed, with its errors in its order: 0 or the error code.
-static inline int adam_param(const adam_args *A, int64_t i) {
+// Parameter i, exactly as the seed, with its errors in its order: 0 or the error code. When
+// square_known is set, g*g is already known to be g**2 (adam_four's test passed for it) and
+// sqrt(v_hat) is not known to be v_hat**0.5 (or the lane failed on den), so pow() decides that.
+static inline int adam_param_known(const adam_args *A, int64_t i, int square_known) {
     int err = 0;
     double g = A->grad[i];
     double mi = A->beta1 * A->m[i] + A->c1 * g;
-    double g2 = py_square(g, &err);                  // g**2 (pymath.h: pow's bits, faster)
+    double g2 = square_known ? g * g : py_square(g, &err);   // g**2 (pymath.h: pow's bits, faster)
     if (err) return err;
     double vi = A->beta2 * A->v[i] + A->c2 * g2;
     if (A->err_b1) return A->err_b1;
     double m_hat = mi / A->b1;
     if (A->err_b2) return A->err_b2;
     double v_hat = vi / A->b2;
-    double den = py_sqrt(v_hat, &err) + A->eps;      // v_hat**0.5
+    // v_hat**0.5: where g*g was known, the test for sqrt() already failed on this v_hat
+    double den = (square_known ? py_pow(v_hat, 0.5, &err) : py_sqrt(v_hat, &err)) + A->eps;
     if (err) return err;
     if (den == 0.0) return MG_ERR_ZERODIV;
     A->next_m[i] = mi;
@@ -68,13 +71,15 @@ static inline int adam_param(const adam_args *A, int64_t i) {
     return 0;
 }
 
+static inline int adam_param(const adam_args *A, int64_t i) { return adam_param_known(A, i, 0); }
+
 // Four parameters at once on a CPU with AVX2 and FMA (chosen at run time), where each lane is
 // what adam_param gives: the same expressions, lane by lane, and the shortcut for g**2 and
 // v_hat**0.5 decided by pymath.h's test, with the product errors computed exactly by FMA
 // instead of Dekker's split (both are exact, so the decisions are the same). Where a lane does
-// not pass that test (pow() decides it, or Python would raise), nothing is written: the bit
-// of each lane that was written is set in the result, and the caller runs adam_param on the
-// others. Built with GCC or Clang for x86-64 only.
+// not pass that test (pow() decides it, or Python would raise), its new values are not
+// written: the bit of each lane that was is set in the result, and the caller runs
+// adam_param_known on the others. Built with GCC or Clang for x86-64 only.
 #if MG_POW_BOUND_KNOWN && defined(__x86_64__) && defined(__GNUC__) && !defined(MG_NO_SIMD)
 #define MG_ADAM_SIMD 1
 #include <immintrin.h>
@@ -100,7 +105,10 @@ __attribute__((target("avx2,fma"))) static inline __m256d abs4(__m256d x) {
     return (__m256d)((mg_v4i)x & 0x7fffffffffffffffLL);
 }
 
-__attribute__((target("avx2,fma"))) static inline int adam_four(const adam_args *A, int64_t i) {
+// Lanes i .. i+3. Returns the mask of lanes written (their gradients zeroed with zero_grads);
+// *square_known gets the lanes whose g*g passed pymath.h's test.
+__attribute__((target("avx2,fma"))) static inline int adam_four(const adam_args *A, int64_t i, int zero_grads,
+                                                                int *square_known) {
     __m256d g = _mm256_loadu_pd(A->grad + i), m = _mm256_loadu_pd(A->m + i), v = _mm256_loadu_pd(A->v + i);
     __m256d mi = splat(A->beta1) * m + splat(A->c1) * g;
     __m256d s = g * g;
@@ -118,25 +126,42 @@ __attribute__((target("avx2,fma"))) static inline int adam_four(const adam_args 
                    (abs4(r_err) <= splat(2.0) * tolerance4(r) * splat(1.0 - 0x1p-40) * r * ur)) |
                   (v_hat == splat(0.0));               // sqrt(-0.0) is -0.0, but den is eps either way
     mg_v4i ok = s_ok & r_ok & (den != splat(0.0));
-    __m256i mask = (__m256i)ok;
-    _mm256_maskstore_pd(A->next_m + i, mask, mi);
-    _mm256_maskstore_pd(A->next_v + i, mask, vi);
-    _mm256_maskstore_pd(A->next_p + i, mask, _mm256_loadu_pd(A->data + i) - (splat(A->lr_t) * m_hat) / den);
+    // A lane not written gets its old value back (a masked store is microcoded on AMD): in place,
+    // adam_param_known reads it later; otherwise it writes that lane's result over it.
+    __m256d okd = (__m256d)ok, p = _mm256_loadu_pd(A->data + i);
+    _mm256_storeu_pd(A->next_m + i, _mm256_blendv_pd(m, mi, okd));
+    _mm256_storeu_pd(A->next_v + i, _mm256_blendv_pd(v, vi, okd));
+    _mm256_storeu_pd(A->next_p + i, _mm256_blendv_pd(p, p - (splat(A->lr_t) * m_hat) / den, okd));
+    if (zero_grads) _mm256_storeu_pd(A->grad + i, _mm256_andnot_pd(okd, g));
+    *square_known = _mm256_movemask_pd((__m256d)s_ok);
     return _mm256_movemask_pd((__m256d)ok);
 }
 
-// Parameters 0 .. n4-1 (a multiple of 4), four at a time; a lane the shortcut cannot decide
-// goes through adam_param (in order still: only such a lane can fail). One function, so that the
-// step's constants stay in registers.
+// Parameters 0 .. n4-1 (a multiple of 4), a block at a time: first every lane the shortcut
+// decides, four at a time and without a branch (a branch taken at random for one lane in ten
+// cost more than the arithmetic); then the lanes it left, in order, through adam_param_known
+// (only those can fail, so the first error is still the first parameter's that fails). A lane
+// left is untouched until then (its gradient included). One function, so that the step's
+// constants stay in registers.
+#define ADAM_BLOCK 512
 __attribute__((target("avx2,fma"))) static int adam_simd(const adam_args *A, int64_t n4, int zero_grads) {
-    for (int64_t i = 0; i < n4; i += 4) {
-        int written = adam_four(A, i);
-        for (int k = 0; k < 4 && written != 15; k++) {
-            if (written & (1 << k)) continue;
-            int rc = adam_param(A, i + k);
-            if (rc) return rc;
+    int32_t left[ADAM_BLOCK];               // offsets in the block, times 2, plus square_known
+    for (int64_t start = 0; start < n4; start += ADAM_BLOCK) {
+        int64_t end = n4 - start < ADAM_BLOCK ? n4 : start + ADAM_BLOCK;
+        int nleft = 0;
+        for (int64_t i = start; i < end; i += 4) {
+            int square_known, written = adam_four(A, i, zero_grads, &square_known);
+            for (int k = 0; k < 4; k++) {    // append the lanes not written, without a branch
+                left[nleft] = (int32_t)(((i - start + k) << 1) | ((square_known >> k) & 1));
+                nleft += !((written >> k) & 1);
+            }
         }
-        if (zero_grads) _mm256_storeu_pd(A->grad + i, _mm256_setzero_pd());
+        for (int j = 0; j < nleft; j++) {
+            int64_t i = start + (left[j] >> 1);
+            int rc = adam_param_known(A, i, left[j] & 1);
+            if (rc) return rc;
+            if (zero_grads) A->grad[i] = 0.0;
+        }
     }
     return 0;
 }
