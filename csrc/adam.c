@@ -88,27 +88,24 @@ typedef int64_t mg_v4i __attribute__((vector_size(32)));
 
 __attribute__((target("avx2,fma"))) static inline __m256d splat(double x) { return _mm256_set1_pd(x); }
 
-// the ULP of each lane as py_fast_ulp gives it, and a mask of the lanes where it is not 0
+// The shortcut's test, narrowed to what four lanes decide cheaply: pymath.h's test with its
+// tolerance for results in [2^-64, 2^64) (0.47 ULP), taken only for results in that range and
+// not at a power of two. Anything outside goes to pow() through adam_param_known, which is exact
+// whatever a lane's test said; this only chooses which lanes are fast.
+// The ULP of each lane, and a mask of the lanes in that range and not a power of two.
 __attribute__((target("avx2,fma"))) static inline __m256d ulp4(__m256d s, mg_v4i *valid) {
     mg_v4i bits = (mg_v4i)s;
-    *valid = (s >= splat(0x1p-900)) & (s < splat(0x1p1000)) & ((bits & 0x000fffffffffffffLL) != 0);
+    *valid = (s >= splat(0x1p-64)) & (s < splat(0x1p64)) & ((bits & 0x000fffffffffffffLL) != 0);
     return (__m256d)((bits & 0x7ff0000000000000LL) - (52LL << 52));
-}
-
-// py_fast_tolerance, lane by lane
-__attribute__((target("avx2,fma"))) static inline __m256d tolerance4(__m256d s) {
-    mg_v4i near = (s >= splat(0x1p-64)) & (s < splat(0x1p64));
-    return (__m256d)(((mg_v4i)splat(0.47) & near) | ((mg_v4i)splat(0.4) & ~near));
 }
 
 __attribute__((target("avx2,fma"))) static inline __m256d abs4(__m256d x) {
     return (__m256d)((mg_v4i)x & 0x7fffffffffffffffLL);
 }
 
-// Lanes i .. i+3. Returns the mask of lanes written (their gradients zeroed with zero_grads);
-// *square_known gets the lanes whose g*g passed pymath.h's test.
-__attribute__((target("avx2,fma"))) static inline int adam_four(const adam_args *A, int64_t i, int zero_grads,
-                                                                int *square_known) {
+// Lanes i .. i+3. Returns the mask of lanes written (their gradients zeroed with zero_grads),
+// with the lanes whose g*g passed the test in bits 4-7.
+__attribute__((target("avx2,fma"))) static inline int adam_four(const adam_args *A, int64_t i, int zero_grads) {
     __m256d g = _mm256_loadu_pd(A->grad + i), m = _mm256_loadu_pd(A->m + i), v = _mm256_loadu_pd(A->v + i);
     __m256d mi = splat(A->beta1) * m + splat(A->c1) * g;
     __m256d s = g * g;
@@ -121,9 +118,9 @@ __attribute__((target("avx2,fma"))) static inline int adam_four(const adam_args 
     __m256d den = r + splat(A->eps);
     mg_v4i s_valid, r_valid;
     __m256d us = ulp4(s, &s_valid), ur = ulp4(r, &r_valid);
-    mg_v4i s_ok = (s_valid & (abs4(s_err) <= tolerance4(s) * us)) | (g == splat(0.0));
-    mg_v4i r_ok = (r_valid & (v_hat >= splat(0x1p-900)) &
-                   (abs4(r_err) <= splat(2.0) * tolerance4(r) * splat(1.0 - 0x1p-40) * r * ur)) |
+    // pymath.h's bounds at 0.47 ULP: |g*g - s| <= 0.47 us, |v_hat - r*r| <= 2 (0.47)(1 - 2^-40) r ur
+    mg_v4i s_ok = (s_valid & (abs4(s_err) <= splat(0.47) * us)) | (g == splat(0.0));
+    mg_v4i r_ok = (r_valid & (abs4(r_err) <= splat(2.0 * 0.47 * (1.0 - 0x1p-40)) * r * ur)) |
                   (v_hat == splat(0.0));               // sqrt(-0.0) is -0.0, but den is eps either way
     mg_v4i ok = s_ok & r_ok & (den != splat(0.0));
     // A lane not written gets its old value back (a masked store is microcoded on AMD): in place,
@@ -133,34 +130,30 @@ __attribute__((target("avx2,fma"))) static inline int adam_four(const adam_args 
     _mm256_storeu_pd(A->next_v + i, _mm256_blendv_pd(v, vi, okd));
     _mm256_storeu_pd(A->next_p + i, _mm256_blendv_pd(p, p - (splat(A->lr_t) * m_hat) / den, okd));
     if (zero_grads) _mm256_storeu_pd(A->grad + i, _mm256_andnot_pd(okd, g));
-    *square_known = _mm256_movemask_pd((__m256d)s_ok);
-    return _mm256_movemask_pd((__m256d)ok);
+    return _mm256_movemask_pd(okd) | _mm256_movemask_pd((__m256d)s_ok) << 4;
 }
 
 // Parameters 0 .. n4-1 (a multiple of 4), a block at a time: first every lane the shortcut
 // decides, four at a time and without a branch (a branch taken at random for one lane in ten
-// cost more than the arithmetic); then the lanes it left, in order, through adam_param_known
-// (only those can fail, so the first error is still the first parameter's that fails). A lane
-// left is untouched until then (its gradient included). One function, so that the step's
-// constants stay in registers.
-#define ADAM_BLOCK 512
+// cost more than the arithmetic), noting each four's outcome; then the lanes it left, in order,
+// through adam_param_known (only those can fail, so the first error is still the first failing
+// parameter's). A lane left is untouched until then, its gradient included. One function, so
+// that the step's constants stay in registers.
+#define ADAM_BLOCK 1024
 __attribute__((target("avx2,fma"))) static int adam_simd(const adam_args *A, int64_t n4, int zero_grads) {
-    int32_t left[ADAM_BLOCK];               // offsets in the block, times 2, plus square_known
+    uint8_t outcome[ADAM_BLOCK / 4];        // adam_four's result for each four of the block
     for (int64_t start = 0; start < n4; start += ADAM_BLOCK) {
         int64_t end = n4 - start < ADAM_BLOCK ? n4 : start + ADAM_BLOCK;
-        int nleft = 0;
+        for (int64_t i = start; i < end; i += 4)
+            outcome[(i - start) / 4] = (uint8_t)adam_four(A, i, zero_grads);
         for (int64_t i = start; i < end; i += 4) {
-            int square_known, written = adam_four(A, i, zero_grads, &square_known);
-            for (int k = 0; k < 4; k++) {    // append the lanes not written, without a branch
-                left[nleft] = (int32_t)(((i - start + k) << 1) | ((square_known >> k) & 1));
-                nleft += !((written >> k) & 1);
+            int o = outcome[(i - start) / 4];
+            for (int k = 0; k < 4 && (o & 15) != 15; k++) {
+                if (o & (1 << k)) continue;
+                int rc = adam_param_known(A, i + k, (o >> (4 + k)) & 1);
+                if (rc) return rc;
+                if (zero_grads) A->grad[i + k] = 0.0;
             }
-        }
-        for (int j = 0; j < nleft; j++) {
-            int64_t i = start + (left[j] >> 1);
-            int rc = adam_param_known(A, i, left[j] & 1);
-            if (rc) return rc;
-            if (zero_grads) A->grad[i] = 0.0;
         }
     }
     return 0;

@@ -103,6 +103,21 @@ def test_adam_matches_python_on_random_and_near_midpoint_numbers():
         assert not differ, f"{name} differs at {len(differ)} of {n}, first at {differ[:5]}"
 
 
+def test_adam_four_at_a_time_gives_python_bits_at_the_shortcuts_range_edges():
+    """The vector path decides g**2 and v_hat**0.5 itself only for results in [2^-64, 2^64): lanes
+    on both sides of each edge, mixed four to a group with ordinary ones and zeros."""
+    rng = random.Random(7)
+    grads, m, v = [], [], []
+    for e in (-33, -32, -31, 31, 32, 33, -700, 500):
+        for x in (2.0 ** e, rng.uniform(1, 2) * 2.0 ** e, -rng.uniform(1, 2) * 2.0 ** (e - 1), 0.0, 1e-3):
+            grads.append(x)
+            m.append(rng.uniform(-1, 1) * 1e-3)
+            v.append(rng.choice([0.0, 2.0 ** (2 * e), rng.uniform(1, 2) * 2.0 ** (2 * e + 1), 1e-6]))
+    params = [rng.uniform(-1, 1) for _ in grads]
+    c, p = adam_both_ways(grads, m, v, params, 3, 10)
+    assert [list(map(repr, x)) for x in c] == [list(map(repr, x)) for x in p]
+
+
 @pytest.mark.parametrize("g", [float("nan"), float("inf"), -float("inf"), 5e-324, 1e-170])
 def test_adam_edge_gradients_give_python_bits(g):
     """inf ** 2 is inf in Python and the update makes nan; tiny squares underflow: same bits."""
