@@ -7,7 +7,7 @@ import pytest
 
 from conftest import Trainer
 from microgpt.modes import RUNG_NAMES
-from microgpt.training import sample
+from microgpt.sampling import sample
 
 
 @pytest.mark.benchmark(group="train step")
@@ -41,9 +41,10 @@ def test_adam(benchmark, rung):
 
 
 @pytest.mark.benchmark(group="sample")
-@pytest.mark.parametrize("rung", ["python", "c-ops", "c-fused"])
+@pytest.mark.parametrize("rung", ["python", "c-ops", "c-fused", "c-replay", "c-dense"])
 def test_sample(benchmark, rung):
+    """One name, after 100 steps (c-dense samples on the plan of the longest document seen)."""
     t = Trainer(rung)
-    for _ in range(20):
+    for _ in range(100):
         t.step()
-    benchmark.pedantic(lambda: sample(t.model, t.tokenizer, 0.5), rounds=20, iterations=1)
+    benchmark.pedantic(lambda: sample(t.model, t.tokenizer, 0.5), rounds=40, iterations=1)

@@ -99,8 +99,11 @@ struct mg_dense {
     int differentiated;     // its backward ran
     const mg_arena *forward_arena;
     int64_t forward_changes;        // the arena's change count then
-    int64_t *tokens;        // (tokens_cap) the tokens of the last forward
+    int64_t *tokens;        // (tokens_cap) the tokens of the last forward, or those sampled so far
     int64_t tokens_cap;
+    int64_t sample_plan;    // the plan a sampler's positions ran on so far (-1: none), and
+    int64_t sample_next;    // the next position it may run
+    int64_t sample_changes; // the arena's change count when its first position ran
     char why[200];          // why the last compile kept no plan
 };
 
@@ -198,7 +201,8 @@ static inline double *G(const dense_run *r, int64_t loc) { return loc >= 0 ? r->
 // --- forward: each kernel's values, as kernels.c computes them
 
 // The seed's softmax over xs[0..n-1] up to the total: e_i = exp(x_i + -max), total = e_0 + 0 + ...
-// Then inv = total**-1 and its local gradient -1 * total**-2. 0 or an error code.
+// Then inv = total**-1 and (unless lg_inv is NULL) its local gradient -1 * total**-2. 0 or an
+// error code.
 static int softmax_values(const double *xs, int64_t n, double *e, double *inv, double *lg_inv) {
     int err = 0;
     double mx = xs[0];
@@ -211,7 +215,7 @@ static int softmax_values(const double *xs, int64_t n, double *e, double *inv, d
     double total = e[0] + 0.0;
     for (int64_t i = 1; i < n; i++) total = total + e[i];
     *inv = py_pow(total, -1.0, &err);
-    if (err) return err;
+    if (err || !lg_inv) return err;
     *lg_inv = -1.0 * py_pow(total, -2.0, &err);
     return err;
 }
@@ -529,6 +533,7 @@ mg_dense *mg_dense_new(void) {
     mg_dense *d = calloc(1, sizeof *d);
     if (!d) return NULL;
     d->forward_plan = -1;
+    d->sample_plan = -1;
     d->min_work = 1;
     d->mem.bytes = (int64_t)sizeof *d;
     return d;
@@ -886,7 +891,7 @@ typedef struct {
 
 // a scratch array of n elements, counted; NULL when out of memory
 static void *scratch(compile_scratch *c, int64_t n, size_t size, int zero) {
-    if (n < 0 || (uint64_t)n + 1 > SIZE_MAX / size) return NULL;
+    if (n < 0 || (uint64_t)n + 1 > (uint64_t)PTRDIFF_MAX / size) return NULL;   // no object is larger
     void *p = zero ? calloc((size_t)n + 1, size) : malloc(((size_t)n + 1) * size);
     if (p) c->bytes += (n + 1) * (int64_t)size;
     return p;
@@ -1265,6 +1270,7 @@ int64_t mg_dense_compile(mg_dense *d, mg_tape *t, mg_arena *a, int64_t program) 
         if (result == MG_ERR_PLAN)
             result = refuse(d, "a fused row's weights or input also get gradient terms from elsewhere", -1);
     }
+    d->forward_plan = -1, d->sample_plan = -1;  // the buffers are the check's now
     if (!result) result = buffers_for(d, &p);
     if (!result && !(c.pgrad = scratch(&c, pv.keep, sizeof *c.pgrad, 1))) result = MG_ERR_NOMEM;
     if (!result) {
@@ -1325,6 +1331,7 @@ int mg_dense_forward(mg_dense *d, mg_arena *a, int64_t plan, const int64_t *toke
     if (ntokens != p->ntokens || !tokens_fit(p, tokens)) return MG_ERR_ARG;
     if (a->keep != p->keep || a->vecs_keep != p->vecs_keep) return MG_ERR_ARG;   // other parameters
     d->forward_plan = -1;
+    d->sample_plan = -1;                         // the buffers are this step's now
     if ((rc = buffers_for(d, p))) return rc;
     memcpy(d->tokens, tokens, (size_t)ntokens * sizeof *tokens);
     dense_run r = run_of(d, p, a, d->tokens);
@@ -1376,4 +1383,51 @@ int64_t mg_dense_steps(mg_dense *d, mg_arena *a, int64_t k, const int64_t *plans
         }
     }
     return k;
+}
+
+// --- sampling: a plan's forward one position at a time
+
+int64_t mg_dense_positions(const mg_dense *d, int64_t plan) {
+    if (!d || plan < 0 || plan >= d->nplans) return MG_ERR_ARG;
+    return d->plans[plan].T;
+}
+
+// Position pos's instructions but its cross-entropy, in their recorded order: what the model's
+// forward makes for one token, reading the earlier positions' keys and values where they lie.
+int mg_dense_sample(mg_dense *d, mg_arena *a, int64_t plan, int64_t pos, int64_t token, double scale, double *probs,
+                    int64_t nprobs) {
+    mgi_count_call(a);
+    if (!d || !a || plan < 0 || plan >= d->nplans || nprobs < 0 || (nprobs > 0 && !probs)) return MG_ERR_ARG;
+    int rc = mgi_thread_check(a);
+    if (rc) return rc;
+    const dense_plan *p = &d->plans[plan];
+    if (p->T == 0 || pos < 0 || pos >= p->T) return MG_ERR_ARG;
+    if (a->keep != p->keep || a->vecs_keep != p->vecs_keep) return MG_ERR_ARG;   // other parameters
+    const dense_op *ops = p->ops + pos * p->K, *ce = &ops[p->K - 1];
+    if (nprobs > 0 && nprobs != ce->n) return MG_ERR_ARG;
+    for (int64_t k = 0; k < p->K - 1; k++)
+        if (ops[k].op == MG_T_EMBED && (token < 0 || token >= ops[k].nout)) return MG_ERR_ARG;
+    if (pos > 0) {                                // the positions before it are this plan's, still
+        if (d->sample_plan != plan || d->sample_next != pos || d->forward_arena != a) return MG_ERR_ARG;
+        if (a->changes != d->sample_changes) return MG_ERR_CHANGED;
+    } else if ((rc = buffers_for(d, p))) {
+        return rc;
+    }
+    d->forward_plan = -1;                         // no backward: the buffers are the sampler's
+    d->sample_plan = -1;                          // until this position has run
+    d->tokens[pos] = token;
+    dense_run r = run_of(d, p, a, d->tokens);
+    r.simd = MGI_HAVE_AVX2();
+    for (int64_t k = 0; k < p->K - 1; k++)
+        if ((rc = forward_op(&r, &ops[k]))) return rc;
+    if (nprobs > 0) {                             // softmax(logits * scale), as the seed's sampler
+        const double *logits = V(&r, ce->x);
+        double *e = r.aux + ce->aux, inv;         // the cross-entropy's room, unused here
+        for (int64_t i = 0; i < nprobs; i++) probs[i] = logits[i] * scale;
+        if ((rc = softmax_values(probs, nprobs, e, &inv, NULL))) return rc;
+        for (int64_t i = 0; i < nprobs; i++) probs[i] = e[i] * inv;
+    }
+    if (pos == 0) d->sample_changes = a->changes, d->forward_arena = a;
+    d->sample_plan = plan, d->sample_next = pos + 1;
+    return 0;
 }

@@ -192,6 +192,17 @@ int64_t mg_dense_steps(mg_dense *d, mg_arena *a, int64_t k, const int64_t *plans
                        const int64_t *tokens, const double *lrs, double beta1, double beta2, double eps,
                        int64_t first_step, double *losses, int *status);
 
+/* Sampling on a plan's forward (a plan whose steps run layer by layer: mg_dense_positions gives
+ * its positions, 0 for another plan). mg_dense_sample runs position pos for token, reading the
+ * keys and values the calls before it left for positions 0 .. pos-1 (pos 0 starts over), and
+ * writes softmax(logits * scale) to probs (nprobs = the logits' size; 0: the forward only), each
+ * number the seed's. MG_ERR_ARG for a position out of the plan or out of turn, or a token out of
+ * range; MG_ERR_CHANGED if the arena changed since position 0. It leaves no step to differentiate
+ * (mg_dense_backward refuses), and a training forward ends the sequence. */
+int64_t mg_dense_positions(const mg_dense *d, int64_t plan);
+int mg_dense_sample(mg_dense *d, mg_arena *a, int64_t plan, int64_t pos, int64_t token, double scale,
+                    double *probs, int64_t nprobs);
+
 /* --- Values from Python (arena.c) ------------------------------------------------------------
  * mg_data/mg_grad: one node's data or gradient; NaN when the handle is refused, which
  * mg_node_status then tells apart from a node whose value is NaN (0 or MG_ERR_*).

@@ -27,7 +27,8 @@ from .model import GPT, Config, parameter_shapes
 from .modes import new_graph
 from .optim import LEARNING_RATE
 from .tokenizer import Tokenizer
-from .training import params_sha256, sample, train as train_steps
+from .sampling import sample
+from .training import params_sha256, train as train_steps
 
 DEFAULTS = {"steps": 1000, "seed": 42, "n_layer": 1, "n_embd": 16, "n_head": 4, "block_size": 16,
             "lr": LEARNING_RATE, "temperature": 0.5, "samples": 20}

@@ -97,6 +97,23 @@ class Dense:
         except Exception as e:  # the exception the step would have raised outside a batch
             return list(losses)[:done], ("error", e)
 
+    def sampling_plan(self):
+        """(plan, positions) of the plan a sampler can run furthest on, or None (sampling.py)."""
+        best = None
+        for plan in self.plans.values():
+            positions = lib.mg_dense_positions(self.ptr, plan)
+            if positions > 0 and (best is None or positions > best[1]):
+                best = (plan, positions)
+        return best
+
+    def sample_probs(self, plan, pos, token, scale, vocab_size):
+        """softmax(logits * scale) after token at pos, on plan's forward: the positions before pos
+        must have been run on the same plan just before (pos 0 starts over). vocab_size 0: the
+        forward only (None)."""
+        probs = ffi.new("double[]", vocab_size) if vocab_size else ffi.NULL
+        check(lib.mg_dense_sample(self.ptr, self.arena.ptr, plan, pos, token, scale, probs, vocab_size))
+        return list(probs) if vocab_size else None
+
     def status(self):
         """{document length: 'dense' or why it runs on replay} for every length seen so far."""
         return {**{n: "dense" for n in self.plans}, **self.refused}

@@ -2,7 +2,6 @@
 import gc
 import hashlib
 import math
-import random
 import struct
 import time
 from contextlib import contextmanager, nullcontext
@@ -122,32 +121,6 @@ class Batches:
             per_step = (time.perf_counter() - t0) / len(losses)
             self.size = max(1, min(self.MAX_STEPS, int(self.BATCH_SECONDS / per_step)))
         return losses, failure
-
-
-def sample(model, tokenizer, temperature, prefix=""):
-    """One name: from BOS (then the prefix's letters, forced) until BOS or block_size tokens."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    graph, layers, cfg = model.graph, model.graph.layers, model.config
-    forced = tokenizer.encode(prefix)
-    if len(forced) >= cfg.block_size:
-        raise ValueError(f"prefix {prefix!r} leaves no room: block_size is {cfg.block_size}")
-    with graph.lock, gc_paused():
-        graph.begin_step()
-        keys, values = model.empty_cache()
-        token_id, out = tokenizer.bos, []
-        for pos_id in range(cfg.block_size):
-            logits = model.forward(token_id, pos_id, keys, values)
-            if pos_id < len(forced):
-                token_id = forced[pos_id]
-            else:
-                probs = layers.softmax(layers.scale(logits, temperature ** -1))  # the seed's l / temperature
-                token_id = random.choices(range(cfg.vocab_size), weights=layers.data(probs))[0]
-                if token_id == tokenizer.bos:
-                    break
-            out.append(token_id)
-        del keys, values, logits
-    return tokenizer.decode(out)
 
 
 def params_sha256(values):

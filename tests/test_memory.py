@@ -9,7 +9,8 @@ import pytest
 from microgpt.engine import Value
 from microgpt.modes import new_graph
 from microgpt.model import GPT, Config
-from microgpt.training import sample, train_step
+from microgpt.sampling import sample
+from microgpt.training import train_step
 
 
 def live_values():
