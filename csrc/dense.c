@@ -591,7 +591,7 @@ static int buffers_for(mg_dense *d, const dense_plan *p) {
     if (!rc) rc = mgi_grow(&d->mem, &x, dsize, 1, 0, &d->aux_cap, p->naux, MG_ELEM_LIMIT);
     d->aux = x;
     x = d->tmp;
-    int64_t ntmp = p->ntmp > mgi_pool_threads(d->pool) * (p->T + 1) ? p->ntmp : mgi_pool_threads(d->pool) * (p->T + 1);
+    int64_t ntmp = p->ntmp > mgi_pool_size(d->pool) * (p->T + 1) ? p->ntmp : mgi_pool_size(d->pool) * (p->T + 1);
     if (!rc) rc = mgi_grow(&d->mem, &x, dsize, 1, 0, &d->tmp_cap, ntmp, MG_ELEM_LIMIT);
     d->tmp = x;
     const size_t psize[] = { sizeof *d->ptrs };
@@ -666,8 +666,10 @@ __attribute__((target("avx2"))) static int64_t forward_rows_avx2(const double *w
 // How many parts a batch of `rows` rows (or positions) of `work` multiply-adds each is split
 // into: one per thread when each part is worth waking a thread for (min_work)
 static int64_t parts_for(const dense_run *r, int64_t rows, int64_t work) {
-    int64_t threads = mgi_pool_threads(r->pool), parts = threads, least = r->min_work;
-    if (threads < 2 || rows < 2 || rows * work < 2 * least) return 1;
+    int64_t least = r->min_work;
+    if (!r->pool || rows < 2 || rows * work < 2 * least) return 1;     // too small to ask the pool
+    int64_t threads = mgi_pool_threads(r->pool), parts = threads;
+    if (threads < 2) return 1;
     if (rows * work / parts < least) parts = rows * work / least;
     if (parts > rows) parts = rows;
     return parts < 1 ? 1 : parts;

@@ -104,8 +104,10 @@ int64_t mgi_pool_threads(const mgi_pool *p) {
     return p && p->pid == getpid() ? p->nworkers + 1 : 1;
 }
 
+int64_t mgi_pool_size(const mgi_pool *p) { return p ? p->nworkers + 1 : 1; }
+
 void mgi_pool_run(mgi_pool *p, mgi_job job, void *ctx, int64_t nparts) {
-    if (mgi_pool_threads(p) < 2 || nparts < 2) {
+    if (nparts < 2 || mgi_pool_threads(p) < 2) {  // getpid() is a system call: only when it matters
         for (int64_t part = 0; part < nparts; part++) job(ctx, part, nparts);
         return;
     }
@@ -125,6 +127,7 @@ struct mgi_pool { int unused; };
 mgi_pool *mgi_pool_new(int64_t threads) { (void)threads; return NULL; }
 void mgi_pool_free(mgi_pool *p) { (void)p; }
 int64_t mgi_pool_threads(const mgi_pool *p) { (void)p; return 1; }
+int64_t mgi_pool_size(const mgi_pool *p) { (void)p; return 1; }
 
 void mgi_pool_run(mgi_pool *p, mgi_job job, void *ctx, int64_t nparts) {
     (void)p;

@@ -18,7 +18,8 @@ typedef void (*mgi_job)(void *ctx, int64_t part, int64_t nparts);
 // memory or when no worker could start
 mgi_pool *mgi_pool_new(int64_t threads);
 void mgi_pool_free(mgi_pool *p);              // NULL is fine; waits for the workers to end
-int64_t mgi_pool_threads(const mgi_pool *p);  // threads a job may use now (1 for NULL)
+int64_t mgi_pool_threads(const mgi_pool *p);  // threads a job may use now (1 for NULL): a system call
+int64_t mgi_pool_size(const mgi_pool *p);     // threads it was made with, fork or not (for sizes)
 // run job in nparts parts over the pool's threads (the caller's included) and return when all
 // are done; p may be NULL (then the caller runs every part)
 void mgi_pool_run(mgi_pool *p, mgi_job job, void *ctx, int64_t nparts);
