@@ -723,11 +723,6 @@ static void weight_terms_portable(double *gw, const double **xs, const double *g
     }
 }
 
-// dst[j] += src[j] * a for every j: one row's terms to an input gradient
-static void input_terms_portable(double *restrict dst, const double *src, double a, int64_t j0, int64_t n) {
-    for (int64_t j = j0; j < n; j++) dst[j] += src[j] * a;
-}
-
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(MG_NO_SIMD)
 __attribute__((target("avx2"))) static int64_t weight_terms_avx2(double *gw, const double **xs, const double *g,
                                                                  int64_t T, int64_t n) {
@@ -741,21 +736,10 @@ __attribute__((target("avx2"))) static int64_t weight_terms_avx2(double *gw, con
     return j;
 }
 
-__attribute__((target("avx2"))) static int64_t input_terms_avx2(double *restrict dst, const double *src, double a,
-                                                                int64_t n) {
-    __m256d va = _mm256_set1_pd(a);
-    int64_t j = 0;
-    for (; j + 4 <= n; j += 4)
-        _mm256_storeu_pd(dst + j, _mm256_add_pd(_mm256_loadu_pd(dst + j), _mm256_mul_pd(_mm256_loadu_pd(src + j), va)));
-    return j;
-}
 #define WEIGHT_TERMS(simd, gw, xs, g, T, n) \
     weight_terms_portable((gw), (xs), (g), (T), (simd) ? weight_terms_avx2((gw), (xs), (g), (T), (n)) : 0, (n))
-#define INPUT_TERMS(simd, dst, src, a, n) \
-    input_terms_portable((dst), (src), (a), (simd) ? input_terms_avx2((dst), (src), (a), (n)) : 0, (n))
 #else
 #define WEIGHT_TERMS(simd, gw, xs, g, T, n) ((void)(simd), weight_terms_portable((gw), (xs), (g), (T), 0, (n)))
-#define INPUT_TERMS(simd, dst, src, a, n) ((void)(simd), input_terms_portable((dst), (src), (a), 0, (n)))
 #endif
 
 // The q-th (instruction, row) pair of the group led by instruction lead, in the order the
@@ -766,7 +750,7 @@ static int64_t group_size(const dense_run *r, int64_t lead) {
     return o->ce >= 0 ? o->nout : o->nsched;
 }
 
-static void group_pair(const dense_run *r, int64_t lead, int64_t q, int64_t *m, int64_t *row) {
+static inline void group_pair(const dense_run *r, int64_t lead, int64_t q, int64_t *m, int64_t *row) {
     const dense_op *o = &r->ops[lead];
     if (o->ce < 0) {
         *m = r->p->sched[2 * (o->sched + q)], *row = r->p->sched[2 * (o->sched + q) + 1];
@@ -806,6 +790,41 @@ static void weight_part(void *ctx, int64_t part, int64_t nparts) {
     }
 }
 
+// position t's input gradient gx (n long) from its group's rows in their order (group_pair):
+// gx[j] += w_row[j] * (0 + g_row) for each, one row after another
+static void input_rows_portable(const dense_run *r, int64_t lead, double *gx, int64_t n) {
+    for (int64_t q = 0, npairs = group_size(r, lead); q < npairs; q++) {
+        int64_t m, row;
+        group_pair(r, lead, q, &m, &row);
+        const dense_op *o = &r->ops[m];
+        const double *w = V(r, o->w) + row * n;
+        double a = 0.0 + G(r, o->out)[row];
+        for (int64_t j = 0; j < n; j++) gx[j] += w[j] * a;
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(MG_NO_SIMD)
+// the same, four elements of gx at a time (then the rest one by one), all in one function
+__attribute__((target("avx2"))) static void input_rows_avx2(const dense_run *r, int64_t lead, double *gx, int64_t n) {
+    int64_t n4 = n & ~(int64_t)3;
+    for (int64_t q = 0, npairs = group_size(r, lead); q < npairs; q++) {
+        int64_t m, row;
+        group_pair(r, lead, q, &m, &row);
+        const dense_op *o = &r->ops[m];
+        const double *w = V(r, o->w) + row * n;
+        double a = 0.0 + G(r, o->out)[row];
+        __m256d va = _mm256_set1_pd(a);
+        for (int64_t j = 0; j < n4; j += 4)
+            _mm256_storeu_pd(gx + j, _mm256_add_pd(_mm256_loadu_pd(gx + j), _mm256_mul_pd(_mm256_loadu_pd(w + j), va)));
+        for (int64_t j = n4; j < n; j++) gx[j] += w[j] * a;
+    }
+}
+#define INPUT_ROWS(simd, r, lead, gx, n) \
+    ((simd) ? input_rows_avx2((r), (lead), (gx), (n)) : input_rows_portable((r), (lead), (gx), (n)))
+#else
+#define INPUT_ROWS(simd, r, lead, gx, n) ((void)(simd), input_rows_portable((r), (lead), (gx), (n)))
+#endif
+
 // inputs: positions lo .. hi-1, each its rows in its own order
 static void input_part(void *ctx, int64_t part, int64_t nparts) {
     const group_job *g = ctx;
@@ -814,18 +833,12 @@ static void input_part(void *ctx, int64_t part, int64_t nparts) {
     int64_t T = r->p->T, K = r->p->K, lo, hi;
     part_range(T, 1, part, nparts, &lo, &hi);
     for (int64_t t = hi - 1; t >= lo; t--) {
-        int64_t lead = t * K + g->k, npairs = group_size(r, lead);
-        double *gx = G(r, r->ops[lead].x);
-        for (int64_t q = 0; q < npairs; q++) {
-            int64_t m, row;
+        int64_t lead = t * K + g->k, n = r->ops[lead].n;
+        INPUT_ROWS(r->simd, r, lead, G(r, r->ops[lead].x), n);
+        for (int64_t q = 0, npairs = group_size(r, lead); tr && q < npairs; q++) {
+            int64_t m, row;                       // the same terms, traced (in the same order)
             group_pair(r, lead, q, &m, &row);
-            const dense_op *o = &r->ops[m];
-            int64_t wl = loc_at(o->w, row * o->n);
-            INPUT_TERMS(r->simd, gx, V(r, wl), 0.0 + G(r, o->out)[row], o->n);
-            if (tr) {
-                int64_t dot = node_of(tr, o->out, row);
-                trace_dot(tr, dot, o->x, o->n, 1);
-            }
+            trace_dot(tr, node_of(tr, r->ops[m].out, row), r->ops[lead].x, n, 1);
         }
     }
 }
