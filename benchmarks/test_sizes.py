@@ -12,6 +12,7 @@ import pytest
 from conftest import NAMES
 from microgpt.backend import c_status
 from microgpt.data import default_docs, load_docs
+from microgpt.limits import default_threads
 from microgpt.model import GPT, Config
 from microgpt.modes import new_graph
 from microgpt.tokenizer import Tokenizer
@@ -34,13 +35,19 @@ def documents(size):
 
 
 @pytest.mark.parametrize("size", list(SIZES))
-@pytest.mark.parametrize("mode", ["replay", "dense"])
-def test_training_step(benchmark, size, mode):
+@pytest.mark.parametrize("mode,threads", [("replay", 1), ("dense", 1), ("dense", "all")])
+def test_training_step(benchmark, size, mode, threads):
+    """One thread (as PyTorch below), and dense with every CPU (`microgpt train`'s default)."""
     if not c_status()[0]:
         pytest.skip(f"c backend not built: {c_status()[1]}")
+    if threads == "all":
+        threads = default_threads()
+        if threads == 1:
+            pytest.skip("one CPU: the same as the one-thread run")
     benchmark.group = f"training step, {size}"
     tokenizer, docs = documents(size)
     model = GPT(Config(vocab_size=tokenizer.vocab_size, **SIZES[size]), new_graph("c", mode))
+    model.graph.set_threads(threads)
     for step, tokens in enumerate(docs):  # warm-up: every length recorded (and compiled)
         train_step(model, tokens, step, 10**6)
     steps = iter(enumerate(docs))
