@@ -47,22 +47,23 @@ typedef struct {
     double *next_m, *next_v, *next_p;
 } adam_args;
 
-// Parameter i, exactly as the seed, with its errors in its order: 0 or the error code. When
-// square_known is set, g*g is already known to be g**2 (adam_four's test passed for it) and
-// sqrt(v_hat) is not known to be v_hat**0.5 (or the lane failed on den), so pow() decides that.
-static inline int adam_param_known(const adam_args *A, int64_t i, int square_known) {
+// Parameter i, exactly as the seed, with its errors in its order: 0 or the error code.
+// `known` says what adam_four already computed for it (adam_param: nothing): with KNOWN_M_HAT,
+// m_hat; with KNOWN_SQUARE too, that g*g is g**2 (its test passed) and v_hat, whose sqrt() the
+// test did not accept (or den was 0), so pow() decides v_hat**0.5.
+enum { KNOWN_M_HAT = 1, KNOWN_SQUARE = 2 };
+static inline int adam_param_known(const adam_args *A, int64_t i, int known, double m_hat, double v_hat) {
     int err = 0;
     double g = A->grad[i];
     double mi = A->beta1 * A->m[i] + A->c1 * g;
-    double g2 = square_known ? g * g : py_square(g, &err);   // g**2 (pymath.h: pow's bits, faster)
+    double g2 = known & KNOWN_SQUARE ? g * g : known ? py_pow(g, 2.0, &err) : py_square(g, &err);   // g**2
     if (err) return err;
     double vi = A->beta2 * A->v[i] + A->c2 * g2;
     if (A->err_b1) return A->err_b1;
-    double m_hat = mi / A->b1;
+    if (!(known & KNOWN_M_HAT)) m_hat = mi / A->b1;
     if (A->err_b2) return A->err_b2;
-    double v_hat = vi / A->b2;
-    // v_hat**0.5: where g*g was known, the test for sqrt() already failed on this v_hat
-    double den = (square_known ? py_pow(v_hat, 0.5, &err) : py_sqrt(v_hat, &err)) + A->eps;
+    if (!(known & KNOWN_SQUARE)) v_hat = vi / A->b2;
+    double den = (known & KNOWN_SQUARE ? py_pow(v_hat, 0.5, &err) : py_sqrt(v_hat, &err)) + A->eps;   // v_hat**0.5
     if (err) return err;
     if (den == 0.0) return MG_ERR_ZERODIV;
     A->next_m[i] = mi;
@@ -71,7 +72,7 @@ static inline int adam_param_known(const adam_args *A, int64_t i, int square_kno
     return 0;
 }
 
-static inline int adam_param(const adam_args *A, int64_t i) { return adam_param_known(A, i, 0); }
+static inline int adam_param(const adam_args *A, int64_t i) { return adam_param_known(A, i, 0, 0.0, 0.0); }
 
 // Four parameters at once on a CPU with AVX2 and FMA (chosen at run time), where each lane is
 // what adam_param gives: the same expressions, lane by lane, and the shortcut for g**2 and
@@ -105,7 +106,8 @@ __attribute__((target("avx2,fma"))) static inline __m256d abs4(__m256d x) {
 
 // Lanes i .. i+3. Returns the mask of lanes written (their gradients zeroed with zero_grads),
 // with the lanes whose g*g passed the test in bits 4-7.
-__attribute__((target("avx2,fma"))) static inline int adam_four(const adam_args *A, int64_t i, int zero_grads) {
+__attribute__((target("avx2,fma"))) static inline int adam_four(const adam_args *A, int64_t i, int zero_grads,
+                                                                double *m_hat_out, double *v_hat_out) {
     __m256d g = _mm256_loadu_pd(A->grad + i), m = _mm256_loadu_pd(A->m + i), v = _mm256_loadu_pd(A->v + i);
     __m256d mi = splat(A->beta1) * m + splat(A->c1) * g;
     __m256d s = g * g;
@@ -130,6 +132,8 @@ __attribute__((target("avx2,fma"))) static inline int adam_four(const adam_args 
     _mm256_storeu_pd(A->next_v + i, _mm256_blendv_pd(v, vi, okd));
     _mm256_storeu_pd(A->next_p + i, _mm256_blendv_pd(p, p - (splat(A->lr_t) * m_hat) / den, okd));
     if (zero_grads) _mm256_storeu_pd(A->grad + i, _mm256_andnot_pd(okd, g));
+    _mm256_storeu_pd(m_hat_out, m_hat);
+    _mm256_storeu_pd(v_hat_out, v_hat);
     return _mm256_movemask_pd(okd) | _mm256_movemask_pd((__m256d)s_ok) << 4;
 }
 
@@ -139,18 +143,20 @@ __attribute__((target("avx2,fma"))) static inline int adam_four(const adam_args 
 // through adam_param_known (only those can fail, so the first error is still the first failing
 // parameter's). A lane left is untouched until then, its gradient included. One function, so
 // that the step's constants stay in registers.
-#define ADAM_BLOCK 1024
+#define ADAM_BLOCK 512
 __attribute__((target("avx2,fma"))) static int adam_simd(const adam_args *A, int64_t n4, int zero_grads) {
     uint8_t outcome[ADAM_BLOCK / 4];        // adam_four's result for each four of the block
+    double m_hat[ADAM_BLOCK], v_hat[ADAM_BLOCK];    // and what it computed, for the lanes it left
     for (int64_t start = 0; start < n4; start += ADAM_BLOCK) {
         int64_t end = n4 - start < ADAM_BLOCK ? n4 : start + ADAM_BLOCK;
         for (int64_t i = start; i < end; i += 4)
-            outcome[(i - start) / 4] = (uint8_t)adam_four(A, i, zero_grads);
+            outcome[(i - start) / 4] = (uint8_t)adam_four(A, i, zero_grads, m_hat + (i - start), v_hat + (i - start));
         for (int64_t i = start; i < end; i += 4) {
             int o = outcome[(i - start) / 4];
-            for (int k = 0; k < 4 && (o & 15) != 15; k++) {
-                if (o & (1 << k)) continue;
-                int rc = adam_param_known(A, i + k, (o >> (4 + k)) & 1);
+            for (unsigned left = ~(unsigned)o & 15; left; left &= left - 1) {
+                int k = __builtin_ctz(left), known = (o >> (4 + k)) & 1 ? KNOWN_M_HAT | KNOWN_SQUARE : KNOWN_M_HAT;
+                int64_t j = i - start + k;
+                int rc = adam_param_known(A, i + k, known, m_hat[j], v_hat[j]);
                 if (rc) return rc;
                 if (zero_grads) A->grad[i + k] = 0.0;
             }
