@@ -26,6 +26,10 @@
  * linear layers reading the same input (q, k and v) run as one group whose rows come in the
  * order the graph's search gave them (attention reaches them head by head).
  *
+ * Sampling runs a plan's forward one position at a time (mg_dense_sample): position t's
+ * instructions read the earlier positions' keys and values where the plan keeps them, which is
+ * the seed's KV cache in flat arrays.
+ *
  * Arithmetic: every value and term is the double expression the seed evaluates, in its order;
  * sums are never reassociated (a dot product is one chain; vector loops run across rows or
  * columns only), and the build forbids contraction into fused multiply-adds.

@@ -29,6 +29,7 @@ def sample(model, tokenizer, temperature, prefix=""):
                 if token_id == tokenizer.bos:
                     break
             out.append(token_id)
+        del next_probs  # its cache's nodes go while the lock is held (c Values free into the arena)
     return tokenizer.decode(out)
 
 
