@@ -2,7 +2,9 @@
 into dense kernels, checked against the graph once, then run without nodes. It must give the bits
 of the graph (replay) and of the python backend, refuse what it cannot run as the graph would
 (and then stay on replay with the same bits), and refuse a misused backward."""
+import os
 import random
+import signal
 
 import pytest
 
@@ -182,6 +184,42 @@ def test_threads_give_the_same_bits(threads):
     many, model = history("c", "dense", config, docs, model_class=Threaded)
     assert many == one
     assert set(model.graph.dense.status().values()) == {"dense"}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() here")
+def test_a_forked_child_trains_without_the_parents_workers():
+    """A fork has the pool's memory but none of its worker threads: the child must run every part
+    itself and get the parent's bits, and freeing the pool must not wait for workers it lacks."""
+    from microgpt.model import GPT, Config
+    from microgpt.modes import new_graph
+    config = dict(vocab_size=7, n_embd=8, n_head=2, block_size=6, n_layer=2)
+    docs = docs_for(7, 6, 6, random.Random(4)) * 2
+    random.seed(11)
+    model = GPT(Config(**config), new_graph("c", "dense"))
+    assert model.graph.dense.set_threads(3, min_work=1) == 3
+    for step, tokens in enumerate(docs[:len(docs) // 2]):  # every length compiled, workers used
+        train_step(model, tokens, step, len(docs))
+    rest = list(enumerate(docs))[len(docs) // 2:]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                 # the child: a hang ends it by SIGALRM, an error by 1
+        status = 1
+        try:
+            signal.alarm(30)
+            losses = [train_step(model, tokens, step, len(docs)) for step, tokens in rest]
+            result = repr((losses, model.graph.param_data())).encode()
+            model.graph.dense = None             # frees the executor and its pool here
+            os.write(write, result)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write)
+    with os.fdopen(read) as f:
+        child = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    losses = [train_step(model, tokens, step, len(docs)) for step, tokens in rest]
+    assert child == repr((losses, model.graph.param_data()))
 
 
 @pytest.mark.parametrize("lr", [0.01, 1e6], ids=["trains", "fails"])
