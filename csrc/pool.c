@@ -2,6 +2,7 @@
  * pool.c -- worker threads that run one job in parts (pool.h). A job is published under the
  * mutex with a new generation number; each worker takes parts from a shared counter until none
  * is left, then reports done; the caller takes parts too and waits until every part is done.
+ * Waiting threads poll a little before they sleep (SPINS): the next job is usually that close.
  *
  * Not here: what a part computes (dense.c), or how the parts divide the work.
  */
@@ -11,9 +12,13 @@
 
 #if !defined(_WIN32) && !defined(MG_NO_THREADS)
 #include <pthread.h>
+#include <stdatomic.h>
 #include <unistd.h>
 
 #define MAX_WORKERS 63
+// A step's layers come microseconds apart, and waking a sleeping thread takes tens of them: a
+// thread waiting for a job (or for the job's last part) first polls this many times, then sleeps.
+#define SPINS 4000
 
 struct mgi_pool {
     pthread_mutex_t mu;
@@ -29,7 +34,24 @@ struct mgi_pool {
     int64_t nparts;
     int64_t next;           // the next part to take
     int64_t finished;       // parts done
+    atomic_llong posted;    // generation, and finished, as the spinning threads read them
+    atomic_llong parts_done;        // (written under the mutex, read without it)
 };
+
+static inline void relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+// poll until *x differs from (or, with equal, reaches) value, SPINS times at most
+static void spin(atomic_llong *x, long long value, int equal) {
+    for (int i = 0; i < SPINS; i++) {
+        long long now = atomic_load_explicit(x, memory_order_acquire);
+        if (equal ? now == value : now != value) return;
+        relax();
+    }
+}
 
 // take parts of the current job until none is left; called and returns with the mutex held
 static void take_parts(mgi_pool *p) {
@@ -41,6 +63,7 @@ static void take_parts(mgi_pool *p) {
         job(ctx, part, nparts);
         pthread_mutex_lock(&p->mu);
         p->finished++;
+        atomic_store_explicit(&p->parts_done, p->finished, memory_order_release);
     }
 }
 
@@ -49,6 +72,11 @@ static void *worker(void *arg) {
     pthread_mutex_lock(&p->mu);
     int64_t seen = p->generation;
     for (;;) {
+        if (!p->quit && p->generation == seen) {
+            pthread_mutex_unlock(&p->mu);
+            spin(&p->posted, seen, 0);
+            pthread_mutex_lock(&p->mu);
+        }
         while (!p->quit && p->generation == seen) pthread_cond_wait(&p->go, &p->mu);
         if (p->quit) break;
         seen = p->generation;
@@ -72,6 +100,8 @@ mgi_pool *mgi_pool_new(int64_t threads) {
         free(p);
         return NULL;
     }
+    atomic_init(&p->posted, 0);
+    atomic_init(&p->parts_done, 0);
     p->pid = getpid();
     int64_t want = threads - 1 < MAX_WORKERS ? threads - 1 : MAX_WORKERS;
     for (int64_t i = 0; i < want; i++) {
@@ -90,6 +120,7 @@ void mgi_pool_free(mgi_pool *p) {
     if (p->pid == getpid()) {                    // a forked child has no workers to wait for
         pthread_mutex_lock(&p->mu);
         p->quit = 1;
+        atomic_store_explicit(&p->posted, p->generation + 1, memory_order_release);   // ends a spin
         pthread_cond_broadcast(&p->go);
         pthread_mutex_unlock(&p->mu);
         for (int64_t i = 0; i < p->nworkers; i++) pthread_join(p->tid[i], NULL);
@@ -113,9 +144,16 @@ void mgi_pool_run(mgi_pool *p, mgi_job job, void *ctx, int64_t nparts) {
     }
     pthread_mutex_lock(&p->mu);
     p->job = job, p->ctx = ctx, p->nparts = nparts, p->next = 0, p->finished = 0;
+    atomic_store_explicit(&p->parts_done, 0, memory_order_release);
     p->generation++;
+    atomic_store_explicit(&p->posted, p->generation, memory_order_release);
     pthread_cond_broadcast(&p->go);
     take_parts(p);
+    if (p->finished < p->nparts) {
+        pthread_mutex_unlock(&p->mu);
+        spin(&p->parts_done, nparts, 1);
+        pthread_mutex_lock(&p->mu);
+    }
     while (p->finished < p->nparts) pthread_cond_wait(&p->done, &p->mu);
     pthread_mutex_unlock(&p->mu);
 }
