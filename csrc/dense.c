@@ -116,15 +116,17 @@ struct mg_dense {
 typedef struct {
     const mg_arena *a;      // the arena holding the recorded step
     const int64_t *node_of; // location (>= 0) -> node, for the recorded step
-    const int64_t *begin;   // node -> its terms in the graph: begin[v] .. begin[v+1]-1
-    const int64_t *src;     // the graph's terms: parent node, and which of its children
+    // 32 bits each (graph_terms refuses a graph beyond them): this is the compile's largest memory
+    const uint32_t *begin;  // node -> its terms in the graph: begin[v] .. begin[v+1]-1
+    const uint32_t *src;    // the graph's terms: parent node (< MG_IDX_LIMIT), and which of its children
     const int32_t *slot;
-    int64_t *count;         // terms the plan gave each node so far (| SWAPPED, see trace_term)
+    uint32_t *count;        // terms the plan gave each node so far (| SWAPPED, see trace_term)
     int64_t nnodes;
     int64_t bad;            // the first node whose terms differ from the graph's, or -1
 } tracer;
 
-#define SWAPPED ((int64_t)1 << 62)  // a node with two terms that got the graph's second one first
+#define SWAPPED ((uint32_t)1 << 31) // a node with two terms that got the graph's second one first
+#define TOO_MANY_TERMS (-1000)      // graph_terms: a graph too large for 32-bit term counts (refused)
 
 static int64_t node_of(const tracer *tr, int64_t loc, int64_t k) {
     return loc >= 0 ? tr->node_of[loc + k] : -1 - loc + k;
@@ -145,8 +147,8 @@ static void trace_term(tracer *tr, int64_t recv, int64_t src, int64_t slot) {
         return;
     }
     int64_t at = b + (swapped ? 1 - seen : seen);
-    if (tr->src[at] != src || tr->slot[at] != slot) {
-        if (n == 2 && seen == 0 && tr->src[b + 1] == src && tr->slot[b + 1] == slot) {
+    if ((int64_t)tr->src[at] != src || tr->slot[at] != slot) {
+        if (n == 2 && seen == 0 && (int64_t)tr->src[b + 1] == src && tr->slot[b + 1] == slot) {
             tr->count[recv] = 1 | SWAPPED;
             return;
         }
@@ -900,7 +902,7 @@ typedef struct {
     int64_t bytes;
     int64_t *node_of;       // (nval) location -> node of the recorded step
     int64_t *topo;          // (count - keep) a step node's place in the order, or -1
-    int64_t *begin, *src, *count;   // the tracer's
+    uint32_t *begin, *src, *count;  // the tracer's
     int32_t *slot;
     uint8_t *in_run;        // (count) a node of a run past its first (see graph_terms)
     int64_t *pairs;         // (3 * rows) a group's (key, instruction, row) before sorting
@@ -1213,6 +1215,7 @@ static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, den
 // error code, or MG_ERR_PLAN when a run's later node gets a term of its own (see above)
 static int graph_terms(const mg_arena *a, const mgi_program_view *pv, compile_scratch *c, tracer *tr) {
     int64_t nn = pv->count;
+    if (a->nedges >= (int64_t)SWAPPED) return TOO_MANY_TERMS;    // terms <= edges: every count fits below SWAPPED
     c->begin = scratch(c, nn + 1, sizeof *c->begin, 1);
     c->count = scratch(c, nn + 1, sizeof *c->count, 1);
     c->in_run = scratch(c, nn, 1, 1);
@@ -1240,8 +1243,8 @@ static int graph_terms(const mg_arena *a, const mgi_program_view *pv, compile_sc
         for (int64_t e = 0; e < (runs ? 2 : nc); e++) {
             // a DOT node's pairs come last to first (backward.c)
             int64_t q = runs ? e : dot ? nc - 2 - (e & ~(int64_t)1) + (e & 1) : e, child = mgi_child(a, v, q);
-            int64_t at = c->begin[child] + c->count[child]++;
-            c->src[at] = v, c->slot[at] = runs ? (e ? X_RUN : W_RUN) : (int32_t)q;
+            int64_t at = (int64_t)c->begin[child] + c->count[child]++;
+            c->src[at] = (uint32_t)v, c->slot[at] = runs ? (e ? X_RUN : W_RUN) : (int32_t)q;
         }
     }
     for (int64_t v = 0; v < nn; v++) {            // a run's first node: no terms but its runs'
@@ -1288,6 +1291,8 @@ int64_t mg_dense_compile(mg_dense *d, mg_tape *t, mg_arena *a, int64_t program) 
         result = graph_terms(a, &pv, &c, &tr);
         if (result == MG_ERR_PLAN)
             result = refuse(d, "a fused row's weights or input also get gradient terms from elsewhere", -1);
+        else if (result == TOO_MANY_TERMS)
+            result = refuse(d, "the step's graph has 2^31 links or more, more than the order check counts", -1);
     }
     d->forward_plan = -1, d->sample_plan = -1;  // the buffers are the check's now
     if (!result) result = buffers_for(d, &p);

@@ -160,7 +160,10 @@ def _dense_bytes(config, positions, step_nodes):
              + calls * P + _capacity(P) * C_DENSE_PLAN_BYTES)
     terms = step_graph(c, P, True, True)[1]  # a bound: the check lists a row over runs of nodes as two terms
     nodes = num_params(c) + step_nodes
-    compile_scratch = (values + 2 * (nodes + 2) + step_nodes + 3 * (rows + V) * P + num_params(c)) * 8 + terms * 12 + nodes
+    # node_of, topo, the pairs, the parameters' gradients: 8 bytes; the terms' begin and count per
+    # node and their parent and slot: 4 each; in_run: 1 a node
+    compile_scratch = ((values + step_nodes + 3 * (rows + V) * P + num_params(c)) * 8 + 2 * (nodes + 2) * 4
+                       + terms * 8 + nodes)
     return buffers + plans + compile_scratch
 
 
