@@ -796,15 +796,22 @@ static void weight_part(void *ctx, int64_t part, int64_t nparts) {
     }
 }
 
-// position t's input gradient gx (n long) from its group's rows in their order (group_pair):
-// gx[j] += w_row[j] * (0 + g_row) for each, one row after another
+// The q-th row of position lead's group (group_pair): its weights, and *a = 0 + its output's
+// gradient, the factor of its terms to the input
+static inline const double *input_row(const dense_run *r, int64_t lead, int64_t q, int64_t n, double *a) {
+    int64_t m, row;
+    group_pair(r, lead, q, &m, &row);
+    const dense_op *o = &r->ops[m];
+    *a = 0.0 + G(r, o->out)[row];
+    return V(r, o->w) + row * n;
+}
+
+// position t's input gradient gx (n long) from its group's rows in their order:
+// gx[j] += w_row[j] * a for each, one row after another
 static void input_rows_portable(const dense_run *r, int64_t lead, double *gx, int64_t n) {
     for (int64_t q = 0, npairs = group_size(r, lead); q < npairs; q++) {
-        int64_t m, row;
-        group_pair(r, lead, q, &m, &row);
-        const dense_op *o = &r->ops[m];
-        const double *w = V(r, o->w) + row * n;
-        double a = 0.0 + G(r, o->out)[row];
+        double a;
+        const double *w = input_row(r, lead, q, n, &a);
         for (int64_t j = 0; j < n; j++) gx[j] += w[j] * a;
     }
 }
@@ -814,11 +821,8 @@ static void input_rows_portable(const dense_run *r, int64_t lead, double *gx, in
 __attribute__((target("avx2"))) static void input_rows_avx2(const dense_run *r, int64_t lead, double *gx, int64_t n) {
     int64_t n4 = n & ~(int64_t)3;
     for (int64_t q = 0, npairs = group_size(r, lead); q < npairs; q++) {
-        int64_t m, row;
-        group_pair(r, lead, q, &m, &row);
-        const dense_op *o = &r->ops[m];
-        const double *w = V(r, o->w) + row * n;
-        double a = 0.0 + G(r, o->out)[row];
+        double a;
+        const double *w = input_row(r, lead, q, n, &a);
         __m256d va = _mm256_set1_pd(a);
         for (int64_t j = 0; j < n4; j += 4)
             _mm256_storeu_pd(gx + j, _mm256_add_pd(_mm256_loadu_pd(gx + j), _mm256_mul_pd(_mm256_loadu_pd(w + j), va)));
