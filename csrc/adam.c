@@ -7,18 +7,15 @@
  * (pow()'s bits, proved there, faster).
  *
  * Not here: the gradients (backward.c), anything about which nodes are parameters beyond
- * "the first nparams".
+ * "the first nparams", the worker threads an in-place step may be split over (pool.c; the dense
+ * executor owns them and lends them: mgi_adam_step).
  */
 #include <stdint.h>
 #include <string.h>
 #include "microgpt.h"
 #include "arena.h"
-#if !defined(_WIN32) && !defined(MG_NO_THREADS)
-#include <pthread.h>
-#define MG_THREADS 1
-#else
-#define MG_THREADS 0
-#endif
+#include "adam.h"
+#include "pool.h"
 
 int mg_adam_init(mg_arena *a, int64_t nparams) {
     mgi_count_call(a);
@@ -218,19 +215,8 @@ static int adam_run(const adam_args *A, int64_t n, int zero_grads) {
     return 0;
 }
 
-// --- an in-place step over several threads: each takes a run of parameters (a multiple of 4
+// --- an in-place step over a pool's threads: each part is a run of parameters (a multiple of 4
 // long), and no update can fail (cannot_fail), so the runs are independent
-
-typedef struct {
-    adam_args A;            // this thread's: the arrays from its first parameter on
-    int64_t n;
-} adam_share;
-
-static void *adam_share_run(void *arg) {
-    adam_share *s = arg;
-    (void)adam_run(&s->A, s->n, 1);              // cannot fail: checked before the split
-    return NULL;
-}
 
 static adam_args shifted(const adam_args *A, int64_t first) {
     adam_args B = *A;
@@ -239,48 +225,36 @@ static adam_args shifted(const adam_args *A, int64_t first) {
     return B;
 }
 
-// every parameter in place, split over the arena's threads where that many pay
-static int adam_in_place(const mg_arena *a, const adam_args *A, int64_t n) {
-    int64_t k = a->adam_threads;
-    if (k > 1 && a->adam_min_share > 0 && n / a->adam_min_share < k) k = n / a->adam_min_share;
-#if MG_THREADS
-    if (k > 1) {
-        pthread_t tid[64];
-        adam_share share[64];
-        int64_t chunk = (n / k + 3) & ~(int64_t)3, started = 0;
-        for (int64_t t = 1; t < k; t++) {        // thread t takes [t * chunk, ...); this one the first
-            int64_t first = t * chunk;
-            if (first >= n) break;
-            share[t] = (adam_share){ shifted(A, first), (t == k - 1 || first + chunk > n) ? n - first : chunk };
-            if (pthread_create(&tid[t], NULL, adam_share_run, &share[t])) break;
-            started = t;
-        }
-        int64_t mine = started ? chunk : 0, rest = (started + 1) * chunk;
-        int rc = adam_run(A, mine ? mine : n, 1);
-        for (int64_t t = 1; t <= started; t++) pthread_join(tid[t], NULL);
-        if (started && rest < n) {               // a thread that could not start: its run here
-            adam_args B = shifted(A, rest);
-            rc = adam_run(&B, n - rest, 1);
-        }
-        return rc;
-    }
-#endif
-    return adam_run(A, n, 1);
+typedef struct {
+    const adam_args *A;
+    int64_t n;
+} adam_job;
+
+static void adam_part(void *ctx, int64_t part, int64_t nparts) {
+    const adam_job *j = ctx;
+    int64_t chunk = (j->n / nparts + 3) & ~(int64_t)3, first = part * chunk;
+    int64_t end = part == nparts - 1 || first + chunk > j->n ? j->n : first + chunk;
+    if (first >= end) return;
+    adam_args B = shifted(j->A, first);
+    (void)adam_run(&B, end - first, 1);          // cannot fail: checked before the split
 }
 
-int64_t mg_adam_set_threads(mg_arena *a, int64_t threads, int64_t min_share) {
-    mgi_count_call(a);
-    if (!a || threads < 1 || threads > 64 || min_share < 0) return MG_ERR_ARG;
-    a->adam_threads = MG_THREADS ? threads : 1;
-    a->adam_min_share = min_share;
-    return a->adam_threads;
+// every parameter in place, split over the pool's threads where each gets min_share at least
+static int adam_in_place(const adam_args *A, int64_t n, mgi_pool *pool, int64_t min_share) {
+    int64_t parts = pool ? mgi_pool_threads(pool) : 1;
+    if (parts > 1 && min_share > 0 && n / min_share < parts) parts = n / min_share;
+    if (parts < 2) return adam_run(A, n, 1);
+    adam_job j = { A, n };
+    mgi_pool_run(pool, adam_part, &j, parts);
+    return 0;
 }
 
 // The seed's update, parameter by parameter in order, with its errors in its order (Python
 // raises where C would make inf or nan). A step that fails changes nothing. When no update can
 // fail (cannot_fail), each parameter's new moments and value are written in place, in one pass;
 // otherwise they go to next_* first and are committed only after every parameter has succeeded.
-int mg_adam_step(mg_arena *a, double lr_t, double beta1, double beta2, double eps, int64_t step) {
+int mgi_adam_step(mg_arena *a, mgi_pool *pool, int64_t min_share, double lr_t, double beta1, double beta2,
+                  double eps, int64_t step) {
     mgi_count_call(a);
     if (!a || a->nparams < 0 || step < 0 || step == INT64_MAX) return MG_ERR_ARG;
     mgi_note_change(a);
@@ -296,7 +270,7 @@ int mg_adam_step(mg_arena *a, double lr_t, double beta1, double beta2, double ep
     if (!A.err_b1 && !A.err_b2 && cannot_fail(&A, n)) {
         mgi_values_change(a);
         A.next_m = a->adam_m, A.next_v = a->adam_v, A.next_p = a->data;   // each read before it is written
-        return adam_in_place(a, &A, n);
+        return adam_in_place(&A, n, pool, min_share);
     }
     int rc = adam_run(&A, n, 0);
     if (rc) return rc;
@@ -308,6 +282,10 @@ int mg_adam_step(mg_arena *a, double lr_t, double beta1, double beta2, double ep
         memset(a->grad, 0, (size_t)n * sizeof *a->grad);
     }
     return 0;
+}
+
+int mg_adam_step(mg_arena *a, double lr_t, double beta1, double beta2, double eps, int64_t step) {
+    return mgi_adam_step(a, NULL, 0, lr_t, beta1, beta2, eps, step);
 }
 
 int mg_adam_read(mg_arena *a, double *m, double *v) {

@@ -123,7 +123,6 @@ mg_arena *mg_arena_new(void) {
         return NULL;
     }
     a->nparams = -1;
-    a->adam_threads = 1;
     a->mem.bytes = (int64_t)(sizeof *a + sizeof *a->edge_begin);
     return a;
 }

@@ -85,8 +85,6 @@ struct mg_arena {
     double *next_m;         // (adam_cap) a step's new first moments, swapped in if the step succeeds
     double *next_v;         // (adam_cap) same, second moments
     double *next_p;         // (adam_cap) same, parameter values (copied into data)
-    int64_t adam_threads;   // threads an in-place step may split the parameters over (1: none)
-    int64_t adam_min_share; // ... each taking at least this many parameters
     // --- fused (DOT) nodes of the current step
     int64_t step_dots;      // DOT nodes alive that were made since the last reset
     int dot_changed;        // a value changed while DOT nodes lived: their backward would misread it

@@ -45,6 +45,7 @@
 #include "tape.h"
 #include "pool.h"
 #include "dot.h"
+#include "adam.h"
 
 // A location: >= 0 an index into the plan's values/gradients; < 0 the parameter node -1 - loc.
 static inline int64_t loc_at(int64_t loc, int64_t k) { return loc >= 0 ? loc + k : loc - k; }
@@ -99,6 +100,7 @@ struct mg_dense {
     int64_t ptrs_cap;
     mgi_pool *pool;         // worker threads for the batched linear layers, or NULL
     int64_t min_work;       // multiply-adds a part of a batch must have to be run by another thread
+    int64_t adam_min_share; // parameters a part of Adam's step must have (mgi_adam_step)
     int64_t forward_plan;   // the plan whose forward ran last (-1: none)
     int differentiated;     // its backward ran
     const mg_arena *forward_arena;
@@ -540,7 +542,7 @@ mg_dense *mg_dense_new(void) {
     if (!d) return NULL;
     d->forward_plan = -1;
     d->sample_plan = -1;
-    d->min_work = 1;
+    d->min_work = 1, d->adam_min_share = 1;
     d->mem.bytes = (int64_t)sizeof *d;
     return d;
 }
@@ -578,9 +580,10 @@ int64_t mg_dense_peak_bytes(const mg_dense *d) {
 
 const char *mg_dense_why(const mg_dense *d) { return d ? d->why : ""; }
 
-int64_t mg_dense_set_threads(mg_dense *d, int64_t threads, int64_t min_work) {
-    if (!d || threads < 1 || threads > 64 || min_work < 1) return MG_ERR_ARG;
+int64_t mg_dense_set_threads(mg_dense *d, int64_t threads, int64_t min_work, int64_t adam_min_share) {
+    if (!d || threads < 1 || threads > 64 || min_work < 1 || adam_min_share < 1) return MG_ERR_ARG;
     d->min_work = min_work;
+    d->adam_min_share = adam_min_share;
     if (threads == mgi_pool_threads(d->pool)) return threads;
     mgi_pool_free(d->pool);
     d->pool = mgi_pool_new(threads);             // NULL: one thread (no threads built, or none started)
@@ -1387,6 +1390,12 @@ int mg_dense_backward(mg_dense *d, mg_arena *a) {
     return 0;
 }
 
+int mg_dense_adam_step(mg_dense *d, mg_arena *a, double lr_t, double beta1, double beta2, double eps,
+                       int64_t step) {
+    if (!d) return MG_ERR_ARG;
+    return mgi_adam_step(a, d->pool, d->adam_min_share, lr_t, beta1, beta2, eps, step);
+}
+
 int64_t mg_dense_steps(mg_dense *d, mg_arena *a, int64_t k, const int64_t *plans, const int64_t *offsets,
                        const int64_t *tokens, const double *lrs, double beta1, double beta2, double eps,
                        int64_t first_step, double *losses, int *status) {
@@ -1402,7 +1411,7 @@ int64_t mg_dense_steps(mg_dense *d, mg_arena *a, int64_t k, const int64_t *plans
         }
         if (!rc) rc = mg_dense_backward(d, a);
         if (!rc) {
-            rc = mg_adam_step(a, lrs[i], beta1, beta2, eps, first_step + i);
+            rc = mg_dense_adam_step(d, a, lrs[i], beta1, beta2, eps, first_step + i);
             if (rc && a->nparams > 0) memset(a->grad, 0, (size_t)a->nparams * sizeof *a->grad);
         }
         if (rc) {                                 // the state is the one before step i

@@ -105,10 +105,6 @@ int mg_adam_init(mg_arena *a, int64_t nparams);           /* zero moments; npara
  * Python's: microgpt/optim.py); zeroes the gradients */
 int mg_adam_step(mg_arena *a, double lr_t, double beta1, double beta2, double eps, int64_t step);
 int mg_adam_read(mg_arena *a, double *m, double *v);      /* nparams each */
-/* split a step that writes in place (see adam.c) over up to `threads` threads (1 to 64), each
- * taking at least min_share parameters: the same bits for any number (each parameter's update
- * is its own); 1 where threads are not built (MG_NO_THREADS, or Windows). Returns the number. */
-int64_t mg_adam_set_threads(mg_arena *a, int64_t threads, int64_t min_share);
 int mg_adam_write(mg_arena *a, const double *m, const double *v);
 
 /* --- layer kernels (layers.c): each builds exactly the nodes the seed's Python builds -------
@@ -176,9 +172,13 @@ int64_t mg_dense_peak_bytes(const mg_dense *d); /* the most held at once, a comp
 int64_t mg_dense_compile(mg_dense *d, mg_tape *t, mg_arena *a, int64_t program);
 const char *mg_dense_why(const mg_dense *d);  /* why the last compile made no plan ("" otherwise) */
 /* run the linear layers' rows and positions over up to `threads` threads (1 to 64), each part of
- * at least min_work multiply-adds: the same bits for any number; 1 where threads are not built.
- * Returns the number it will use. */
-int64_t mg_dense_set_threads(mg_dense *d, int64_t threads, int64_t min_work);
+ * at least min_work multiply-adds, and Adam's in-place steps (mg_dense_adam_step, mg_dense_steps)
+ * over the same threads, each part of at least adam_min_share parameters: the same bits for any
+ * number; 1 where threads are not built (MG_NO_THREADS, or Windows). Returns the number. */
+int64_t mg_dense_set_threads(mg_dense *d, int64_t threads, int64_t min_work, int64_t adam_min_share);
+/* mg_adam_step on the arena, over the executor's threads */
+int mg_dense_adam_step(mg_dense *d, mg_arena *a, double lr_t, double beta1, double beta2, double eps,
+                       int64_t step);
 int mg_dense_forward(mg_dense *d, mg_arena *a, int64_t plan, const int64_t *tokens, int64_t ntokens,
                      double *loss);
 int mg_dense_backward(mg_dense *d, mg_arena *a);

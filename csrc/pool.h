@@ -1,7 +1,7 @@
 /*
  * pool.h -- a few worker threads that run one job in parts: the dense executor's (dense.c) way
- * of splitting independent rows or positions over cores. The pool is an object its owner holds
- * (no global state); its workers sleep between jobs. Where threads are not built (MG_NO_THREADS,
+ * of splitting independent rows or positions over cores, which it lends to Adam (adam.c). The
+ * pool is an object its owner holds (no global state); its workers sleep between jobs. Where threads are not built (MG_NO_THREADS,
  * or Windows), or in a process forked from the one that made the pool, every job runs in the
  * caller alone, part by part: a job must give the same result whichever thread runs a part.
  */

@@ -13,10 +13,6 @@ from .optim import BETA1, BETA2, EPS, LEARNING_RATE, learning_rate
 from .dense import Dense, DenseLoss
 from .replay import Tape
 
-# parameters each of Adam's threads takes at least: below that, starting a thread costs more than
-# its share of the step (measured: the seed's 4,192 parameters take ~40 us in all)
-ADAM_MIN_SHARE = 32768
-
 
 class KernelLayers(Layers):
     """Each layer one C call. A vector is (vec handle, length); a matrix (vec handle, rows, cols).
@@ -143,13 +139,15 @@ class CGraph(Graph):
     def adam_step(self, step, num_steps, lr=LEARNING_RATE):
         if num_steps <= 0:
             raise ValueError(f"num_steps must be positive, got {num_steps}")
-        check(lib.mg_adam_step(self.arena.ptr, learning_rate(lr, step, num_steps), BETA1, BETA2, EPS, step))
+        lr_t = learning_rate(lr, step, num_steps)
+        if self.dense:  # over the dense executor's threads
+            self.dense.adam_step(lr_t, step)
+        else:
+            check(lib.mg_adam_step(self.arena.ptr, lr_t, BETA1, BETA2, EPS, step))
 
     def set_threads(self, threads):
-        used = check(lib.mg_adam_set_threads(self.arena.ptr, threads, ADAM_MIN_SHARE))
-        if self.dense:
-            used = max(used, self.dense.set_threads(threads))
-        return used
+        """Threads the dense graph's layers and Adam may use (the other modes: one)."""
+        return self.dense.set_threads(threads) if self.dense else 1
 
     def adam_state(self):
         m = ffi.new("double[]", self.nparams)

@@ -14,6 +14,9 @@ from .optim import BETA1, BETA2, EPS, learning_rate
 # multiply-adds a part of a layer must have to go to another thread: waking one costs a few
 # microseconds (measured: below this, 2 threads were slower than 1 at the seed's size)
 MIN_WORK = 65536
+# parameters a part of Adam's step must have to go to another thread (the seed's 4,192 take ~25 us
+# in all: a hand-off would cost more than it saves)
+ADAM_MIN_SHARE = 32768
 
 
 class DenseLoss:
@@ -62,10 +65,14 @@ class Dense:
             self.refused[n] = "out of memory while compiling its plan"
         # MG_ERR_ARG: the arena no longer holds that program's step (nothing to compile from)
 
-    def set_threads(self, threads, min_work=MIN_WORK):
+    def set_threads(self, threads, min_work=MIN_WORK, adam_min_share=ADAM_MIN_SHARE):
         """Split the linear layers' rows and positions over up to `threads` threads (same bits), each
-        part of at least min_work multiply-adds."""
-        return check(lib.mg_dense_set_threads(self.ptr, threads, min_work))
+        part of at least min_work multiply-adds, and Adam's parameters, adam_min_share a part at least."""
+        return check(lib.mg_dense_set_threads(self.ptr, threads, min_work, adam_min_share))
+
+    def adam_step(self, lr_t, step):
+        """The arena's Adam step (mg_adam_step) over this executor's threads."""
+        check(lib.mg_dense_adam_step(self.ptr, self.arena.ptr, lr_t, BETA1, BETA2, EPS, step))
 
     def train_steps(self, block_size, documents, first_step, num_steps, lr):
         """Steps first_step, first_step + 1, ... on documents (token lists) in one C call, as many

@@ -140,8 +140,8 @@ class Graph(ABC):
     def set_adam_state(self, m, v): ...
 
     def set_threads(self, threads):
-        """Let Adam split a step over up to `threads` threads (the same bits for any number); the
-        number it may use. The python backend uses one."""
+        """Let a step use up to `threads` threads (the same bits for any number); the number it may
+        use. The python backend uses one."""
         return 1
 
     def node_count(self):

@@ -215,7 +215,7 @@ MAX_THREADS = 64  # csrc/adam.c's bound
 
 
 def default_threads():
-    """Threads Adam may split a large model's step over: the CPUs this process may run on."""
+    """Threads a large model's step may be split over (the dense graph): the CPUs this process may run on."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):

@@ -157,7 +157,7 @@ def test_a_failed_adam_step_changes_nothing():
 def test_threads_give_the_same_bits(threads):
     """A step split over threads (each a run of parameters) gives every bit of one thread's, and
     of Python's, on the numbers where the shortcut and pow() part."""
-    from microgpt.native import Arena, check, lib
+    from microgpt.native import Arena, check, lib, owned
     rng = random.Random(11)
     grads = [rng.gauss(0, 1) * 10 ** rng.uniform(-20, 20) for _ in range(3000)] + squares_near_midpoints(rng, 400)
     n = len(grads)
@@ -170,20 +170,22 @@ def test_threads_give_the_same_bits(threads):
     first = arena.leaves(params)
     arena.keep()
     check(lib.mg_adam_init(arena.ptr, n))
-    assert lib.mg_adam_set_threads(arena.ptr, threads, 8) == threads  # 8 parameters a thread at least
+    executor = owned(lib.mg_dense_new(), lib.mg_dense_free, "a dense executor")  # lends Adam its threads
+    assert lib.mg_dense_set_threads(executor, threads, 1, 8) == threads  # 8 parameters a thread at least
     for step in range(3):
         for i, g in enumerate(grads):
             check(lib.mg_set_grad(arena.ptr, first + i, g * (step + 1)))
         for value, g in zip(py.params, grads):
             value.grad = g * (step + 1)
-        check(lib.mg_adam_step(arena.ptr, learning_rate(LEARNING_RATE, step, 10), BETA1, BETA2, EPS, step))
+        check(lib.mg_dense_adam_step(executor, arena.ptr, learning_rate(LEARNING_RATE, step, 10), BETA1, BETA2,
+                                     EPS, step))
         py.adam_step(step, 10)
         assert arena.read_data(0, n) == py.param_data()
         assert arena.read_grad(0, n) == [0.0] * n
 
 
 def test_bad_thread_counts_are_refused():
-    from microgpt.native import Arena, lib
-    arena = Arena()
-    for threads, share in ((0, 1), (65, 1), (2, -1)):
-        assert lib.mg_adam_set_threads(arena.ptr, threads, share) == lib.MG_ERR_ARG
+    from microgpt.native import lib, owned
+    executor = owned(lib.mg_dense_new(), lib.mg_dense_free, "a dense executor")
+    for threads, work, share in ((0, 1, 1), (65, 1, 1), (2, 0, 1), (2, 1, 0), (2, 1, -1)):
+        assert lib.mg_dense_set_threads(executor, threads, work, share) == lib.MG_ERR_ARG

@@ -100,8 +100,8 @@ def test_bad_arguments_are_clear_errors():
 
 
 def test_thread_counts_give_the_same_run(backend):
-    """threads only splits Adam's work (tests/test_adam.py checks the split itself, with
-    parameters few enough per thread to make it split): the run is the same for any count."""
+    """threads only splits the dense graph's work (tests/test_adam.py and tests/test_dense.py
+    check the splits themselves, with parts small enough to split): the same run for any count."""
     runs = [microgpt.train(DOCS, backend=backend, threads=t, **SMALL) for t in (1, 2, 3)]
     assert runs[0].losses == runs[1].losses == runs[2].losses
     assert runs[0].params_sha256() == runs[1].params_sha256() == runs[2].params_sha256()
