@@ -16,7 +16,7 @@ from microgpt.limits import default_threads
 from microgpt.model import GPT, Config
 from microgpt.modes import new_graph
 from microgpt.tokenizer import Tokenizer
-from microgpt.training import train_step
+from microgpt.training import step_loss, train_step
 
 SIZES = {
     "seed": dict(),
@@ -76,3 +76,32 @@ def test_training_step_pytorch(benchmark, size):
         model.train_step(tokens, step, 10**6)
 
     benchmark.pedantic(one_step, rounds=ROUNDS[size], iterations=1)
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+@pytest.mark.parametrize("threads", [1, "all"])
+def test_adam_step(benchmark, size, threads):
+    """Adam alone on the dense graph (the default), each round on a fresh step's gradients, so that
+    the share of parameters pow() decides is a training run's. Divide by the parameter count
+    (seed 4,192, d64 102,784, d128 797,440) for the cost of one."""
+    if not c_status()[0]:
+        pytest.skip(f"c backend not built: {c_status()[1]}")
+    if threads == "all":
+        threads = default_threads()
+        if threads == 1:
+            pytest.skip("one CPU: the same as the one-thread run")
+    benchmark.group = f"Adam step, {size}"
+    tokenizer, docs = documents(size)
+    model = GPT(Config(vocab_size=tokenizer.vocab_size, **SIZES[size]), new_graph("c", "dense"))
+    model.graph.set_threads(threads)
+    for step, tokens in enumerate(docs):  # warm-up: every length compiled, the moments a run's
+        train_step(model, tokens, step, 10**6)
+    steps = iter(enumerate(docs, len(docs)))
+
+    def fresh_gradients():
+        step, tokens = next(steps)
+        model.graph.backward(step_loss(model, tokens))
+        return (step,), {}
+
+    benchmark.pedantic(lambda step: model.graph.adam_step(step, 10**6), setup=fresh_gradients,
+                       rounds=ROUNDS[size], iterations=1)
