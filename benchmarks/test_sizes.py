@@ -34,22 +34,30 @@ def documents(size):
     return tokenizer, [tokenizer.document(docs[i]) for i in range(ROUNDS[size])]
 
 
-@pytest.mark.parametrize("size", list(SIZES))
-@pytest.mark.parametrize("mode,threads", [("replay", 1), ("dense", 1), ("dense", "all")])
-def test_training_step(benchmark, size, mode, threads):
-    """One thread (as PyTorch below), and dense with every CPU (`microgpt train`'s default)."""
+def warmed_up(size, mode, threads):
+    """(model on the c backend, its documents) after a pass over them: every length recorded (and
+    compiled on dense), the moments a run's. threads: a number, or "all" (every CPU: skipped where
+    that is one, the one-thread run already)."""
     if not c_status()[0]:
         pytest.skip(f"c backend not built: {c_status()[1]}")
     if threads == "all":
         threads = default_threads()
         if threads == 1:
             pytest.skip("one CPU: the same as the one-thread run")
-    benchmark.group = f"training step, {size}"
     tokenizer, docs = documents(size)
     model = GPT(Config(vocab_size=tokenizer.vocab_size, **SIZES[size]), new_graph("c", mode))
     model.graph.set_threads(threads)
-    for step, tokens in enumerate(docs):  # warm-up: every length recorded (and compiled)
+    for step, tokens in enumerate(docs):
         train_step(model, tokens, step, 10**6)
+    return model, docs
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+@pytest.mark.parametrize("mode,threads", [("replay", 1), ("dense", 1), ("dense", "all")])
+def test_training_step(benchmark, size, mode, threads):
+    """One thread (as PyTorch below), and dense with every CPU (`microgpt train`'s default)."""
+    model, docs = warmed_up(size, mode, threads)
+    benchmark.group = f"training step, {size}"
     steps = iter(enumerate(docs))
 
     def one_step():
@@ -84,18 +92,8 @@ def test_adam_step(benchmark, size, threads):
     """Adam alone on the dense graph (the default), each round on a fresh step's gradients, so that
     the share of parameters pow() decides is a training run's. Divide by the parameter count
     (seed 4,192, d64 102,784, d128 797,440) for the cost of one."""
-    if not c_status()[0]:
-        pytest.skip(f"c backend not built: {c_status()[1]}")
-    if threads == "all":
-        threads = default_threads()
-        if threads == 1:
-            pytest.skip("one CPU: the same as the one-thread run")
+    model, docs = warmed_up(size, "dense", threads)
     benchmark.group = f"Adam step, {size}"
-    tokenizer, docs = documents(size)
-    model = GPT(Config(vocab_size=tokenizer.vocab_size, **SIZES[size]), new_graph("c", "dense"))
-    model.graph.set_threads(threads)
-    for step, tokens in enumerate(docs):  # warm-up: every length compiled, the moments a run's
-        train_step(model, tokens, step, 10**6)
     steps = iter(enumerate(docs, len(docs)))
 
     def fresh_gradients():
