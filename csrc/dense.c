@@ -637,32 +637,58 @@ static void forward_rows_portable(const double *w, const double *xt, int64_t n, 
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(MG_NO_SIMD)
-// rows row0 .. row1-1 four at a time while four remain: returns the first row not done
+// rows row .. row+R-1 for positions tb .. tb+4B-1: R*B sums in registers, each a lane's chain
+// (as the portable loop's), the R weights of a column read once for the B vectors of inputs
+__attribute__((target("avx2"), always_inline)) static inline void forward_block(const double *w, const double *xt,
+                                                                               int64_t n, int64_t T4, int64_t row,
+                                                                               int64_t tb, int64_t T, double **outs,
+                                                                               int R, int B) {
+    __m256d acc[8][2], x[2];            // unrolled, so that the accumulators stay in registers
+    const double *wr = w + row * n;
+#pragma GCC unroll 2
+    for (int b = 0; b < B; b++) x[b] = _mm256_loadu_pd(xt + tb + 4 * b);
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) {
+        __m256d wi = _mm256_set1_pd(wr[i * n]);
+#pragma GCC unroll 2
+        for (int b = 0; b < B; b++) acc[i][b] = _mm256_add_pd(_mm256_mul_pd(wi, x[b]), _mm256_setzero_pd());
+    }
+    for (int64_t j = 1; j < n; j++) {
+#pragma GCC unroll 2
+        for (int b = 0; b < B; b++) x[b] = _mm256_loadu_pd(xt + j * T4 + tb + 4 * b);
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++) {
+            __m256d wi = _mm256_set1_pd(wr[i * n + j]);
+#pragma GCC unroll 2
+            for (int b = 0; b < B; b++) acc[i][b] = _mm256_add_pd(acc[i][b], _mm256_mul_pd(wi, x[b]));
+        }
+    }
+    double lanes[4];
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++)
+#pragma GCC unroll 2
+        for (int b = 0; b < B; b++) {
+            _mm256_storeu_pd(lanes, acc[i][b]);
+            for (int64_t t = tb + 4 * b; t < tb + 4 * b + 4 && t < T; t++) outs[t][row + i] = lanes[t - tb - 4 * b];
+        }
+}
+
+// rows row0 .. row1-1 four or eight at a time while four remain: returns the first row not done.
+// Eight sums in flight at a time (four rows by two vectors of positions, or eight rows by one).
 __attribute__((target("avx2"))) static int64_t forward_rows_avx2(const double *w, const double *xt, int64_t n,
                                                                  int64_t T4, int64_t row0, int64_t row1, int64_t T,
                                                                  double **outs) {
     int64_t row = row0;
-    for (; row + 4 <= row1; row += 4) {
-        const double *w0 = w + row * n, *w1 = w0 + n, *w2 = w1 + n, *w3 = w2 + n;
-        for (int64_t tb = 0; tb < T4; tb += 4) {
-            __m256d x = _mm256_loadu_pd(xt + tb), zero = _mm256_setzero_pd();
-            __m256d a0 = _mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(w0[0]), x), zero);
-            __m256d a1 = _mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(w1[0]), x), zero);
-            __m256d a2 = _mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(w2[0]), x), zero);
-            __m256d a3 = _mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(w3[0]), x), zero);
-            for (int64_t j = 1; j < n; j++) {
-                x = _mm256_loadu_pd(xt + j * T4 + tb);
-                a0 = _mm256_add_pd(a0, _mm256_mul_pd(_mm256_set1_pd(w0[j]), x));
-                a1 = _mm256_add_pd(a1, _mm256_mul_pd(_mm256_set1_pd(w1[j]), x));
-                a2 = _mm256_add_pd(a2, _mm256_mul_pd(_mm256_set1_pd(w2[j]), x));
-                a3 = _mm256_add_pd(a3, _mm256_mul_pd(_mm256_set1_pd(w3[j]), x));
-            }
-            double lanes[4][4];
-            _mm256_storeu_pd(lanes[0], a0), _mm256_storeu_pd(lanes[1], a1);
-            _mm256_storeu_pd(lanes[2], a2), _mm256_storeu_pd(lanes[3], a3);
-            for (int64_t t = tb; t < tb + 4 && t < T; t++)
-                for (int k = 0; k < 4; k++) outs[t][row + k] = lanes[k][t - tb];
+    while (row + 4 <= row1) {
+        if (T4 == 4 && row + 8 <= row1) {
+            forward_block(w, xt, n, T4, row, 0, T, outs, 8, 1);
+            row += 8;
+            continue;
         }
+        int64_t tb = 0;
+        for (; tb + 8 <= T4; tb += 8) forward_block(w, xt, n, T4, row, tb, T, outs, 4, 2);
+        for (; tb < T4; tb += 4) forward_block(w, xt, n, T4, row, tb, T, outs, 4, 1);
+        row += 4;
     }
     return row;
 }
@@ -733,15 +759,31 @@ static void weight_terms_portable(double *gw, const double **xs, const double *g
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(MG_NO_SIMD)
+// gw[j .. j+4V-1] += x_t[j ..] * g[t] for t = T-1 .. 0, the 4V elements held in V registers
+// (each its own chain, positions last to first, as the portable loop)
+__attribute__((target("avx2"), always_inline)) static inline void weight_block(double *gw, const double **xs,
+                                                                              const double *g, int64_t T,
+                                                                              int64_t j, int V) {
+    __m256d acc[8];                     // unrolled, so that the accumulators stay in registers
+#pragma GCC unroll 8
+    for (int k = 0; k < V; k++) acc[k] = _mm256_loadu_pd(gw + j + 4 * k);
+    for (int64_t t = T - 1; t >= 0; t--) {
+        __m256d gt = _mm256_set1_pd(g[t]);
+        const double *x = xs[t] + j;
+#pragma GCC unroll 8
+        for (int k = 0; k < V; k++) acc[k] = _mm256_add_pd(acc[k], _mm256_mul_pd(_mm256_loadu_pd(x + 4 * k), gt));
+    }
+#pragma GCC unroll 8
+    for (int k = 0; k < V; k++) _mm256_storeu_pd(gw + j + 4 * k, acc[k]);
+}
+
+// the same, gw in blocks of 32, 16 and 4 elements: returns the first element not done
 __attribute__((target("avx2"))) static int64_t weight_terms_avx2(double *gw, const double **xs, const double *g,
                                                                  int64_t T, int64_t n) {
     int64_t j = 0;
-    for (; j + 4 <= n; j += 4) {
-        __m256d acc = _mm256_loadu_pd(gw + j);
-        for (int64_t t = T - 1; t >= 0; t--)
-            acc = _mm256_add_pd(acc, _mm256_mul_pd(_mm256_loadu_pd(xs[t] + j), _mm256_set1_pd(g[t])));
-        _mm256_storeu_pd(gw + j, acc);
-    }
+    for (; j + 32 <= n; j += 32) weight_block(gw, xs, g, T, j, 8);
+    for (; j + 16 <= n; j += 16) weight_block(gw, xs, g, T, j, 4);
+    for (; j + 4 <= n; j += 4) weight_block(gw, xs, g, T, j, 1);
     return j;
 }
 
@@ -809,10 +851,11 @@ static inline const double *input_row(const dense_run *r, int64_t lead, int64_t 
     return V(r, o->w) + row * n;
 }
 
-// position t's input gradient gx (n long) from its group's rows in their order:
-// gx[j] += w_row[j] * a for each, one row after another
-static void input_rows_portable(const dense_run *r, int64_t lead, double *gx, int64_t n) {
-    for (int64_t q = 0, npairs = group_size(r, lead); q < npairs; q++) {
+// rows q0 .. q1-1 of position lead's group (q1 - q0 <= ROWS_CHUNK) into its input gradient gx
+// (n long), in their order: gx[j] += w_row[j] * a for each, one row after another
+#define ROWS_CHUNK 32
+static void input_rows_portable(const dense_run *r, int64_t lead, int64_t q0, int64_t q1, double *gx, int64_t n) {
+    for (int64_t q = q0; q < q1; q++) {
         double a;
         const double *w = input_row(r, lead, q, n, &a);
         for (int64_t j = 0; j < n; j++) gx[j] += w[j] * a;
@@ -820,35 +863,66 @@ static void input_rows_portable(const dense_run *r, int64_t lead, double *gx, in
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(MG_NO_SIMD)
-// the same, four elements of gx at a time (then the rest one by one), all in one function
-__attribute__((target("avx2"))) static void input_rows_avx2(const dense_run *r, int64_t lead, double *gx, int64_t n) {
-    int64_t n4 = n & ~(int64_t)3;
-    for (int64_t q = 0, npairs = group_size(r, lead); q < npairs; q++) {
-        double a;
-        const double *w = input_row(r, lead, q, n, &a);
-        __m256d va = _mm256_set1_pd(a);
-        for (int64_t j = 0; j < n4; j += 4)
-            _mm256_storeu_pd(gx + j, _mm256_add_pd(_mm256_loadu_pd(gx + j), _mm256_mul_pd(_mm256_loadu_pd(w + j), va)));
-        for (int64_t j = n4; j < n; j++) gx[j] += w[j] * a;
+// gx[j .. j+4V-1] += w_q[j ..] * a_q for rows q = 0 .. nq-1 in turn, the 4V elements held in V
+// registers across the rows (each its own chain, in the rows' order, as the portable loop)
+__attribute__((target("avx2"), always_inline)) static inline void input_block(const double *const *w,
+                                                                             const double *a, int64_t nq,
+                                                                             double *gx, int64_t j, int V) {
+    __m256d acc[8];                     // unrolled, so that the accumulators stay in registers
+#pragma GCC unroll 8
+    for (int k = 0; k < V; k++) acc[k] = _mm256_loadu_pd(gx + j + 4 * k);
+    for (int64_t q = 0; q < nq; q++) {
+        __m256d va = _mm256_set1_pd(a[q]);
+        const double *wq = w[q] + j;
+#pragma GCC unroll 8
+        for (int k = 0; k < V; k++) acc[k] = _mm256_add_pd(acc[k], _mm256_mul_pd(_mm256_loadu_pd(wq + 4 * k), va));
     }
+#pragma GCC unroll 8
+    for (int k = 0; k < V; k++) _mm256_storeu_pd(gx + j + 4 * k, acc[k]);
 }
-#define INPUT_ROWS(simd, r, lead, gx, n) \
-    ((simd) ? input_rows_avx2((r), (lead), (gx), (n)) : input_rows_portable((r), (lead), (gx), (n)))
+
+// the same, gx in blocks of 32, 16 and 4 elements held in registers over the rows (then the
+// rest one by one)
+__attribute__((target("avx2"))) static void input_rows_avx2(const dense_run *r, int64_t lead, int64_t q0, int64_t q1,
+                                                            double *gx, int64_t n) {
+    const double *w[ROWS_CHUNK];
+    double a[ROWS_CHUNK];
+    int64_t nq = q1 - q0, j = 0;
+    for (int64_t q = 0; q < nq; q++) w[q] = input_row(r, lead, q0 + q, n, &a[q]);
+    for (; j + 32 <= n; j += 32) input_block(w, a, nq, gx, j, 8);
+    for (; j + 16 <= n; j += 16) input_block(w, a, nq, gx, j, 4);
+    for (; j + 4 <= n; j += 4) input_block(w, a, nq, gx, j, 1);
+    for (; j < n; j++)
+        for (int64_t q = 0; q < nq; q++) gx[j] += w[q][j] * a[q];
+}
+#define INPUT_ROWS(simd, r, lead, q0, q1, gx, n) \
+    ((simd) ? input_rows_avx2((r), (lead), (q0), (q1), (gx), (n)) : input_rows_portable((r), (lead), (q0), (q1), (gx), (n)))
 #else
-#define INPUT_ROWS(simd, r, lead, gx, n) ((void)(simd), input_rows_portable((r), (lead), (gx), (n)))
+#define INPUT_ROWS(simd, r, lead, q0, q1, gx, n) ((void)(simd), input_rows_portable((r), (lead), (q0), (q1), (gx), (n)))
 #endif
 
-// inputs: positions lo .. hi-1, each its rows in its own order
+// inputs: positions lo .. hi-1, each its rows in its own order. A chunk of rows goes to every
+// position before the next chunk, so that its weights are read from memory once, not once a
+// position (positions of one group mostly take the same rows at each place of their order).
 static void input_part(void *ctx, int64_t part, int64_t nparts) {
     const group_job *g = ctx;
     dense_run *r = g->r;
     tracer *tr = r->tr;
     int64_t T = r->p->T, K = r->p->K, lo, hi;
     part_range(T, 1, part, nparts, &lo, &hi);
-    for (int64_t t = hi - 1; t >= lo; t--) {
+    for (int64_t q0 = 0, more = 1; more; q0 += ROWS_CHUNK) {
+        more = 0;
+        for (int64_t t = hi - 1; t >= lo; t--) {
+            int64_t lead = t * K + g->k, n = r->ops[lead].n, npairs = group_size(r, lead);
+            if (q0 >= npairs) continue;
+            int64_t q1 = npairs - q0 < ROWS_CHUNK ? npairs : q0 + ROWS_CHUNK;
+            more |= q1 < npairs;
+            INPUT_ROWS(r->simd, r, lead, q0, q1, G(r, r->ops[lead].x), n);
+        }
+    }
+    for (int64_t t = hi - 1; tr && t >= lo; t--) {
         int64_t lead = t * K + g->k, n = r->ops[lead].n;
-        INPUT_ROWS(r->simd, r, lead, G(r, r->ops[lead].x), n);
-        for (int64_t q = 0, npairs = group_size(r, lead); tr && q < npairs; q++) {
+        for (int64_t q = 0, npairs = group_size(r, lead); q < npairs; q++) {
             int64_t m, row;                       // the same terms, traced (in the same order)
             group_pair(r, lead, q, &m, &row);
             trace_dot(tr, node_of(tr, r->ops[m].out, row), r->ops[lead].x, n, 1);
