@@ -49,18 +49,29 @@ typedef struct {
 // m_hat; with KNOWN_SQUARE too, that g*g is g**2 (its test passed) and v_hat, whose sqrt() the
 // test did not accept (or den was 0), so pow() decides v_hat**0.5.
 enum { KNOWN_M_HAT = 1, KNOWN_SQUARE = 2 };
+
+// g**2 and v_hat**0.5 by pow() itself (where the shortcut's test did not decide them), calling
+// it at once where float_pow would, for a finite base not 0 (and not negative for the root)
+static inline double pow_square(double g, int *err) {
+    return isfinite(g) && g != 0.0 ? py_pow_positive(fabs(g), 2.0, err) : py_pow(g, 2.0, err);
+}
+
+static inline double pow_root(double v, int *err) {
+    return isfinite(v) && v > 0.0 ? py_pow_positive(v, 0.5, err) : py_pow(v, 0.5, err);
+}
+
 static inline int adam_param_known(const adam_args *A, int64_t i, int known, double m_hat, double v_hat) {
     int err = 0;
     double g = A->grad[i];
     double mi = A->beta1 * A->m[i] + A->c1 * g;
-    double g2 = known & KNOWN_SQUARE ? g * g : known ? py_pow(g, 2.0, &err) : py_square(g, &err);   // g**2
+    double g2 = known & KNOWN_SQUARE ? g * g : known ? pow_square(g, &err) : py_square(g, &err);   // g**2
     if (err) return err;
     double vi = A->beta2 * A->v[i] + A->c2 * g2;
     if (A->err_b1) return A->err_b1;
     if (!(known & KNOWN_M_HAT)) m_hat = mi / A->b1;
     if (A->err_b2) return A->err_b2;
     if (!(known & KNOWN_SQUARE)) v_hat = vi / A->b2;
-    double den = (known & KNOWN_SQUARE ? py_pow(v_hat, 0.5, &err) : py_sqrt(v_hat, &err)) + A->eps;   // v_hat**0.5
+    double den = (known & KNOWN_SQUARE ? pow_root(v_hat, &err) : py_sqrt(v_hat, &err)) + A->eps;   // v_hat**0.5
     if (err) return err;
     if (den == 0.0) return MG_ERR_ZERODIV;
     A->next_m[i] = mi;

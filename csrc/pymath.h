@@ -18,6 +18,24 @@
 
 static inline int py_is_odd_integer(double y) { return fmod(fabs(y), 2.0) == 1.0; }
 
+// x**y for finite x > 0 and finite y != 0, where float_pow calls pow() without a special case,
+// with CPython's reading of errno (ERANGE: overflow, unless the result underflowed to 0)
+static inline double py_pow_positive(double x, double y, int *err) {
+    // The exponent goes through a volatile so the compiler cannot see a constant: GCC rewrites
+    // pow(x, -1.0) as 1.0/x and pow(x, 2.0) as x*x, and glibc's pow does not always agree with
+    // those (measured: pow(5.88931969437088, -1) is one ulp above 1/x). CPython calls pow().
+    volatile double opaque_y = y;
+    errno = 0;
+    double r = pow(x, opaque_y);
+    if (errno == 0) {                                // _Py_ADJUST_ERANGE1
+        if (isinf(r)) errno = ERANGE;
+    } else if (errno == ERANGE && r == 0.0) {
+        errno = 0;                                   // underflow to zero is not an error
+    }
+    if (errno != 0) { *err = errno == ERANGE ? MG_ERR_OVERFLOW : MG_ERR_DOMAIN; return 0.0; }
+    return r;
+}
+
 static inline double py_pow(double x, double y, int *err) {
     if (y == 0.0) return 1.0;                        // x**0 is 1, even 0**0 and nan**0
     if (isnan(x)) return x;
@@ -44,20 +62,10 @@ static inline double py_pow(double x, double y, int *err) {
         negate = py_is_odd_integer(y);
     }
     if (x == 1.0) return negate ? -1.0 : 1.0;
-    // The exponent goes through a volatile so the compiler cannot see a constant: GCC rewrites
-    // pow(x, -1.0) as 1.0/x and pow(x, 2.0) as x*x, and glibc's pow does not always agree with
-    // those (measured: pow(5.88931969437088, -1) is one ulp above 1/x). CPython calls pow().
-    volatile double opaque_y = y;
-    errno = 0;
-    double r = pow(x, opaque_y);
-    if (errno == 0) {                                // _Py_ADJUST_ERANGE1
-        if (isinf(r)) errno = ERANGE;
-    } else if (errno == ERANGE && r == 0.0) {
-        errno = 0;                                   // underflow to zero is not an error
-    }
-    if (negate) r = -r;
-    if (errno != 0) { *err = errno == ERANGE ? MG_ERR_OVERFLOW : MG_ERR_DOMAIN; return 0.0; }
-    return r;
+    int e = 0;
+    double r = py_pow_positive(x, y, &e);
+    if (e) { *err = e; return 0.0; }
+    return negate ? -r : r;
 }
 
 // --- x**2 and x**0.5 without calling pow(), where that provably gives pow()'s bits

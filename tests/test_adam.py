@@ -125,6 +125,17 @@ def test_adam_edge_gradients_give_python_bits(g):
     assert [list(map(repr, x)) for x in c] == [list(map(repr, x)) for x in p]
 
 
+@pytest.mark.parametrize("g", [float("nan"), float("inf"), -float("inf"), 5e-324, -5e-324, 1e-170, -1e-170])
+def test_adam_edge_gradients_in_a_group_of_four_give_python_bits(g):
+    """The same gradients in each lane of a four that the vector path takes (each then goes to
+    pow() as a lane the shortcut left), beside near-midpoint squares of both signs."""
+    near = squares_near_midpoints(random.Random(3), 3)
+    for lane in range(4):
+        grads = near[:lane] + [g] + near[lane:]
+        c, p = adam_both_ways(grads, [0.0] * 4, [0.0] * 4, [0.5, -0.25, 0.125, 1.0], 0, 10)
+        assert [list(map(repr, x)) for x in c] == [list(map(repr, x)) for x in p]
+
+
 def test_adam_overflow_raises_as_python():
     with pytest.raises(OverflowError):
         1e200 ** 2
