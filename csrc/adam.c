@@ -97,14 +97,18 @@ typedef int64_t mg_v4i __attribute__((vector_size(32)));
 
 __attribute__((target("avx2,fma"))) static inline __m256d splat(double x) { return _mm256_set1_pd(x); }
 
-// The shortcut's test, narrowed to what four lanes decide cheaply: pymath.h's test with its
-// tolerance for results in [2^-64, 2^64) (0.47 ULP), taken only for results in that range and
-// not at a power of two. Anything outside goes to pow() through adam_param_known, which is exact
+// pymath.h's shortcut test (py_square, py_sqrt), four lanes at a time: the same ranges, the same
+// tolerances, only the product errors computed by FMA instead of Dekker's split (both exact
+// there). Anything it does not accept goes to pow() through adam_param_known, which is exact
 // whatever a lane's test said; this only chooses which lanes are fast.
-// The ULP of each lane, and a mask of the lanes in that range and not a power of two.
-__attribute__((target("avx2,fma"))) static inline __m256d ulp4(__m256d s, mg_v4i *valid) {
+// The ULP of each lane, a mask of the lanes in [2^-900, 2^1000) and not a power of two
+// (py_fast_ulp), and the lane's bound factor: near for s in [2^-64, 2^64), else far (the
+// tolerances of py_fast_tolerance, 0.47 and 0.4, times what the caller's test multiplies them by).
+__attribute__((target("avx2,fma"))) static inline __m256d ulp4(__m256d s, double lowest, mg_v4i *valid,
+                                                              __m256d *factor, double near, double far) {
     mg_v4i bits = (mg_v4i)s;
-    *valid = (s >= splat(0x1p-64)) & (s < splat(0x1p64)) & ((bits & 0x000fffffffffffffLL) != 0);
+    *valid = (s >= splat(lowest)) & (s < splat(0x1p1000)) & ((bits & 0x000fffffffffffffLL) != 0);
+    *factor = _mm256_blendv_pd(splat(far), splat(near), (__m256d)((s >= splat(0x1p-64)) & (s < splat(0x1p64))));
     return (__m256d)((bits & 0x7ff0000000000000LL) - (52LL << 52));
 }
 
@@ -127,10 +131,14 @@ __attribute__((target("avx2,fma"))) static inline int adam_four(const adam_args 
     __m256d r_err = (v_hat - pr) - _mm256_fmsub_pd(r, r, pr);     // v_hat - r*r, exactly
     __m256d den = r + splat(A->eps);
     mg_v4i s_valid, r_valid;
-    __m256d us = ulp4(s, &s_valid), ur = ulp4(r, &r_valid);
-    // pymath.h's bounds at 0.47 ULP: |g*g - s| <= 0.47 us, |v_hat - r*r| <= 2 (0.47)(1 - 2^-40) r ur
-    mg_v4i s_ok = (s_valid & (abs4(s_err) <= splat(0.47) * us)) | (g == splat(0.0));
-    mg_v4i r_ok = (r_valid & (abs4(r_err) <= splat(2.0 * 0.47 * (1.0 - 0x1p-40)) * r * ur)) |
+    __m256d s_tol, r_factor;
+    __m256d us = ulp4(s, 0x1p-900, &s_valid, &s_tol, 0.47, 0.4);
+    // py_sqrt's range is v_hat >= 2^-900: r = sqrt(v_hat) >= 2^-450 and not a power of two is r >
+    // 2^-450, which puts v_hat above 2^-900
+    __m256d ur = ulp4(r, 0x1p-450, &r_valid, &r_factor, 2.0 * 0.47 * (1.0 - 0x1p-40), 2.0 * 0.4 * (1.0 - 0x1p-40));
+    // pymath.h's bounds: |g*g - s| <= tol us, |v_hat - r*r| <= 2 tol (1 - 2^-40) r ur
+    mg_v4i s_ok = (s_valid & (abs4(s_err) <= s_tol * us)) | (g == splat(0.0));
+    mg_v4i r_ok = (r_valid & (abs4(r_err) <= r_factor * r * ur)) |
                   (v_hat == splat(0.0));               // sqrt(-0.0) is -0.0, but den is eps either way
     mg_v4i ok = s_ok & r_ok & (den != splat(0.0));
     // A lane not written gets its old value back (a masked store is microcoded on AMD): in place,
