@@ -944,8 +944,10 @@ static void backward_group_batch(dense_run *r, int64_t k) {
 
 static int run_forward(dense_run *r) {
     const dense_plan *p = r->p;
-    int simd = r->tr ? 0 : MGI_HAVE_AVX2();
-    r->simd = simd;
+    // The compile's traced run uses the same kernels as every later step, so that the values
+    // check compares with the graph what the steps will compute (the kernels' bits do not depend
+    // on the CPU, but this checks the code that runs, and is the faster)
+    r->simd = MGI_HAVE_AVX2();
     if (r->tr) r->pool = NULL;                   // the trace is recorded by one thread
     for (int64_t s = 0; s < p->nops; s++) {
         int64_t i = p->sequence[s];
@@ -960,7 +962,7 @@ static int run_forward(dense_run *r) {
 }
 
 static void run_backward(dense_run *r) {
-    int simd = r->tr ? 0 : MGI_HAVE_AVX2();          // the same bits either way; tracing is plain
+    int simd = MGI_HAVE_AVX2();                      // traced or not, as run_forward
     r->simd = simd;
     if (r->tr) r->pool = NULL;
     memset(r->grad, 0, (size_t)r->p->nval * sizeof *r->grad);
@@ -1303,9 +1305,10 @@ static int graph_terms(const mg_arena *a, const mgi_program_view *pv, compile_sc
     if (!c->begin || !c->count || !c->in_run) return MG_ERR_NOMEM;
     for (int64_t k = 0; k < pv->norder; k++) {
         int64_t v = pv->order[k], nc = mgi_child_count(a, v);
-        if (dot_over_runs(a, v)) {
-            c->begin[mgi_child(a, v, 0) + 1]++, c->begin[mgi_child(a, v, 1) + 1]++;
-            for (int64_t q = 2; q < nc; q++) c->in_run[mgi_child(a, v, q)] = 1;
+        if (dot_over_runs(a, v)) {              // children w0 + k and x0 + k (nd_dot_of's runs)
+            int64_t w0 = mgi_child(a, v, 0), x0 = mgi_child(a, v, 1), n = nc / 2;
+            c->begin[w0 + 1]++, c->begin[x0 + 1]++;
+            if (n > 1) memset(c->in_run + w0 + 1, 1, (size_t)(n - 1)), memset(c->in_run + x0 + 1, 1, (size_t)(n - 1));
             continue;
         }
         for (int64_t q = 0; q < nc; q++) c->begin[mgi_child(a, v, q) + 1]++;
