@@ -152,6 +152,7 @@ int64_t mg_arena_keep(mg_arena *a) {
     if (rc) return rc;
     for (int64_t k = a->vcount - 1; k >= 0; k--)
         a->vec_run[k] = k + 1 < a->vcount && a->vec_ids[k + 1] == a->vec_ids[k] + 1 ? a->vec_run[k + 1] + 1 : 1;
+    while (a->leaves_below < a->count && a->op[a->leaves_below] == MG_OP_LEAF) a->leaves_below++;
     a->keep = a->count;
     a->edges_keep = a->nedges;
     a->vecs_keep = a->vcount;

@@ -61,6 +61,7 @@ struct mg_arena {
     int64_t *vec_ids;       // (vec_cap) node indices
     // --- persistence: everything below these counts survives mg_arena_reset
     int64_t keep;           // persistent nodes
+    int64_t leaves_below;   // nodes 0 .. leaves_below-1 are all leaves (persistent: set by keep)
     int64_t edges_keep;     // their edges
     int64_t vecs_keep;      // persistent vec entries
     int64_t run_cap;        // entries allocated in vec_run

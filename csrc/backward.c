@@ -14,9 +14,24 @@
 #include "backward.h"
 #include "dot.h"
 
+// A DOT node over two runs (nd_dot_of's ranges) whose weights are all leaves: its x run, x0 ..
+// x0+n-1. Its children alternate w_j, x_j; the leaves among them are never appended and their
+// marks decide nothing (a leaf reached again is skipped either way), so the search may visit the
+// x_j alone.
+static inline int leaf_weighted_dot(const mg_arena *a, int64_t v, int64_t *x0, int64_t *n) {
+    if (a->op[v] != MG_OP_DOT) return 0;
+    int64_t b = a->edge_begin[v];
+    if (a->edge_lgrad[b] == 0.0 || a->vec_ids[a->edge_child[b]] + a->edge_child[b + 2] > a->leaves_below) return 0;
+    *x0 = a->vec_ids[a->edge_child[b + 1]], *n = a->edge_child[b + 2];
+    return 1;
+}
+
 // The seed's build_topo, without recursion: depth-first from the root, children in stored order,
 // a node marked when first reached, appended after all its children (post-order). Leaves are
 // marked but not appended: they have no edges, so where they sit in the order changes nothing.
+// A linear layer's rows share their input run: once one row is appended, every node of that run
+// is marked, so a later row over it (leaf_weighted_dot) is appended at once, as its visit of
+// 2n marked or leaf children would have ended.
 int64_t mgi_search_order(mg_arena *a, int64_t root) {
     int rc = mgi_reserve_search(a, root + 1);    // everything reachable has an index <= root
     if (rc) return rc;
@@ -29,25 +44,37 @@ int64_t mgi_search_order(mg_arena *a, int64_t root) {
     uint32_t *seen = a->seen;
     int64_t *stack_node = a->stack_node, *stack_child = a->stack_edge, *order = a->order;
     int64_t sp = 0, n = 0;
+    int64_t done_x0 = 0, done_n = 0;             // an x run all marked: a leaf-weighted DOT's, appended
     seen[root] = stamp;
     if (op[root] == MG_OP_LEAF) return 0;
-    // v is the node being expanded, p its next child; its ancestors wait on the stack
-    int64_t v = root, p = 0, end = mgi_child_count(a, root);
+    // v is the node being expanded, p its next child (every step-th); its ancestors wait on the stack
+    int64_t v = root, p = 0, step = 1, end = mgi_child_count(a, root), x0, nx;
+    if (leaf_weighted_dot(a, v, &x0, &nx)) p = 1, step = 2;
     for (;;) {
         if (p < end) {
-            int64_t k = mgi_child(a, v, p++);
+            int64_t k = mgi_child(a, v, p);
+            p += step;
             if (seen[k] == stamp) continue;
             seen[k] = stamp;
             if (op[k] == MG_OP_LEAF) continue;   // a leaf is done at once
+            if (leaf_weighted_dot(a, k, &x0, &nx)) {
+                if (x0 >= done_x0 && x0 + nx <= done_x0 + done_n) {
+                    order[n++] = k;              // every child marked already
+                    continue;
+                }
+            }
             stack_node[sp] = v;                  // descend into k; resume v at child p
             stack_child[sp] = p;
             sp++;
-            v = k, p = 0, end = mgi_child_count(a, k);
+            v = k, p = 0, step = 1, end = mgi_child_count(a, k);
+            if (leaf_weighted_dot(a, v, &x0, &nx)) p = 1, step = 2;
         } else {                                 // all of v's children are done
             order[n++] = v;
+            if (leaf_weighted_dot(a, v, &x0, &nx)) done_x0 = x0, done_n = nx;
             if (sp == 0) break;
             sp--;
             v = stack_node[sp], p = stack_child[sp], end = mgi_child_count(a, v);
+            step = leaf_weighted_dot(a, v, &x0, &nx) ? 2 : 1;
         }
     }
     return n;
