@@ -759,33 +759,38 @@ static void weight_terms_portable(double *gw, const double **xs, const double *g
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(MG_NO_SIMD)
-// gw[j .. j+4V-1] += x_t[j ..] * g[t] for t = T-1 .. 0, the 4V elements held in V registers
-// (each its own chain, positions last to first, as the portable loop)
-__attribute__((target("avx2"), always_inline)) static inline void weight_block(double *gw, const double **xs,
-                                                                              const double *g, int64_t T,
-                                                                              int64_t j, int V) {
+// out[j .. j+4V-1] += vecs[i][j ..] * c[i] for the terms i = first, first + step, ... (nterms of
+// them) in that order, the 4V sums held in V registers, each its own chain (the weight terms'
+// and the input terms' kernel: the portable loops' order, four elements a vector)
+__attribute__((target("avx2"), always_inline)) static inline void terms_block(double *out, const double *const *vecs,
+                                                                             const double *c, int64_t first,
+                                                                             int64_t step, int64_t nterms,
+                                                                             int64_t j, int V) {
     __m256d acc[8];                     // unrolled, so that the accumulators stay in registers
 #pragma GCC unroll 8
-    for (int k = 0; k < V; k++) acc[k] = _mm256_loadu_pd(gw + j + 4 * k);
-    for (int64_t t = T - 1; t >= 0; t--) {
-        __m256d gt = _mm256_set1_pd(g[t]);
-        const double *x = xs[t] + j;
+    for (int k = 0; k < V; k++) acc[k] = _mm256_loadu_pd(out + j + 4 * k);
+    for (int64_t q = 0, i = first; q < nterms; q++, i += step) {
+        __m256d ci = _mm256_set1_pd(c[i]);
+        const double *x = vecs[i] + j;
 #pragma GCC unroll 8
-        for (int k = 0; k < V; k++) acc[k] = _mm256_add_pd(acc[k], _mm256_mul_pd(_mm256_loadu_pd(x + 4 * k), gt));
+        for (int k = 0; k < V; k++) acc[k] = _mm256_add_pd(acc[k], _mm256_mul_pd(_mm256_loadu_pd(x + 4 * k), ci));
     }
 #pragma GCC unroll 8
-    for (int k = 0; k < V; k++) _mm256_storeu_pd(gw + j + 4 * k, acc[k]);
+    for (int k = 0; k < V; k++) _mm256_storeu_pd(out + j + 4 * k, acc[k]);
 }
 
-// the same, gw in blocks of 32, 16 and 4 elements: returns the first element not done
-__attribute__((target("avx2"))) static int64_t weight_terms_avx2(double *gw, const double **xs, const double *g,
-                                                                 int64_t T, int64_t n) {
+// the same over out[0 .. n-1] in blocks of 32, 16 and 4: returns the first element not done
+__attribute__((target("avx2"))) static int64_t terms_avx2(double *out, const double *const *vecs, const double *c,
+                                                          int64_t first, int64_t step, int64_t nterms, int64_t n) {
     int64_t j = 0;
-    for (; j + 32 <= n; j += 32) weight_block(gw, xs, g, T, j, 8);
-    for (; j + 16 <= n; j += 16) weight_block(gw, xs, g, T, j, 4);
-    for (; j + 4 <= n; j += 4) weight_block(gw, xs, g, T, j, 1);
+    for (; j + 32 <= n; j += 32) terms_block(out, vecs, c, first, step, nterms, j, 8);
+    for (; j + 16 <= n; j += 16) terms_block(out, vecs, c, first, step, nterms, j, 4);
+    for (; j + 4 <= n; j += 4) terms_block(out, vecs, c, first, step, nterms, j, 1);
     return j;
 }
+
+// a weight row's terms: positions last to first
+#define weight_terms_avx2(gw, xs, g, T, n) terms_avx2((gw), (xs), (g), (T) - 1, -1, (T), (n))
 
 #define WEIGHT_TERMS(simd, gw, xs, g, T, n) \
     weight_terms_portable((gw), (xs), (g), (T), (simd) ? weight_terms_avx2((gw), (xs), (g), (T), (n)) : 0, (n))
@@ -863,36 +868,14 @@ static void input_rows_portable(const dense_run *r, int64_t lead, int64_t q0, in
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(MG_NO_SIMD)
-// gx[j .. j+4V-1] += w_q[j ..] * a_q for rows q = 0 .. nq-1 in turn, the 4V elements held in V
-// registers across the rows (each its own chain, in the rows' order, as the portable loop)
-__attribute__((target("avx2"), always_inline)) static inline void input_block(const double *const *w,
-                                                                             const double *a, int64_t nq,
-                                                                             double *gx, int64_t j, int V) {
-    __m256d acc[8];                     // unrolled, so that the accumulators stay in registers
-#pragma GCC unroll 8
-    for (int k = 0; k < V; k++) acc[k] = _mm256_loadu_pd(gx + j + 4 * k);
-    for (int64_t q = 0; q < nq; q++) {
-        __m256d va = _mm256_set1_pd(a[q]);
-        const double *wq = w[q] + j;
-#pragma GCC unroll 8
-        for (int k = 0; k < V; k++) acc[k] = _mm256_add_pd(acc[k], _mm256_mul_pd(_mm256_loadu_pd(wq + 4 * k), va));
-    }
-#pragma GCC unroll 8
-    for (int k = 0; k < V; k++) _mm256_storeu_pd(gx + j + 4 * k, acc[k]);
-}
-
-// the same, gx in blocks of 32, 16 and 4 elements held in registers over the rows (then the
-// rest one by one)
+// the same, four elements of gx a vector in registers over the rows (terms_avx2), the rest one by one
 __attribute__((target("avx2"))) static void input_rows_avx2(const dense_run *r, int64_t lead, int64_t q0, int64_t q1,
                                                             double *gx, int64_t n) {
     const double *w[ROWS_CHUNK];
     double a[ROWS_CHUNK];
-    int64_t nq = q1 - q0, j = 0;
+    int64_t nq = q1 - q0;
     for (int64_t q = 0; q < nq; q++) w[q] = input_row(r, lead, q0 + q, n, &a[q]);
-    for (; j + 32 <= n; j += 32) input_block(w, a, nq, gx, j, 8);
-    for (; j + 16 <= n; j += 16) input_block(w, a, nq, gx, j, 4);
-    for (; j + 4 <= n; j += 4) input_block(w, a, nq, gx, j, 1);
-    for (; j < n; j++)
+    for (int64_t j = terms_avx2(gx, w, a, 0, 1, nq, n); j < n; j++)
         for (int64_t q = 0; q < nq; q++) gx[j] += w[q][j] * a[q];
 }
 #define INPUT_ROWS(simd, r, lead, q0, q1, gx, n) \
