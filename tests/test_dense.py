@@ -47,6 +47,18 @@ def test_dense_is_bit_identical_to_replay_and_python():
     assert status and set(status.values()) == {"dense"}, status
 
 
+def test_the_linear_kernels_block_and_chunk_edges_give_python_bits():
+    """Widths where the vector kernels' blocks of 32, 16 and 4 and their one-by-one tail all run
+    (36 = 32 + 4, 144 = 4 * 32 + 16, 9 = 4 + 4 + 1), linear groups of more rows than a chunk of
+    32 (108, 144), and positions both under and over the forward's first four."""
+    for n_embd, n_head in ((36, 3), (9, 3)):
+        config = dict(vocab_size=7, n_embd=n_embd, n_head=n_head, block_size=9, n_layer=1)
+        docs = docs_for(7, 9, 2, random.Random(n_embd)) * 2
+        dense, model = history("c", "dense", config, docs)
+        assert dense == history("python", "fused", config, docs)[0], config
+        assert set(model.graph.dense.status().values()) == {"dense"}, config
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_random_small_configs_agree_on_dense_replay_and_python(seed):
     rng = random.Random(seed)
