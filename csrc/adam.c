@@ -198,21 +198,18 @@ __attribute__((target("avx2,fma"))) static int any_unsafe_simd(const double *g, 
 #define HAVE_ADAM_SIMD() 0
 #endif
 
-// Whether no parameter's update can fail, so that the step may write in place: the rate's
-// settings keep v >= 0 and den > 0, every v is >= 0 (or nan), and no finite gradient is large
-// enough for g**2 to overflow (inf and nan go through pow without an error).
-static int cannot_fail(const adam_args *A, int64_t n) {
-    if (!(A->eps > 0.0 && A->beta2 >= 0.0 && A->beta2 <= 1.0 && A->b2 > 0.0)) return 0;
+// Whether any of g[0 .. n-1], v[0 .. n-1] rules out writing in place (see cannot_fail)
+static int any_unsafe(const double *g, const double *v, int64_t n) {
     int64_t i = 0;
 #if MG_ADAM_SIMD
     if (HAVE_ADAM_SIMD()) {
         i = n - n % 4;
-        if (any_unsafe_simd(A->grad, A->v, i)) return 0;
+        if (any_unsafe_simd(g, v, i)) return 1;
     }
 #endif
     for (; i < n; i++)
-        if ((fabs(A->grad[i]) >= 0x1p511 && isfinite(A->grad[i])) || A->v[i] < 0.0) return 0;
-    return 1;
+        if ((fabs(g[i]) >= 0x1p511 && isfinite(g[i])) || v[i] < 0.0) return 1;
+    return 0;
 }
 
 // Every parameter, or the first error: four at a time where the CPU allows it (adam_simd).
@@ -244,26 +241,64 @@ static adam_args shifted(const adam_args *A, int64_t first) {
     return B;
 }
 
+// how many parts n parameters split into over the pool's threads, each min_share at least
+static int64_t parts_for(mgi_pool *pool, int64_t n, int64_t min_share) {
+    int64_t parts = pool ? mgi_pool_threads(pool) : 1;
+    if (parts > 1 && min_share > 0 && n / min_share < parts) parts = n / min_share;
+    return parts;
+}
+
+// part `part` of nparts of n parameters: first .. end-1 (first a multiple of 4)
+static void part_of(int64_t n, int64_t part, int64_t nparts, int64_t *first, int64_t *end) {
+    int64_t chunk = (n / nparts + 3) & ~(int64_t)3;
+    *first = part * chunk < n ? part * chunk : n;
+    *end = part == nparts - 1 || *first + chunk > n ? n : *first + chunk;
+}
+
+#define MAX_SCAN_PARTS 64
 typedef struct {
     const adam_args *A;
     int64_t n;
+    int unsafe[MAX_SCAN_PARTS];     // each part's own answer (no two threads write one)
 } adam_job;
 
 static void adam_part(void *ctx, int64_t part, int64_t nparts) {
     const adam_job *j = ctx;
-    int64_t chunk = (j->n / nparts + 3) & ~(int64_t)3, first = part * chunk;
-    int64_t end = part == nparts - 1 || first + chunk > j->n ? j->n : first + chunk;
+    int64_t first, end;
+    part_of(j->n, part, nparts, &first, &end);
     if (first >= end) return;
     adam_args B = shifted(j->A, first);
     (void)adam_run(&B, end - first, 1);          // cannot fail: checked before the split
 }
 
+static void scan_part(void *ctx, int64_t part, int64_t nparts) {
+    adam_job *j = ctx;
+    int64_t first, end;
+    part_of(j->n, part, nparts, &first, &end);
+    j->unsafe[part] = any_unsafe(j->A->grad + first, j->A->v + first, end - first);
+}
+
+// Whether no parameter's update can fail, so that the step may write in place: the rate's
+// settings keep v >= 0 and den > 0, every v is >= 0 (or nan), and no finite gradient is large
+// enough for g**2 to overflow (inf and nan go through pow without an error). The scan of every
+// gradient and second moment is split over the pool as the step itself is.
+static int cannot_fail(const adam_args *A, int64_t n, mgi_pool *pool, int64_t min_share) {
+    if (!(A->eps > 0.0 && A->beta2 >= 0.0 && A->beta2 <= 1.0 && A->b2 > 0.0)) return 0;
+    int64_t parts = parts_for(pool, n, min_share);
+    if (parts > MAX_SCAN_PARTS) parts = MAX_SCAN_PARTS;
+    if (parts < 2) return !any_unsafe(A->grad, A->v, n);
+    adam_job j = { .A = A, .n = n };
+    mgi_pool_run(pool, scan_part, &j, parts);
+    for (int64_t k = 0; k < parts; k++)
+        if (j.unsafe[k]) return 0;
+    return 1;
+}
+
 // every parameter in place, split over the pool's threads where each gets min_share at least
 static int adam_in_place(const adam_args *A, int64_t n, mgi_pool *pool, int64_t min_share) {
-    int64_t parts = pool ? mgi_pool_threads(pool) : 1;
-    if (parts > 1 && min_share > 0 && n / min_share < parts) parts = n / min_share;
+    int64_t parts = parts_for(pool, n, min_share);
     if (parts < 2) return adam_run(A, n, 1);
-    adam_job j = { A, n };
+    adam_job j = { .A = A, .n = n };
     mgi_pool_run(pool, adam_part, &j, parts);
     return 0;
 }
@@ -286,7 +321,7 @@ int mgi_adam_step(mg_arena *a, mgi_pool *pool, int64_t min_share, double lr_t, d
     if (!A.err_b1 && A.b1 == 0.0) A.err_b1 = MG_ERR_ZERODIV;      // float division by zero
     if (!A.err_b2 && A.b2 == 0.0) A.err_b2 = MG_ERR_ZERODIV;
     int64_t n = a->nparams;
-    if (!A.err_b1 && !A.err_b2 && cannot_fail(&A, n)) {
+    if (!A.err_b1 && !A.err_b2 && cannot_fail(&A, n, pool, min_share)) {
         mgi_values_change(a);
         A.next_m = a->adam_m, A.next_v = a->adam_v, A.next_p = a->data;   // each read before it is written
         return adam_in_place(&A, n, pool, min_share);
