@@ -144,11 +144,13 @@ def test_adam_overflow_raises_as_python():
         adam_both_ways([0.1, 1e200], [0.0, 0.0], [0.0, 0.0], [0.5, 0.5], 0, 10)
 
 
-def test_a_failed_adam_step_changes_nothing():
-    """A step that cannot write in place (a gradient whose square overflows, at the end) fails
-    before committing: the parameters, moments and gradients are what they were."""
-    from microgpt.native import Arena, check, ffi, lib
-    n = 9
+@pytest.mark.parametrize("threads", [None, 1, 2, 3])
+def test_a_failed_adam_step_changes_nothing(threads):
+    """A step that cannot write in place (a gradient whose square overflows, at the end: in the
+    last part of the scan when it is split over threads) fails before committing: the
+    parameters, moments and gradients are what they were."""
+    from microgpt.native import Arena, check, ffi, lib, owned
+    n = 99
     arena = Arena()
     first = arena.leaves([0.1 * i for i in range(n)])
     arena.keep()
@@ -158,7 +160,12 @@ def test_a_failed_adam_step_changes_nothing():
         check(lib.mg_set_grad(arena.ptr, first + i, g))
     before = (arena.read_data(0, n), arena.read_grad(0, n))
     with pytest.raises(OverflowError):
-        check(lib.mg_adam_step(arena.ptr, 0.01, BETA1, BETA2, EPS, 0))
+        if threads is None:
+            check(lib.mg_adam_step(arena.ptr, 0.01, BETA1, BETA2, EPS, 0))
+        else:
+            executor = owned(lib.mg_dense_new(), lib.mg_dense_free, "a dense executor")
+            assert lib.mg_dense_set_threads(executor, threads, 1, 8) == threads
+            check(lib.mg_dense_adam_step(executor, arena.ptr, 0.01, BETA1, BETA2, EPS, 0))
     m, v = ffi.new("double[]", n), ffi.new("double[]", n)
     check(lib.mg_adam_read(arena.ptr, m, v))
     assert (arena.read_data(0, n), arena.read_grad(0, n)) == before
