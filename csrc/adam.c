@@ -101,8 +101,8 @@ __attribute__((target("avx2,fma"))) static inline __m256d splat(double x) { retu
 // tolerances, only the product errors computed by FMA instead of Dekker's split (both exact
 // there). Anything it does not accept goes to pow() through adam_param_known, which is exact
 // whatever a lane's test said; this only chooses which lanes are fast.
-// The ULP of each lane, a mask of the lanes in [2^-900, 2^1000) and not a power of two
-// (py_fast_ulp), and the lane's bound factor: near for s in [2^-64, 2^64), else far (the
+// The ULP of each lane, a mask of the lanes in [lowest, 2^1000) and not a power of two (lowest
+// 2^-900: py_fast_ulp's range), and the lane's bound factor: near for s in [2^-64, 2^64), else far (the
 // tolerances of py_fast_tolerance, 0.47 and 0.4, times what the caller's test multiplies them by).
 __attribute__((target("avx2,fma"))) static inline __m256d ulp4(__m256d s, double lowest, mg_v4i *valid,
                                                               __m256d *factor, double near, double far) {
@@ -248,7 +248,7 @@ static int64_t parts_for(mgi_pool *pool, int64_t n, int64_t min_share) {
     return parts;
 }
 
-// part `part` of nparts of n parameters: first .. end-1 (first a multiple of 4)
+// part `part` of nparts of n parameters: first .. end-1 (first a multiple of 4; empty: first = end)
 static void part_of(int64_t n, int64_t part, int64_t nparts, int64_t *first, int64_t *end) {
     int64_t chunk = (n / nparts + 3) & ~(int64_t)3;
     *first = part * chunk < n ? part * chunk : n;
