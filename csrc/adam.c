@@ -101,9 +101,9 @@ __attribute__((target("avx2,fma"))) static inline __m256d splat(double x) { retu
 // tolerances, only the product errors computed by FMA instead of Dekker's split (both exact
 // there). Anything it does not accept goes to pow() through adam_param_known, which is exact
 // whatever a lane's test said; this only chooses which lanes are fast.
-// The ULP of each lane, a mask of the lanes in [lowest, 2^1000) and not a power of two (lowest
-// 2^-900: py_fast_ulp's range), and the lane's bound factor: near for s in [2^-64, 2^64), else far (the
-// tolerances of py_fast_tolerance, 0.47 and 0.4, times what the caller's test multiplies them by).
+// The ULP of each lane, a mask of the lanes in [lowest, 2^1000) and not a power of two (with
+// lowest 2^-900, py_fast_ulp's range), and the lane's bound factor: near for s in [2^-64, 2^64),
+// else far (py_fast_tolerance's 0.47 and 0.4, times what the caller's test multiplies them by).
 __attribute__((target("avx2,fma"))) static inline __m256d ulp4(__m256d s, double lowest, mg_v4i *valid,
                                                               __m256d *factor, double near, double far) {
     mg_v4i bits = (mg_v4i)s;
