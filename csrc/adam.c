@@ -255,11 +255,10 @@ static void part_of(int64_t n, int64_t part, int64_t nparts, int64_t *first, int
     *end = part == nparts - 1 || *first + chunk > n ? n : *first + chunk;
 }
 
-#define MAX_SCAN_PARTS 64
 typedef struct {
     const adam_args *A;
     int64_t n;
-    int unsafe[MAX_SCAN_PARTS];     // each part's own answer (no two threads write one)
+    int unsafe[MGI_MAX_THREADS];    // each part's own answer (no two threads write one)
 } adam_job;
 
 static void adam_part(void *ctx, int64_t part, int64_t nparts) {
@@ -285,7 +284,7 @@ static void scan_part(void *ctx, int64_t part, int64_t nparts) {
 static int cannot_fail(const adam_args *A, int64_t n, mgi_pool *pool, int64_t min_share) {
     if (!(A->eps > 0.0 && A->beta2 >= 0.0 && A->beta2 <= 1.0 && A->b2 > 0.0)) return 0;
     int64_t parts = parts_for(pool, n, min_share);
-    if (parts > MAX_SCAN_PARTS) parts = MAX_SCAN_PARTS;
+    if (parts > MGI_MAX_THREADS) parts = MGI_MAX_THREADS;
     if (parts < 2) return !any_unsafe(A->grad, A->v, n);
     adam_job j = { .A = A, .n = n };
     mgi_pool_run(pool, scan_part, &j, parts);

@@ -197,7 +197,8 @@ typedef struct {
     const double **ptrs;    // room for 2T pointers
     mgi_pool *pool;         // NULL: one thread (always when tracing)
     int64_t min_work;       // see mg_dense
-    int simd;
+    int simd;               // the AVX2 kernels (same bits): every run, the compile's traced one too, so
+                            // that its values check tests the code every later step runs
     double *pdata, *pgrad;  // the parameters' values and gradients (node indexed)
     const int64_t *tokens;
     tracer *tr;             // NULL, or the order check's record
@@ -321,14 +322,14 @@ static int forward_op(dense_run *r, const dense_op *o) {
 // --- backward: each kernel's terms, in the order the graph's chain rule adds them
 
 // A linear group's rows: each row's terms to its weights and to the input.
-static void backward_rows(dense_run *r, const int64_t *pairs, int64_t npairs, int simd) {
+static void backward_rows(dense_run *r, const int64_t *pairs, int64_t npairs) {
     tracer *tr = r->tr;
     for (int64_t k = 0; k < npairs; k++) {
         const dense_op *o = &r->ops[pairs[2 * k]];
         int64_t row = pairs[2 * k + 1], n = o->n;
         double gn = 0.0 + G(r, o->out)[row];     // the product nodes' gradient in the seed's chain
         int64_t wl = loc_at(o->w, row * n);
-        MGI_DOT_TERMS(simd, G(r, wl), G(r, o->x), V(r, wl), V(r, o->x), n, gn);
+        MGI_DOT_TERMS(r->simd, G(r, wl), G(r, o->x), V(r, wl), V(r, o->x), n, gn);
         if (tr) {
             int64_t dot = node_of(tr, o->out, row);
             trace_dot(tr, dot, wl, n, 0);
@@ -338,16 +339,16 @@ static void backward_rows(dense_run *r, const int64_t *pairs, int64_t npairs, in
 }
 
 // The rows of a linear layer whose outputs are a cross-entropy's logits: descending, the target's last.
-static void backward_logit_rows(dense_run *r, int64_t opi, int simd) {
+static void backward_logit_rows(dense_run *r, int64_t opi) {
     const dense_op *o = &r->ops[opi];
     int64_t target = r->tokens[r->ops[o->ce].ordinal + 1], pair[2] = { opi, 0 };
     for (int64_t row = o->nout - 1; row >= 0; row--) {
         if (row == target) continue;
         pair[1] = row;
-        backward_rows(r, pair, 1, simd);
+        backward_rows(r, pair, 1);
     }
     pair[1] = target;
-    backward_rows(r, pair, 1, simd);
+    backward_rows(r, pair, 1);
 }
 
 // The terms the seed's softmax gives from its running totals down, for s = n-1 .. 0, given the
@@ -372,7 +373,7 @@ static void softmax_terms(dense_run *r, int64_t n, const double *e, double *ge, 
     }
 }
 
-static void backward_op(dense_run *r, int64_t opi, int simd) {
+static void backward_op(dense_run *r, int64_t opi) {
     const dense_op *o = &r->ops[opi];
     tracer *tr = r->tr;
     const double *g = G(r, o->out);
@@ -410,9 +411,9 @@ static void backward_op(dense_run *r, int64_t opi, int simd) {
     case MG_T_LINEAR:
         if (o->leader != opi) return;             // its rows run with its group's leader
         if (o->ce >= 0)
-            backward_logit_rows(r, opi, simd);
+            backward_logit_rows(r, opi);
         else
-            backward_rows(r, r->p->sched + 2 * o->sched, o->nsched, simd);
+            backward_rows(r, r->p->sched + 2 * o->sched, o->nsched);
         return;
     case MG_T_RMSNORM: {
         // nodes: squares and their chain (2n), * 1/n, + 1e-5, **-0.5, then out_i = x_i * scale
@@ -581,7 +582,7 @@ int64_t mg_dense_peak_bytes(const mg_dense *d) {
 const char *mg_dense_why(const mg_dense *d) { return d ? d->why : ""; }
 
 int64_t mg_dense_set_threads(mg_dense *d, int64_t threads, int64_t min_work, int64_t adam_min_share) {
-    if (!d || threads < 1 || threads > 64 || min_work < 1 || adam_min_share < 1) return MG_ERR_ARG;
+    if (!d || threads < 1 || threads > MGI_MAX_THREADS || min_work < 1 || adam_min_share < 1) return MG_ERR_ARG;
     d->min_work = min_work;
     d->adam_min_share = adam_min_share;
     if (threads == mgi_pool_threads(d->pool)) return threads;
@@ -617,7 +618,7 @@ static int buffers_for(mg_dense *d, const dense_plan *p) {
 static dense_run run_of(mg_dense *d, const dense_plan *p, mg_arena *a, const int64_t *tokens) {
     return (dense_run){ .p = p, .ops = p->ops, .val = d->val, .grad = d->grad, .aux = d->aux, .tmp = d->tmp,
                         .ptrs = d->ptrs, .pool = d->pool, .min_work = d->min_work,
-                        .pdata = a->data, .pgrad = a->grad, .tokens = tokens };
+                        .pdata = a->data, .pgrad = a->grad, .tokens = tokens, .simd = MGI_HAVE_AVX2() };
 }
 
 
@@ -927,10 +928,6 @@ static void backward_group_batch(dense_run *r, int64_t k) {
 
 static int run_forward(dense_run *r) {
     const dense_plan *p = r->p;
-    // The compile's traced run uses the same kernels as every later step, so that the values
-    // check compares with the graph what the steps will compute (the kernels' bits do not depend
-    // on the CPU, but this checks the code that runs, and is the faster)
-    r->simd = MGI_HAVE_AVX2();
     if (r->tr) r->pool = NULL;                   // the trace is recorded by one thread
     for (int64_t s = 0; s < p->nops; s++) {
         int64_t i = p->sequence[s];
@@ -945,8 +942,6 @@ static int run_forward(dense_run *r) {
 }
 
 static void run_backward(dense_run *r) {
-    int simd = MGI_HAVE_AVX2();                      // traced or not, as run_forward
-    r->simd = simd;
     if (r->tr) r->pool = NULL;
     memset(r->grad, 0, (size_t)r->p->nval * sizeof *r->grad);
     r->grad[r->p->loss] = 1.0;                   // the root's, as the chain rule sets it
@@ -957,7 +952,7 @@ static void run_backward(dense_run *r) {
             if (i / p->K == p->T - 1) backward_group_batch(r, i % p->K);  // the last position's turn
             continue;
         }
-        backward_op(r, i, simd);
+        backward_op(r, i);
     }
 }
 
@@ -1514,7 +1509,6 @@ int mg_dense_sample(mg_dense *d, mg_arena *a, int64_t plan, int64_t pos, int64_t
     d->sample_plan = -1;                          // until this position has run
     d->tokens[pos] = token;
     dense_run r = run_of(d, p, a, d->tokens);
-    r.simd = MGI_HAVE_AVX2();
     for (int64_t k = 0; k < p->K - 1; k++)
         if ((rc = forward_op(&r, &ops[k]))) return rc;
     if (nprobs > 0) {                             // softmax(logits * scale), as the seed's sampler

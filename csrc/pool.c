@@ -15,7 +15,7 @@
 #include <stdatomic.h>
 #include <unistd.h>
 
-#define MAX_WORKERS 63
+#define MAX_WORKERS (MGI_MAX_THREADS - 1)
 // A step's layers come microseconds apart, and waking a sleeping thread takes tens of them: a
 // thread waiting for a job (or for the job's last part) first polls this many times, then sleeps.
 #define SPINS 4000

@@ -11,6 +11,8 @@
 
 typedef struct mgi_pool mgi_pool;
 
+#define MGI_MAX_THREADS 64          // the most threads a pool has, the caller's included
+
 // job(ctx, part, nparts) for part = 0 .. nparts-1: each part once, in any thread, in any order
 typedef void (*mgi_job)(void *ctx, int64_t part, int64_t nparts);
 

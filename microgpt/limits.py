@@ -211,7 +211,7 @@ def estimate_bytes(config, backend, mode, saving=True):
     return _c_arena_bytes(config, mode, positions) + P * per_param
 
 
-MAX_THREADS = 64  # csrc/adam.c's bound
+MAX_THREADS = 64  # csrc/pool.h's MGI_MAX_THREADS
 
 
 def default_threads():
