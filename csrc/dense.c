@@ -114,66 +114,81 @@ struct mg_dense {
 };
 
 // --- the order check's record of terms
+//
+// The graph's chain rule gives node v its terms in a fixed order: parents in the backward's
+// order (the topological order, last first), each parent's children in its own order. So each
+// term has a key, (the parent's place in that order, the child's place in the parent's), and v's
+// terms are its edges sorted by key. The plan's terms to v are that very list when each is an
+// edge into v, their keys rise, and there are as many as v has edges: no list is stored.
 
 typedef struct {
     const mg_arena *a;      // the arena holding the recorded step
     const int64_t *node_of; // location (>= 0) -> node, for the recorded step
-    // 32 bits each (graph_terms refuses a graph beyond them): this is the compile's largest memory
-    const uint32_t *begin;  // node -> its terms in the graph: begin[v] .. begin[v+1]-1
-    const uint32_t *src;    // the graph's terms: parent node (< MG_IDX_LIMIT), and which of its children
-    const int32_t *slot;
-    uint32_t *count;        // terms the plan gave each node so far (| SWAPPED, see trace_term)
+    const int64_t *topo;    // (nnodes - keep) a step node's place in the order, or -1
+    int64_t norder, keep;
+    const uint32_t *nterms; // node -> how many terms the graph gives it (graph_terms)
+    uint32_t *count;        // terms the plan gave each node so far
+    uint64_t *last;         // the key of the last of them
     int64_t nnodes;
     int64_t bad;            // the first node whose terms differ from the graph's, or -1
 } tracer;
 
-#define SWAPPED ((uint32_t)1 << 31) // a node with two terms that got the graph's second one first
 #define TOO_MANY_TERMS (-1000)      // graph_terms: a graph too large for 32-bit term counts (refused)
+#define W_RUN (-1)                  // the slots of a DOT node's terms to its runs (see below)
+#define X_RUN (-2)
 
 static int64_t node_of(const tracer *tr, int64_t loc, int64_t k) {
     return loc >= 0 ? tr->node_of[loc + k] : -1 - loc + k;
 }
 
-// The plan adds a term to node recv, from parent src as its child number slot: compared at once
-// with the graph's term at that place. Two terms may come either way round: 0 + a + b is b + a.
+static int dot_over_runs(const mg_arena *a, int64_t v) {
+    return a->op[v] == MG_OP_DOT && a->edge_lgrad[a->edge_begin[v]] != 0.0;
+}
+
+// Where parent v's child number q (or its run, slot W_RUN or X_RUN) comes among the terms v
+// gives, in the order the chain rule gives them (backward.c: a DOT node's pairs last to first)
+static int64_t term_place(const mg_arena *a, int64_t v, int64_t q) {
+    if (q < 0) return q == W_RUN ? 0 : 1;
+    if (a->op[v] != MG_OP_DOT) return q;
+    return mgi_child_count(a, v) - 2 - (q & ~(int64_t)1) + (q & 1);
+}
+
+// The plan adds a term to node recv, from parent src as its child number slot: it must be an
+// edge of the graph, and come after the last term recv got (by key). Two terms may come either
+// way round: 0 + a + b is b + a.
 static void trace_term(tracer *tr, int64_t recv, int64_t src, int64_t slot) {
     if (tr->bad >= 0) return;
     if (recv < 0 || recv >= tr->nnodes) {
         tr->bad = recv < 0 ? 0 : recv;
         return;
     }
-    int64_t b = tr->begin[recv], n = tr->begin[recv + 1] - b, seen = tr->count[recv] & ~SWAPPED;
-    int swapped = (tr->count[recv] & SWAPPED) != 0;
-    if (seen >= n) {
+    const mg_arena *a = tr->a;
+    int64_t at = src >= tr->keep && src < tr->nnodes ? tr->topo[src - tr->keep] : -1;
+    int runs = at >= 0 && dot_over_runs(a, src), edge;
+    if (slot < 0)
+        edge = runs && slot >= X_RUN && mgi_child(a, src, slot == W_RUN ? 0 : 1) == recv;
+    else
+        edge = at >= 0 && !runs && slot < mgi_child_count(a, src) && mgi_child(a, src, slot) == recv;
+    uint32_t seen = tr->count[recv];
+    if (!edge || seen >= tr->nterms[recv]) {
         tr->bad = recv;
         return;
     }
-    int64_t at = b + (swapped ? 1 - seen : seen);
-    if ((int64_t)tr->src[at] != src || tr->slot[at] != slot) {
-        if (n == 2 && seen == 0 && (int64_t)tr->src[b + 1] == src && tr->slot[b + 1] == slot) {
-            tr->count[recv] = 1 | SWAPPED;
-            return;
-        }
+    uint64_t key = (uint64_t)(tr->norder - 1 - at) << 32 | (uint64_t)term_place(a, src, slot);
+    if (seen > 0 && (tr->nterms[recv] == 2 ? key == tr->last[recv] : key <= tr->last[recv])) {
         tr->bad = recv;
         return;
     }
-    tr->count[recv]++;
+    tr->last[recv] = key;
+    tr->count[recv] = seen + 1;
 }
 
 // A DOT node over two runs of nodes (arena.h, nd_dot_of: its ranges flag) gives every one of its
-// 2n children its term at one moment of the chain rule: so the order check lists one term for
+// 2n children its term at one moment of the chain rule: so the order check counts one term for
 // each run, to the run's first node (slot W_RUN or X_RUN), instead of 2n, as long as no other
-// node gives a term to any node of the run past its first (checked). This keeps the check's
-// memory near the graph's own, which stores such a node in three entries.
-#define W_RUN (-1)
-#define X_RUN (-2)
-
-static int dot_over_runs(const mg_arena *a, int64_t v) {
-    return a->op[v] == MG_OP_DOT && a->edge_lgrad[a->edge_begin[v]] != 0.0;
-}
-
+// node gives a term to any node of the run past its first (checked by graph_terms).
 // A DOT node's terms to its weights (wl, as a location) or to its input (x), as the plan adds
-// them: all n at once, so one term for the run where graph_terms lists one
+// them: all n at once, so one term for the run where graph_terms counts one
 static void trace_dot(tracer *tr, int64_t dot, int64_t loc, int64_t n, int inputs) {
     if (dot_over_runs(tr->a, dot)) {
         trace_term(tr, node_of(tr, loc, 0), dot, inputs ? X_RUN : W_RUN);
@@ -963,9 +978,9 @@ typedef struct {
     int64_t bytes;
     int64_t *node_of;       // (nval) location -> node of the recorded step
     int64_t *topo;          // (count - keep) a step node's place in the order, or -1
-    uint32_t *begin, *src, *count;  // the tracer's
-    int32_t *slot;
-    uint8_t *in_run;        // (count) a node of a run past its first (see graph_terms)
+    uint32_t *nterms, *count;       // the tracer's
+    uint64_t *last;
+    uint8_t *kinds;         // (count) graph_terms' RUN_TERM and NODE_TERM flags of each node
     int64_t *pairs;         // (3 * rows) a group's (key, instruction, row) before sorting
     int64_t *producer;      // (nval) location -> the instruction that makes it
     double *pgrad;          // (keep) the parameters' gradients of the plan's run
@@ -980,8 +995,8 @@ static void *scratch(compile_scratch *c, int64_t n, size_t size, int zero) {
 }
 
 static void scratch_free(compile_scratch *c) {
-    free(c->node_of), free(c->topo), free(c->begin), free(c->src), free(c->slot), free(c->count);
-    free(c->pairs), free(c->pgrad), free(c->producer), free(c->in_run);
+    free(c->node_of), free(c->topo), free(c->nterms), free(c->count), free(c->last), free(c->kinds);
+    free(c->pairs), free(c->pgrad), free(c->producer);
 }
 
 // no plan: why (instr: the instruction it concerns, or -1)
@@ -1272,54 +1287,43 @@ static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, den
     return sequence(p, c);
 }
 
-// The graph's terms for every node, in the order its chain rule adds them (backward.c); 0, an
-// error code, or MG_ERR_PLAN when a run's later node gets a term of its own (see above)
+// How many terms the graph gives every node, and the tracer over them; 0, an error code, or
+// MG_ERR_PLAN when a run's later node gets a term of its own, or a run's first node gets terms
+// both as a run's and as a node's (see trace_dot)
+enum { RUN_TERM = 1, NODE_TERM = 2 };
 static int graph_terms(const mg_arena *a, const mgi_program_view *pv, compile_scratch *c, tracer *tr) {
     int64_t nn = pv->count;
-    if (a->nedges >= (int64_t)SWAPPED) return TOO_MANY_TERMS;    // terms <= edges: every count fits below SWAPPED
-    c->begin = scratch(c, nn + 1, sizeof *c->begin, 1);
-    c->count = scratch(c, nn + 1, sizeof *c->count, 1);
-    c->in_run = scratch(c, nn, 1, 1);
-    if (!c->begin || !c->count || !c->in_run) return MG_ERR_NOMEM;
+    int64_t terms = 0;                          // all of them: below 2^32, every count and place fits
+    c->nterms = scratch(c, nn, sizeof *c->nterms, 1);
+    c->count = scratch(c, nn, sizeof *c->count, 1);     // first: where runs begin (+1) and end (-1)
+    c->last = scratch(c, nn, sizeof *c->last, 0);
+    c->kinds = scratch(c, nn, 1, 1);
+    if (!c->nterms || !c->count || !c->last || !c->kinds) return MG_ERR_NOMEM;
     for (int64_t k = 0; k < pv->norder; k++) {
         int64_t v = pv->order[k], nc = mgi_child_count(a, v);
-        if (dot_over_runs(a, v)) {              // children w0 + k and x0 + k (nd_dot_of's runs)
+        int runs = dot_over_runs(a, v);
+        if ((terms += runs ? 2 : nc) >= (int64_t)UINT32_MAX) return TOO_MANY_TERMS;
+        if (runs) {                             // children w0 + j and x0 + j (nd_dot_of's runs)
             int64_t w0 = mgi_child(a, v, 0), x0 = mgi_child(a, v, 1), n = nc / 2;
-            c->begin[w0 + 1]++, c->begin[x0 + 1]++;
-            if (n > 1) memset(c->in_run + w0 + 1, 1, (size_t)(n - 1)), memset(c->in_run + x0 + 1, 1, (size_t)(n - 1));
+            c->nterms[w0]++, c->nterms[x0]++;
+            c->kinds[w0] |= RUN_TERM, c->kinds[x0] |= RUN_TERM;
+            c->count[w0 + 1]++, c->count[w0 + n]--, c->count[x0 + 1]++, c->count[x0 + n]--;
             continue;
         }
-        for (int64_t q = 0; q < nc; q++) c->begin[mgi_child(a, v, q) + 1]++;
+        for (int64_t q = 0; q < nc; q++) {
+            int64_t child = mgi_child(a, v, q);
+            c->nterms[child]++;
+            c->kinds[child] |= NODE_TERM;
+        }
     }
+    uint32_t later = 0;                         // runs that v is a later node of (mod 2^32)
     for (int64_t v = 0; v < nn; v++) {
-        if (c->in_run[v] && c->begin[v + 1]) return MG_ERR_PLAN;   // a run's later node, with terms
-        c->begin[v + 1] += c->begin[v];
+        later += c->count[v];
+        c->count[v] = 0;
+        if (later ? c->nterms[v] != 0 : c->kinds[v] == (RUN_TERM | NODE_TERM)) return MG_ERR_PLAN;
     }
-    int64_t terms = c->begin[nn];
-    c->src = scratch(c, terms, sizeof *c->src, 0);
-    c->slot = scratch(c, terms, sizeof *c->slot, 0);
-    if (!c->src || !c->slot) return MG_ERR_NOMEM;
-    for (int64_t k = pv->norder - 1; k >= 0; k--) {
-        int64_t v = pv->order[k], nc = mgi_child_count(a, v);
-        int runs = dot_over_runs(a, v), dot = a->op[v] == MG_OP_DOT;
-        for (int64_t e = 0; e < (runs ? 2 : nc); e++) {
-            // a DOT node's pairs come last to first (backward.c)
-            int64_t q = runs ? e : dot ? nc - 2 - (e & ~(int64_t)1) + (e & 1) : e, child = mgi_child(a, v, q);
-            int64_t at = (int64_t)c->begin[child] + c->count[child]++;
-            c->src[at] = (uint32_t)v, c->slot[at] = runs ? (e ? X_RUN : W_RUN) : (int32_t)q;
-        }
-    }
-    for (int64_t v = 0; v < nn; v++) {            // a run's first node: no terms but its runs'
-        int canonical = 0, plain = 0;
-        for (int64_t k = c->begin[v]; k < c->begin[v + 1]; k++) {
-            if (c->slot[k] < 0) canonical = 1;
-            else plain = 1;
-        }
-        if (canonical && (plain || c->in_run[v])) return MG_ERR_PLAN;
-    }
-    memset(c->count, 0, (size_t)nn * sizeof *c->count);
-    *tr = (tracer){ .a = a, .node_of = c->node_of, .begin = c->begin, .src = c->src, .slot = c->slot,
-                    .count = c->count, .nnodes = nn, .bad = -1 };
+    *tr = (tracer){ .a = a, .node_of = c->node_of, .topo = c->topo, .norder = pv->norder, .keep = pv->keep,
+                    .nterms = c->nterms, .count = c->count, .last = c->last, .nnodes = nn, .bad = -1 };
     return 0;
 }
 
@@ -1327,7 +1331,7 @@ static int graph_terms(const mg_arena *a, const mgi_program_view *pv, compile_sc
 static int64_t terms_differ(const tracer *tr) {
     if (tr->bad >= 0) return tr->bad;
     for (int64_t v = 0; v < tr->nnodes; v++)
-        if ((tr->count[v] & ~SWAPPED) != tr->begin[v + 1] - tr->begin[v]) return v;
+        if (tr->count[v] != tr->nterms[v]) return v;
     return -1;
 }
 
@@ -1354,7 +1358,7 @@ int64_t mg_dense_compile(mg_dense *d, mg_tape *t, mg_arena *a, int64_t program) 
         if (result == MG_ERR_PLAN)
             result = refuse(d, "a fused row's weights or input also get gradient terms from elsewhere", -1);
         else if (result == TOO_MANY_TERMS)
-            result = refuse(d, "the step's graph has 2^31 links or more, more than the order check counts", -1);
+            result = refuse(d, "the step's graph has 2^32 gradient terms or more, more than the order check counts", -1);
     }
     d->forward_plan = -1, d->sample_plan = -1;  // the buffers are the check's now
     if (!result) result = buffers_for(d, &p);
