@@ -7,9 +7,9 @@
  * pass on it:
  *   - the order check: from the graph's topological order, the sequence of gradient terms each
  *     node receives (which parent, which of its children, in which order); the plan's backward
- *     is run once in a tracing mode that lists the terms it adds, and the two must be the same
- *     for every node (a node with two terms may have them either way round: 0 + a + b is
- *     b + a exactly). Terms are what decide a gradient's bits: each is the same product of the
+ *     is run once in a tracing mode that checks each term it adds against that sequence, which
+ *     must be the same for every node (a node with two terms may have them either way round:
+ *     0 + a + b is b + a exactly). Terms are what decide a gradient's bits: each is the same product of the
  *     same two numbers, so the same terms in the same order give the same sums.
  *   - the values check: that same run's values and gradients, of every node the plan keeps and
  *     of every parameter, equal the graph's bit for bit.
