@@ -32,6 +32,7 @@ int mg_adam_init(mg_arena *a, int64_t nparams) {
         memset(a->adam_v, 0, (size_t)nparams * sizeof *a->adam_v);
     }
     a->nparams = nparams;
+    a->idle_moments = 0;
     return 0;
 }
 
@@ -39,6 +40,9 @@ int mg_adam_init(mg_arena *a, int64_t nparams) {
 typedef struct {
     double lr_t, beta1, beta2, eps, b1, b2, c1, c2;   // c1 = 1 - beta1, c2 = 1 - beta2
     int err_b1, err_b2;     // the bias corrections' own errors (pow, or division by zero)
+    int idle;               // look for idle lanes (see idle_lanes_possible)
+    double idle_p_min;      // the least |p| whose update is provably p itself for an idle lane
+    uint64_t beta1_m;       // beta1 * 2^53, an integer (beta1 in [0.5, 1))
     const double *m, *v, *data;
     double *grad;           // zeroed as it is used, when the step writes in place
     double *next_m, *next_v, *next_p;
@@ -116,12 +120,44 @@ __attribute__((target("avx2,fma"))) static inline __m256d abs4(__m256d x) {
     return (__m256d)((mg_v4i)x & 0x7fffffffffffffffLL);
 }
 
+// beta1*m + c1*g for an idle lane (g = +-0, m subnormal or +-0, beta1 = beta1_m 2^-53 in
+// [0.5, 1)), exactly, in integers: m = +-k 2^-1074, so beta1*m rounds to +-q 2^-1074 with q the
+// nearest integer to k beta1_m / 2^53 (ties to even), a subnormal or 0; c1*g is a zero, and the
+// sum of two zeros is -0 only when both are.
+__extension__ typedef unsigned __int128 mg_u128;    // GCC's and Clang's, as is the rest of this path
+
+static inline double idle_first_moment(double m, double g, uint64_t beta1_m) {
+    uint64_t mb, gb;
+    memcpy(&mb, &m, sizeof mb), memcpy(&gb, &g, sizeof gb);
+    mg_u128 prod = (mg_u128)(mb & 0x000fffffffffffffULL) * beta1_m;
+    uint64_t q = (uint64_t)(prod >> 53), rest = (uint64_t)prod & ((1ULL << 53) - 1);
+    q += rest > (1ULL << 52) || (rest == (1ULL << 52) && (q & 1));
+    uint64_t sign = mb & 0x8000000000000000ULL;
+    if (q == 0) sign &= gb;
+    uint64_t rb = sign | q;
+    double r;
+    memcpy(&r, &rb, sizeof r);
+    return r;
+}
+
 // Lanes i .. i+3. Returns the mask of lanes written (their gradients zeroed with zero_grads),
 // with the lanes whose g*g passed the test in bits 4-7.
-__attribute__((target("avx2,fma"))) static inline int adam_four(const adam_args *A, int64_t i, int zero_grads,
-                                                                double *m_hat_out, double *v_hat_out) {
+// With idle (a constant: two versions), idle lanes are written too: g = +-0, m subnormal or
+// +-0, v >= 0 and |p| >= idle_p_min. Their first moment comes from idle_first_moment, their
+// value stays (p - lr_t m_hat / den is p: idle_lanes_possible), and their arithmetic here runs
+// on m = 0 instead: subnormal operands make every vector operation on them many times slower.
+__attribute__((target("avx2,fma"), always_inline)) static inline int adam_four(const adam_args *A, int64_t i,
+                                                                               int zero_grads, double *m_hat_out,
+                                                                               double *v_hat_out, int idle) {
     __m256d g = _mm256_loadu_pd(A->grad + i), m = _mm256_loadu_pd(A->m + i), v = _mm256_loadu_pd(A->v + i);
-    __m256d mi = splat(A->beta1) * m + splat(A->c1) * g;
+    __m256d p = _mm256_loadu_pd(A->data + i), m_used = m;
+    mg_v4i idle_lanes = { 0, 0, 0, 0 };
+    if (idle) {
+        idle_lanes = (g == splat(0.0)) & (abs4(m) < splat(0x1p-1022)) & (v >= splat(0.0)) &
+                     (abs4(p) >= splat(A->idle_p_min));
+        m_used = _mm256_andnot_pd((__m256d)idle_lanes, m);
+    }
+    __m256d mi = splat(A->beta1) * m_used + splat(A->c1) * g;
     __m256d s = g * g;
     __m256d s_err = _mm256_fmsub_pd(g, g, s);                       // g*g - s, exactly
     __m256d vi = splat(A->beta2) * v + splat(A->c2) * s;
@@ -141,12 +177,25 @@ __attribute__((target("avx2,fma"))) static inline int adam_four(const adam_args 
     mg_v4i r_ok = (r_valid & (abs4(r_err) <= r_factor * r * ur)) |
                   (v_hat == splat(0.0));               // sqrt(-0.0) is -0.0, but den is eps either way
     mg_v4i ok = s_ok & r_ok & (den != splat(0.0));
+    __m256d new_p = p - (splat(A->lr_t) * m_hat) / den;
+    if (idle) {
+        int lanes = _mm256_movemask_pd((__m256d)idle_lanes);
+        if (lanes) {
+            double ms[4], gs[4];
+            _mm256_storeu_pd(ms, m), _mm256_storeu_pd(gs, g);
+            for (int k = 0; k < 4; k++)
+                if (lanes >> k & 1) ms[k] = idle_first_moment(ms[k], gs[k], A->beta1_m);
+            mi = _mm256_blendv_pd(mi, _mm256_loadu_pd(ms), (__m256d)idle_lanes);
+            new_p = _mm256_blendv_pd(new_p, p, (__m256d)idle_lanes);
+            ok |= idle_lanes;
+        }
+    }
     // A lane not written gets its old value back (a masked store is microcoded on AMD): in place,
     // adam_param_known reads it later; otherwise it writes that lane's result over it.
-    __m256d okd = (__m256d)ok, p = _mm256_loadu_pd(A->data + i);
+    __m256d okd = (__m256d)ok;
     _mm256_storeu_pd(A->next_m + i, _mm256_blendv_pd(m, mi, okd));
     _mm256_storeu_pd(A->next_v + i, _mm256_blendv_pd(v, vi, okd));
-    _mm256_storeu_pd(A->next_p + i, _mm256_blendv_pd(p, p - (splat(A->lr_t) * m_hat) / den, okd));
+    _mm256_storeu_pd(A->next_p + i, _mm256_blendv_pd(p, new_p, okd));
     if (zero_grads) _mm256_storeu_pd(A->grad + i, _mm256_andnot_pd(okd, g));
     _mm256_storeu_pd(m_hat_out, m_hat);
     _mm256_storeu_pd(v_hat_out, v_hat);
@@ -165,8 +214,12 @@ __attribute__((target("avx2,fma"))) static int adam_simd(const adam_args *A, int
     double m_hat[ADAM_BLOCK], v_hat[ADAM_BLOCK];    // and what it computed, for the lanes it left
     for (int64_t start = 0; start < n4; start += ADAM_BLOCK) {
         int64_t end = n4 - start < ADAM_BLOCK ? n4 : start + ADAM_BLOCK;
-        for (int64_t i = start; i < end; i += 4)
-            outcome[(i - start) / 4] = (uint8_t)adam_four(A, i, zero_grads, m_hat + (i - start), v_hat + (i - start));
+        if (A->idle)
+            for (int64_t i = start; i < end; i += 4)
+                outcome[(i - start) / 4] = (uint8_t)adam_four(A, i, zero_grads, m_hat + (i - start), v_hat + (i - start), 1);
+        else
+            for (int64_t i = start; i < end; i += 4)
+                outcome[(i - start) / 4] = (uint8_t)adam_four(A, i, zero_grads, m_hat + (i - start), v_hat + (i - start), 0);
         for (int64_t i = start; i < end; i += 4) {
             int o = outcome[(i - start) / 4];
             for (unsigned left = ~(unsigned)o & 15; left; left &= left - 1) {
@@ -210,6 +263,38 @@ static int any_unsafe(const double *g, const double *v, int64_t n) {
     for (; i < n; i++)
         if ((fabs(g[i]) >= 0x1p511 && isfinite(g[i])) || v[i] < 0.0) return 1;
     return 0;
+}
+
+// Idle lanes: a parameter that gets no gradient for thousands of steps (a dead ReLU unit's row,
+// say) keeps a first moment that decays into the subnormals and stays there (beta1 times the
+// least subnormal rounds back to it), and a vector operation on a subnormal is many times
+// slower. adam_four writes such lanes without that arithmetic where the step's constants allow
+// it; it looks for them only while some first moment is subnormal (idle_moments: checked when
+// the moments are written and every IDLE_RESCAN steps), so that other steps pay nothing.
+#define IDLE_RESCAN 64
+
+// some first moment is subnormal
+static int any_subnormal(const double *m, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (m[i] != 0.0 && fabs(m[i]) < 0x1p-1022) return 1;
+    return 0;
+}
+
+// Whether idle lanes may be written at once in this step, and the least |p| for which they may:
+// for g = +-0, m subnormal or +-0 and v >= 0, the seed's update keeps p. |beta1*m + c1*g| is
+// below 2^-1022, so |m_hat| <= 2^-1021 / b1 (b1 <= 1), |lr_t m_hat| <= A = |lr_t| 2^-1021 / b1
+// + 2^-1074 and, den being at least eps (v_hat >= 0 with beta2 in (0, 1]), the quotient is at
+// most X = 2 A / eps + 2^-1074, each rounding's error included. X <= |p| 2^-54 is below half
+// an ULP of p, so p - X rounds to p: idle_p_min = 2^54 X, doubled against its own roundings.
+static void idle_lanes_possible(adam_args *A, const mg_arena *a) {
+    A->idle = 0;
+    if (!a->idle_moments || !(A->beta1 >= 0.5 && A->beta1 < 1.0) || !(A->beta2 > 0.0 && A->beta2 <= 1.0) ||
+        !(A->eps > 0.0) || !isfinite(A->lr_t) || A->err_b1 || A->err_b2 || !(A->b1 > 0.0 && A->b1 <= 1.0) ||
+        !(A->b2 > 0.0))
+        return;
+    double least = 0x1p56 * (fabs(A->lr_t) * 0x1p-1021 / A->b1 + 0x1p-1074) / A->eps + 0x1p-1019;
+    if (isnan(least)) return;
+    A->idle = 1, A->idle_p_min = least, A->beta1_m = (uint64_t)(A->beta1 * 0x1p53);
 }
 
 // Every parameter, or the first error: four at a time where the CPU allows it (adam_simd).
@@ -320,6 +405,8 @@ int mgi_adam_step(mg_arena *a, mgi_pool *pool, int64_t min_share, double lr_t, d
     if (!A.err_b1 && A.b1 == 0.0) A.err_b1 = MG_ERR_ZERODIV;      // float division by zero
     if (!A.err_b2 && A.b2 == 0.0) A.err_b2 = MG_ERR_ZERODIV;
     int64_t n = a->nparams;
+    if (MG_ADAM_SIMD && step % IDLE_RESCAN == 0) a->idle_moments = any_subnormal(a->adam_m, n);
+    idle_lanes_possible(&A, a);
     if (!A.err_b1 && !A.err_b2 && cannot_fail(&A, n, pool, min_share)) {
         mgi_values_change(a);
         A.next_m = a->adam_m, A.next_v = a->adam_v, A.next_p = a->data;   // each read before it is written
@@ -359,5 +446,6 @@ int mg_adam_write(mg_arena *a, const double *m, const double *v) {
         memcpy(a->adam_m, m, (size_t)a->nparams * sizeof *m);
         memcpy(a->adam_v, v, (size_t)a->nparams * sizeof *v);
     }
+    a->idle_moments = MG_ADAM_SIMD && any_subnormal(a->adam_m, a->nparams);
     return 0;
 }

@@ -86,6 +86,7 @@ struct mg_arena {
     double *next_m;         // (adam_cap) a step's new first moments, swapped in if the step succeeds
     double *next_v;         // (adam_cap) same, second moments
     double *next_p;         // (adam_cap) same, parameter values (copied into data)
+    int idle_moments;       // some first moment was subnormal when adam.c last looked (idle lanes)
     // --- fused (DOT) nodes of the current step
     int64_t step_dots;      // DOT nodes alive that were made since the last reset
     int dot_changed;        // a value changed while DOT nodes lived: their backward would misread it

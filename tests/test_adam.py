@@ -6,6 +6,7 @@ gradients and moments whose exact square or square root lies near a rounding mid
 pow() and x*x or sqrt(x) do disagree, and require every bit of the result to match."""
 import math
 import random
+import struct
 from fractions import Fraction
 
 import pytest
@@ -135,6 +136,93 @@ def test_adam_edge_gradients_in_a_group_of_four_give_python_bits(g):
         grads = near[:lane] + [g] + near[lane:]
         c, p = adam_both_ways(grads, [0.0] * 4, [0.0] * 4, [0.5, -0.25, 0.125, 1.0], 0, 10)
         assert [list(map(repr, x)) for x in c] == [list(map(repr, x)) for x in p]
+
+
+def seed_adam(params, grads, m, v, lr_t, beta1, beta2, eps, step):
+    """The seed's update in Python floats, with any constants: (params, m, v) after one step."""
+    out = ([], [], [])
+    for p, g, mi, vi in zip(params, grads, m, v):
+        mi = beta1 * mi + (1 - beta1) * g
+        vi = beta2 * vi + (1 - beta2) * g ** 2
+        m_hat = mi / (1 - beta1 ** (step + 1))
+        v_hat = vi / (1 - beta2 ** (step + 1))
+        for x, value in zip(out, (p - lr_t * m_hat / (v_hat ** 0.5 + eps), mi, vi)):
+            x.append(value)
+    return out
+
+
+def c_adam_steps(params, grads, m, v, lr_t, beta1, beta2, eps, steps):
+    """The c backend's Adam from these moments, one step for each of `steps` (step numbers), the
+    same gradients each time: (params, m, v) after each step."""
+    from microgpt.native import Arena, check, ffi, lib
+    n = len(params)
+    arena = Arena()
+    first = arena.leaves(params)
+    arena.keep()
+    check(lib.mg_adam_init(arena.ptr, n))
+    check(lib.mg_adam_write(arena.ptr, ffi.new("double[]", m), ffi.new("double[]", v)))
+    states, cm, cv = [], ffi.new("double[]", n), ffi.new("double[]", n)
+    for step in steps:
+        for i, g in enumerate(grads):
+            check(lib.mg_set_grad(arena.ptr, first + i, g))
+        check(lib.mg_adam_step(arena.ptr, lr_t, beta1, beta2, eps, step))
+        check(lib.mg_adam_read(arena.ptr, cm, cv))
+        states.append((arena.read_data(0, n), list(cm), list(cv)))
+    return states
+
+
+def bits(state):
+    return [[struct.pack("<d", x) for x in xs] for xs in state]
+
+
+@pytest.mark.parametrize("beta1", [BETA1, 0.75, 0.5, 0.999])
+def test_idle_parameters_with_subnormal_first_moments_give_python_bits(beta1):
+    """A parameter with no gradient keeps a first moment that decays into the subnormals; the
+    vector path writes such lanes without their slow arithmetic (adam.c's idle lanes): their m
+    in integers, p kept where that is proved. Every kind of lane, mixed in fours with ordinary
+    ones: m subnormal (the least, the largest, at rounding ties of beta1 * m for beta1 0.75 and
+    0.5) or +-0, g +0 or -0, v 0 or tiny or large, p ordinary or too small to be kept."""
+    rng = random.Random(5)
+    tiny = 2.0 ** -1074
+    ms = [tiny, -tiny, 2 * tiny, 3 * tiny, 6 * tiny, (2 ** 52 - 1) * tiny, -(2 ** 52 - 1) * tiny, 0.0, -0.0]
+    ms += [rng.choice((-1, 1)) * rng.randrange(1, 2 ** 52) * tiny for _ in range(200)]
+    ms += [rng.choice((-1, 1)) * (2 * rng.randrange(1, 2 ** 20) + 1) * 2 * tiny for _ in range(50)]   # ties
+    grads, m, v, params = [], [], [], []
+    for mi in ms:
+        for g in (0.0, -0.0):
+            grads.append(g)
+            m.append(mi)
+            v.append(rng.choice((0.0, 1e-300, rng.uniform(0, 1e-6), 3.0)))
+            params.append(rng.choice((rng.gauss(0, 0.08), 1e-300, -5e-310, 0.0, 1.0)))
+        grads.append(rng.gauss(0, 1e-2))                 # an ordinary lane in the same four
+        m.append(rng.gauss(0, 1e-3))
+        v.append(rng.uniform(0, 1e-4))
+        params.append(rng.gauss(0, 0.08))
+    assert any(m_ != 0.0 and abs(m_) < 2.0 ** -1022 for m_ in m)
+    lr_t, step = 0.01, 64                                # a step that looks for idle lanes
+    c = c_adam_steps(params, grads, m, v, lr_t, beta1, BETA2, EPS, [step])[0]
+    py = seed_adam(params, grads, m, v, lr_t, beta1, BETA2, EPS, step)
+    assert bits(c) == bits(py)
+
+
+def test_first_moments_decaying_into_the_subnormals_give_python_bits():
+    """Parameters whose gradient stops: over 400 steps their first moments go from ~1e-306 into
+    the subnormals (the vector path looks for idle lanes every 64 steps) and down to 1, 2 or 3
+    times the least one, where beta1 * m rounds back to m. Every step's bits are the seed's."""
+    rng = random.Random(9)
+    n = 64
+    params = [rng.gauss(0, 0.08) for _ in range(n)]
+    m = [rng.choice((-1, 1)) * rng.uniform(1, 9) * 10.0 ** rng.randint(-307, -306) for _ in range(n)]
+    v = [rng.uniform(0, 1e-6) for _ in range(n)]
+    grads = [0.0 if i % 3 else rng.gauss(0, 1e-3) for i in range(n)]
+    steps = list(range(400))
+    states = c_adam_steps(params, grads, m, v, 0.01, BETA1, BETA2, EPS, steps)
+    state = (params, m, v)
+    for step, c in zip(steps, states):
+        state = seed_adam(*state[:1], grads, *state[1:], 0.01, BETA1, BETA2, EPS, step)
+        assert bits(c) == bits(state), f"step {step}"
+    assert sum(x != 0.0 and abs(x) < 2.0 ** -1022 for x in state[1]) > n // 2
+    assert all(abs(x) <= 3 * 5e-324 for x, g in zip(state[1], grads) if g == 0.0)
 
 
 def test_adam_overflow_raises_as_python():
