@@ -40,6 +40,7 @@ int mg_adam_init(mg_arena *a, int64_t nparams) {
 typedef struct {
     double lr_t, beta1, beta2, eps, b1, b2, c1, c2;   // c1 = 1 - beta1, c2 = 1 - beta2
     int err_b1, err_b2;     // the bias corrections' own errors (pow, or division by zero)
+    int in_place;           // cannot_fail holds: pow() raises nothing, so its errno is not read
     int idle;               // look for idle lanes (see idle_lanes_possible)
     double idle_p_min;      // the least |p| whose update is provably p itself for an idle lane
     uint64_t beta1_m;       // beta1 * 2^53, an integer (beta1 in [0.5, 1))
@@ -54,28 +55,40 @@ typedef struct {
 // test did not accept (or den was 0), so pow() decides v_hat**0.5.
 enum { KNOWN_M_HAT = 1, KNOWN_SQUARE = 2 };
 
-// g**2 and v_hat**0.5 by pow() itself (where the shortcut's test did not decide them), calling
-// it at once where float_pow would, for a finite base not 0 (and not negative for the root)
-static inline double pow_square(double g, int *err) {
-    return isfinite(g) && g != 0.0 ? py_pow_positive(fabs(g), 2.0, err) : py_pow(g, 2.0, err);
+// pow() alone, where no error is possible: in an in-place step (cannot_fail), |g| < 2^511, so
+// g**2 neither overflows nor raises when it underflows (CPython ignores ERANGE with a result of
+// 0, the only underflow for which glibc's pow sets it), and v_hat**0.5 of a finite v_hat > 0 is
+// in range. Only with glibc's pow (MG_POW_BOUND_KNOWN); elsewhere py_pow_positive reads errno.
+// The exponent goes through a volatile, as in py_pow_positive, so that pow() itself is called.
+static inline double pow_in_range(double x, double y) {
+    volatile double opaque_y = y;
+    return pow(x, opaque_y);
 }
 
-static inline double pow_root(double v, int *err) {
-    return isfinite(v) && v > 0.0 ? py_pow_positive(v, 0.5, err) : py_pow(v, 0.5, err);
+// g**2 and v_hat**0.5 by pow() itself (where the shortcut's test did not decide them), calling
+// it at once where float_pow would, for a finite base not 0 (and not negative for the root)
+static inline double pow_square(const adam_args *A, double g, int *err) {
+    if (!(isfinite(g) && g != 0.0)) return py_pow(g, 2.0, err);
+    return MG_POW_BOUND_KNOWN && A->in_place ? pow_in_range(fabs(g), 2.0) : py_pow_positive(fabs(g), 2.0, err);
+}
+
+static inline double pow_root(const adam_args *A, double v, int *err) {
+    if (!(isfinite(v) && v > 0.0)) return py_pow(v, 0.5, err);
+    return MG_POW_BOUND_KNOWN && A->in_place ? pow_in_range(v, 0.5) : py_pow_positive(v, 0.5, err);
 }
 
 static inline int adam_param_known(const adam_args *A, int64_t i, int known, double m_hat, double v_hat) {
     int err = 0;
     double g = A->grad[i];
     double mi = A->beta1 * A->m[i] + A->c1 * g;
-    double g2 = known & KNOWN_SQUARE ? g * g : known ? pow_square(g, &err) : py_square(g, &err);   // g**2
+    double g2 = known & KNOWN_SQUARE ? g * g : known ? pow_square(A, g, &err) : py_square(g, &err);   // g**2
     if (err) return err;
     double vi = A->beta2 * A->v[i] + A->c2 * g2;
     if (A->err_b1) return A->err_b1;
     if (!(known & KNOWN_M_HAT)) m_hat = mi / A->b1;
     if (A->err_b2) return A->err_b2;
     if (!(known & KNOWN_SQUARE)) v_hat = vi / A->b2;
-    double den = (known & KNOWN_SQUARE ? pow_root(v_hat, &err) : py_sqrt(v_hat, &err)) + A->eps;   // v_hat**0.5
+    double den = (known & KNOWN_SQUARE ? pow_root(A, v_hat, &err) : py_sqrt(v_hat, &err)) + A->eps;   // v_hat**0.5
     if (err) return err;
     if (den == 0.0) return MG_ERR_ZERODIV;
     A->next_m[i] = mi;
@@ -410,6 +423,7 @@ int mgi_adam_step(mg_arena *a, mgi_pool *pool, int64_t min_share, double lr_t, d
     if (!A.err_b1 && !A.err_b2 && cannot_fail(&A, n, pool, min_share)) {
         mgi_values_change(a);
         A.next_m = a->adam_m, A.next_v = a->adam_v, A.next_p = a->data;   // each read before it is written
+        A.in_place = 1;
         return adam_in_place(&A, n, pool, min_share);
     }
     int rc = adam_run(&A, n, 0);
