@@ -145,7 +145,7 @@ def _capacity(n):
 def _dense_bytes(config, positions, step_nodes):
     """The dense executor (csrc/dense.c) at its peak: buffers for a step of `positions` positions
     (values and gradients of its vec entries and losses, the kernels' aux and scratch), a plan per
-    document length, and the scratch of the longest one's compile (the graph's terms)."""
+    document length, and the scratch of the longest one's compile (its order check's counts)."""
     c, P, L, H, V = config, positions, config.n_layer, config.n_head, config.vocab_size
     values = vector_entries(c, P) + P + 1
     aux = P * (3 * (1 + 2 * L) + V + 3) + L * (P + H * (P * (P + 1) + 2 * P))  # rmsnorms, losses, attention
@@ -158,12 +158,11 @@ def _dense_bytes(config, positions, step_nodes):
     s1, s2 = P * (P + 1) // 2, P * (P + 1) * (2 * P + 1) // 6  # sums of the lengths and their squares
     plans = ((C_DENSE_OP_BYTES + 8) * calls * s1 + 8 * (L * (s2 + s1) + s1) + 8 * (2 * rows * s1 + P)
              + calls * P + _capacity(P) * C_DENSE_PLAN_BYTES)
-    terms = step_graph(c, P, True, True)[1]  # a bound: the check lists a row over runs of nodes as two terms
     nodes = num_params(c) + step_nodes
-    # node_of, topo, the pairs, the parameters' gradients: 8 bytes; the terms' begin and count per
-    # node and their parent and slot: 4 each; in_run: 1 a node
-    compile_scratch = ((values + step_nodes + 3 * (rows + V) * P + num_params(c)) * 8 + 2 * (nodes + 2) * 4
-                       + terms * 8 + nodes)
+    # node_of, producer, topo, the pairs, the parameters' gradients: 8 bytes an entry; the order
+    # check's count of terms and of terms seen (4 bytes each), last key (8) and kinds (1) a node
+    compile_scratch = ((2 * values + step_nodes + 3 * (rows + V) * P + num_params(c)) * 8
+                       + (nodes + 1) * (4 + 4 + 8 + 1))
     return buffers + plans + compile_scratch
 
 
