@@ -151,21 +151,28 @@ def seed_adam(params, grads, m, v, lr_t, beta1, beta2, eps, step):
     return out
 
 
-def c_adam_steps(params, grads, m, v, lr_t, beta1, beta2, eps, steps):
+def c_adam_steps(params, grads, m, v, lr_t, beta1, beta2, eps, steps, threads=None):
     """The c backend's Adam from these moments, one step for each of `steps` (step numbers), the
-    same gradients each time: (params, m, v) after each step."""
-    from microgpt.native import Arena, check, ffi, lib
+    same gradients each time: (params, m, v) after each step. With threads, each step is split
+    over a dense executor's threads, 8 parameters a part at least."""
+    from microgpt.native import Arena, check, ffi, lib, owned
     n = len(params)
     arena = Arena()
     first = arena.leaves(params)
     arena.keep()
     check(lib.mg_adam_init(arena.ptr, n))
     check(lib.mg_adam_write(arena.ptr, ffi.new("double[]", m), ffi.new("double[]", v)))
+    if threads is not None:
+        executor = owned(lib.mg_dense_new(), lib.mg_dense_free, "a dense executor")
+        assert lib.mg_dense_set_threads(executor, threads, 1, 8) == threads
     states, cm, cv = [], ffi.new("double[]", n), ffi.new("double[]", n)
     for step in steps:
         for i, g in enumerate(grads):
             check(lib.mg_set_grad(arena.ptr, first + i, g))
-        check(lib.mg_adam_step(arena.ptr, lr_t, beta1, beta2, eps, step))
+        if threads is None:
+            check(lib.mg_adam_step(arena.ptr, lr_t, beta1, beta2, eps, step))
+        else:
+            check(lib.mg_dense_adam_step(executor, arena.ptr, lr_t, beta1, beta2, eps, step))
         check(lib.mg_adam_read(arena.ptr, cm, cv))
         states.append((arena.read_data(0, n), list(cm), list(cv)))
     return states
@@ -175,13 +182,14 @@ def bits(state):
     return [[struct.pack("<d", x) for x in xs] for xs in state]
 
 
-@pytest.mark.parametrize("beta1", [BETA1, 0.75, 0.5, 0.999])
-def test_idle_parameters_with_subnormal_first_moments_give_python_bits(beta1):
+@pytest.mark.parametrize("beta1,threads", [(BETA1, None), (0.75, None), (0.5, None), (0.999, None), (BETA1, 3)])
+def test_idle_parameters_with_subnormal_first_moments_give_python_bits(beta1, threads):
     """A parameter with no gradient keeps a first moment that decays into the subnormals; the
     vector path writes such lanes without their slow arithmetic (adam.c's idle lanes): their m
     in integers, p kept where that is proved. Every kind of lane, mixed in fours with ordinary
     ones: m subnormal (the least, the largest, at rounding ties of beta1 * m for beta1 0.75 and
-    0.5) or +-0, g +0 or -0, v 0 or tiny or large, p ordinary or too small to be kept."""
+    0.5) or +-0, g +0 or -0, v 0 or tiny or large, p ordinary or too small to be kept; also with
+    the step split over 3 threads."""
     rng = random.Random(5)
     tiny = 2.0 ** -1074
     ms = [tiny, -tiny, 2 * tiny, 3 * tiny, 6 * tiny, (2 ** 52 - 1) * tiny, -(2 ** 52 - 1) * tiny, 0.0, -0.0]
@@ -200,7 +208,7 @@ def test_idle_parameters_with_subnormal_first_moments_give_python_bits(beta1):
         params.append(rng.gauss(0, 0.08))
     assert any(m_ != 0.0 and abs(m_) < 2.0 ** -1022 for m_ in m)
     lr_t, step = 0.01, 64                                # a step that looks for idle lanes
-    c = c_adam_steps(params, grads, m, v, lr_t, beta1, BETA2, EPS, [step])[0]
+    c = c_adam_steps(params, grads, m, v, lr_t, beta1, BETA2, EPS, [step], threads)[0]
     py = seed_adam(params, grads, m, v, lr_t, beta1, BETA2, EPS, step)
     assert bits(c) == bits(py)
 
