@@ -50,22 +50,37 @@ def roots_near_midpoints(rng, n, step):
     return out
 
 
-def adam_both_ways(grads, m, v, params, step, num_steps):
-    """(C results, Python results): parameters and both moments after one step."""
-    from microgpt.native import Arena, check, lib
+def c_adam_steps(params, grads, m, v, lr_t, beta1, beta2, eps, steps, threads=None):
+    """The c backend's Adam from these moments, one step for each of `steps` (step numbers), the
+    same gradients each time: (params, m, v) after each step. With threads, each step is split
+    over a dense executor's threads, 8 parameters a part at least."""
+    from microgpt.native import Arena, check, ffi, lib, owned
     n = len(params)
     arena = Arena()
-    handles = [check(lib.mg_leaf(arena.ptr, p)) for p in params]
+    first = arena.leaves(params)
     arena.keep()
     check(lib.mg_adam_init(arena.ptr, n))
-    for h, g in zip(handles, grads):
-        check(lib.mg_set_grad(arena.ptr, h, g))
-    from microgpt.native import ffi
     check(lib.mg_adam_write(arena.ptr, ffi.new("double[]", m), ffi.new("double[]", v)))
-    check(lib.mg_adam_step(arena.ptr, learning_rate(LEARNING_RATE, step, num_steps), BETA1, BETA2, EPS, step))
-    cm, cv = ffi.new("double[]", n), ffi.new("double[]", n)
-    check(lib.mg_adam_read(arena.ptr, cm, cv))
-    c_result = (arena.read_data(0, n), list(cm), list(cv))
+    if threads is not None:
+        executor = owned(lib.mg_dense_new(), lib.mg_dense_free, "a dense executor")
+        assert lib.mg_dense_set_threads(executor, threads, 1, 8) == threads
+    states, cm, cv = [], ffi.new("double[]", n), ffi.new("double[]", n)
+    for step in steps:
+        for i, g in enumerate(grads):
+            check(lib.mg_set_grad(arena.ptr, first + i, g))
+        if threads is None:
+            check(lib.mg_adam_step(arena.ptr, lr_t, beta1, beta2, eps, step))
+        else:
+            check(lib.mg_dense_adam_step(executor, arena.ptr, lr_t, beta1, beta2, eps, step))
+        check(lib.mg_adam_read(arena.ptr, cm, cv))
+        states.append((arena.read_data(0, n), list(cm), list(cv)))
+    return states
+
+
+def adam_both_ways(grads, m, v, params, step, num_steps):
+    """(C results, Python results): parameters and both moments after one step."""
+    lr_t = learning_rate(LEARNING_RATE, step, num_steps)
+    c_result = c_adam_steps(params, grads, m, v, lr_t, BETA1, BETA2, EPS, [step])[0]
 
     py = PythonGraph()
     for p in params:
@@ -149,33 +164,6 @@ def seed_adam(params, grads, m, v, lr_t, beta1, beta2, eps, step):
         for x, value in zip(out, (p - lr_t * m_hat / (v_hat ** 0.5 + eps), mi, vi)):
             x.append(value)
     return out
-
-
-def c_adam_steps(params, grads, m, v, lr_t, beta1, beta2, eps, steps, threads=None):
-    """The c backend's Adam from these moments, one step for each of `steps` (step numbers), the
-    same gradients each time: (params, m, v) after each step. With threads, each step is split
-    over a dense executor's threads, 8 parameters a part at least."""
-    from microgpt.native import Arena, check, ffi, lib, owned
-    n = len(params)
-    arena = Arena()
-    first = arena.leaves(params)
-    arena.keep()
-    check(lib.mg_adam_init(arena.ptr, n))
-    check(lib.mg_adam_write(arena.ptr, ffi.new("double[]", m), ffi.new("double[]", v)))
-    if threads is not None:
-        executor = owned(lib.mg_dense_new(), lib.mg_dense_free, "a dense executor")
-        assert lib.mg_dense_set_threads(executor, threads, 1, 8) == threads
-    states, cm, cv = [], ffi.new("double[]", n), ffi.new("double[]", n)
-    for step in steps:
-        for i, g in enumerate(grads):
-            check(lib.mg_set_grad(arena.ptr, first + i, g))
-        if threads is None:
-            check(lib.mg_adam_step(arena.ptr, lr_t, beta1, beta2, eps, step))
-        else:
-            check(lib.mg_dense_adam_step(executor, arena.ptr, lr_t, beta1, beta2, eps, step))
-        check(lib.mg_adam_read(arena.ptr, cm, cv))
-        states.append((arena.read_data(0, n), list(cm), list(cv)))
-    return states
 
 
 def bits(state):
