@@ -838,6 +838,19 @@ typedef struct {
     int64_t k;              // the group's leader at position 0
 } group_job;
 
+// Ask for x[0 .. n-1] to be brought into cache, to be written: a weight row's gradients come
+// from memory (6.4 MB of them at d128), each row a run too short for the CPU's own prefetcher
+// to be ahead of, and waiting for them was a quarter of the backward. A hint: no value depends
+// on it.
+static inline void prefetch_for_write(const double *x, int64_t n) {
+#if defined(__GNUC__)
+    for (int64_t k = 0; k < n; k += 64 / (int64_t)sizeof *x) __builtin_prefetch(x + k, 1);
+#else
+    (void)x, (void)n;
+#endif
+}
+
+
 // weights: rows lo .. hi-1 of position 0's group (rows do not share nodes: any row order)
 static void weight_part(void *ctx, int64_t part, int64_t nparts) {
     const group_job *g = ctx;
@@ -852,6 +865,12 @@ static void weight_part(void *ctx, int64_t part, int64_t nparts) {
         group_pair(r, g->k, q, &m, &row);
         const dense_op *o = &r->ops[m];
         int64_t wl = loc_at(o->w, row * o->n);
+        if (q + 1 < hi) {                       // the next row's gradients, on their way from memory
+            int64_t m1, row1;
+            group_pair(r, g->k, q + 1, &m1, &row1);
+            const dense_op *o1 = &r->ops[m1];
+            prefetch_for_write(G(r, loc_at(o1->w, row1 * o1->n)), o1->n);
+        }
         for (int64_t t = 0; t < T; t++) gn[t] = 0.0 + G(r, r->ops[t * K + m].out)[row];
         WEIGHT_TERMS(r->simd, G(r, wl), xs, gn, T, o->n);
         if (tr)
