@@ -77,23 +77,68 @@ static inline double pow_root(const adam_args *A, double v, int *err) {
     return MG_POW_BOUND_KNOWN && A->in_place ? pow_in_range(v, 0.5) : py_pow_positive(v, 0.5, err);
 }
 
+// Where the fast answer for g**2 or v_hat**0.5 is refused, pow()'s answer is one of three
+// doubles (py_neighbour), and what the update makes of it is often the same for all three: a
+// step of 1 ULP in g**2 moves c2 * g**2 by 1% of an ULP of it, mostly not enough to change v's
+// rounding; one in the root moves the update by an ULP of it, mostly not enough to change p's.
+// Then that is the answer, and pow() is not called; only in range, where pow() cannot fail.
+
+// v's new value, beta2 * v + c2 * g**2, with pow() giving g**2 (nonzero) where the three differ
+static inline double second_moment_by_pow(const adam_args *A, double v, double g, int *err) {
+    double s = g * g;
+    if (MG_POW_BOUND_KNOWN && py_fast_ulp(s) != 0.0) {
+        double vi = A->beta2 * v + A->c2 * s;
+        if (same_bits(vi, A->beta2 * v + A->c2 * py_neighbour(s, -1)) &&
+            same_bits(vi, A->beta2 * v + A->c2 * py_neighbour(s, 1)))
+            return vi;
+    }
+    return A->beta2 * v + A->c2 * pow_square(A, g, err);
+}
+
+// p's new value, p - (lr_t * m_hat) / (v_hat**0.5 + eps), with pow() giving the root where the
+// three differ; *err as the seed raises
+static inline double update_by_pow(const adam_args *A, double p, double m_hat, double v_hat, int *err) {
+    double r = sqrt(v_hat), a = A->lr_t * m_hat;
+    if (MG_POW_BOUND_KNOWN && A->eps > 0.0 && py_fast_ulp(r) != 0.0) {
+        double new_p = p - a / (r + A->eps);
+        if (same_bits(new_p, p - a / (py_neighbour(r, -1) + A->eps)) &&
+            same_bits(new_p, p - a / (py_neighbour(r, 1) + A->eps)))
+            return new_p;
+    }
+    double den = pow_root(A, v_hat, err) + A->eps;
+    if (!*err && den == 0.0) *err = MG_ERR_ZERODIV;
+    return *err ? 0.0 : p - a / den;
+}
+
 static inline int adam_param_known(const adam_args *A, int64_t i, int known, double m_hat, double v_hat) {
     int err = 0;
     double g = A->grad[i];
     double mi = A->beta1 * A->m[i] + A->c1 * g;
-    double g2 = known & KNOWN_SQUARE ? g * g : known ? pow_square(A, g, &err) : py_square(g, &err);   // g**2
+    double vi = known & KNOWN_SQUARE ? A->beta2 * A->v[i] + A->c2 * (g * g)                 // g**2
+              : known ? second_moment_by_pow(A, A->v[i], g, &err)
+              : A->beta2 * A->v[i] + A->c2 * py_square(g, &err);
     if (err) return err;
-    double vi = A->beta2 * A->v[i] + A->c2 * g2;
     if (A->err_b1) return A->err_b1;
     if (!(known & KNOWN_M_HAT)) m_hat = mi / A->b1;
     if (A->err_b2) return A->err_b2;
     if (!(known & KNOWN_SQUARE)) v_hat = vi / A->b2;
-    double den = (known & KNOWN_SQUARE ? pow_root(A, v_hat, &err) : py_sqrt(v_hat, &err)) + A->eps;   // v_hat**0.5
+    // v_hat**0.5: the fast answer where its test holds (adam_four's test refused it already
+    // with KNOWN_SQUARE), else pow() decides it, through update_by_pow
+    double r = 0.0, new_p;                    // (+-0.0)**0.5 is 0.0, as py_sqrt gives it
+    int root_known = known & KNOWN_SQUARE ? 0 : known ? v_hat == 0.0 || py_fast_sqrt(v_hat, &r) : 1;
+    if (!known) r = py_sqrt(v_hat, &err);
     if (err) return err;
-    if (den == 0.0) return MG_ERR_ZERODIV;
+    if (root_known) {
+        double den = r + A->eps;
+        if (den == 0.0) return MG_ERR_ZERODIV;
+        new_p = A->data[i] - (A->lr_t * m_hat) / den;
+    } else {
+        new_p = update_by_pow(A, A->data[i], m_hat, v_hat, &err);
+        if (err) return err;
+    }
     A->next_m[i] = mi;
     A->next_v[i] = vi;
-    A->next_p[i] = A->data[i] - (A->lr_t * m_hat) / den;
+    A->next_p[i] = new_p;
     return 0;
 }
 
