@@ -77,68 +77,23 @@ static inline double pow_root(const adam_args *A, double v, int *err) {
     return MG_POW_BOUND_KNOWN && A->in_place ? pow_in_range(v, 0.5) : py_pow_positive(v, 0.5, err);
 }
 
-// Where the fast answer for g**2 or v_hat**0.5 is refused, pow()'s answer is one of three
-// doubles (py_neighbour), and what the update makes of it is often the same for all three: a
-// step of 1 ULP in g**2 moves c2 * g**2 by 1% of an ULP of it, mostly not enough to change v's
-// rounding; one in the root moves the update by an ULP of it, mostly not enough to change p's.
-// Then that is the answer, and pow() is not called; only in range, where pow() cannot fail.
-
-// v's new value, beta2 * v + c2 * g**2, with pow() giving g**2 (nonzero) where the three differ
-static inline double second_moment_by_pow(const adam_args *A, double v, double g, int *err) {
-    double s = g * g;
-    if (MG_POW_BOUND_KNOWN && py_fast_ulp(s) != 0.0) {
-        double vi = A->beta2 * v + A->c2 * s;
-        if (same_bits(vi, A->beta2 * v + A->c2 * py_neighbour(s, -1)) &&
-            same_bits(vi, A->beta2 * v + A->c2 * py_neighbour(s, 1)))
-            return vi;
-    }
-    return A->beta2 * v + A->c2 * pow_square(A, g, err);
-}
-
-// p's new value, p - (lr_t * m_hat) / (v_hat**0.5 + eps), with pow() giving the root where the
-// three differ; *err as the seed raises
-static inline double update_by_pow(const adam_args *A, double p, double m_hat, double v_hat, int *err) {
-    double r = sqrt(v_hat), a = A->lr_t * m_hat;
-    if (MG_POW_BOUND_KNOWN && A->eps > 0.0 && py_fast_ulp(r) != 0.0) {
-        double new_p = p - a / (r + A->eps);
-        if (same_bits(new_p, p - a / (py_neighbour(r, -1) + A->eps)) &&
-            same_bits(new_p, p - a / (py_neighbour(r, 1) + A->eps)))
-            return new_p;
-    }
-    double den = pow_root(A, v_hat, err) + A->eps;
-    if (!*err && den == 0.0) *err = MG_ERR_ZERODIV;
-    return *err ? 0.0 : p - a / den;
-}
-
 static inline int adam_param_known(const adam_args *A, int64_t i, int known, double m_hat, double v_hat) {
     int err = 0;
     double g = A->grad[i];
     double mi = A->beta1 * A->m[i] + A->c1 * g;
-    double vi = known & KNOWN_SQUARE ? A->beta2 * A->v[i] + A->c2 * (g * g)                 // g**2
-              : known ? second_moment_by_pow(A, A->v[i], g, &err)
-              : A->beta2 * A->v[i] + A->c2 * py_square(g, &err);
+    double g2 = known & KNOWN_SQUARE ? g * g : known ? pow_square(A, g, &err) : py_square(g, &err);   // g**2
     if (err) return err;
+    double vi = A->beta2 * A->v[i] + A->c2 * g2;
     if (A->err_b1) return A->err_b1;
     if (!(known & KNOWN_M_HAT)) m_hat = mi / A->b1;
     if (A->err_b2) return A->err_b2;
     if (!(known & KNOWN_SQUARE)) v_hat = vi / A->b2;
-    // v_hat**0.5: the fast answer where its test holds (adam_four's test refused it already
-    // with KNOWN_SQUARE), else pow() decides it, through update_by_pow
-    double r = 0.0, new_p;                    // (+-0.0)**0.5 is 0.0, as py_sqrt gives it
-    int root_known = known & KNOWN_SQUARE ? 0 : known ? v_hat == 0.0 || py_fast_sqrt(v_hat, &r) : 1;
-    if (!known) r = py_sqrt(v_hat, &err);
+    double den = (known & KNOWN_SQUARE ? pow_root(A, v_hat, &err) : py_sqrt(v_hat, &err)) + A->eps;   // v_hat**0.5
     if (err) return err;
-    if (root_known) {
-        double den = r + A->eps;
-        if (den == 0.0) return MG_ERR_ZERODIV;
-        new_p = A->data[i] - (A->lr_t * m_hat) / den;
-    } else {
-        new_p = update_by_pow(A, A->data[i], m_hat, v_hat, &err);
-        if (err) return err;
-    }
+    if (den == 0.0) return MG_ERR_ZERODIV;
     A->next_m[i] = mi;
     A->next_v[i] = vi;
-    A->next_p[i] = new_p;
+    A->next_p[i] = A->data[i] - (A->lr_t * m_hat) / den;
     return 0;
 }
 
@@ -234,8 +189,23 @@ __attribute__((target("avx2,fma"), always_inline)) static inline int adam_four(c
     mg_v4i s_ok = (s_valid & (abs4(s_err) <= s_tol * us)) | (g == splat(0.0));
     mg_v4i r_ok = (r_valid & (abs4(r_err) <= r_factor * r * ur)) |
                   (v_hat == splat(0.0));               // sqrt(-0.0) is -0.0, but den is eps either way
+    __m256d a = splat(A->lr_t) * m_hat, new_p = p - a / den;
+    // Where a test refuses s = g*g (the exact square within 0.03 ULP of a midpoint), pow()'s
+    // answer is s or s's neighbour on the exact value's side (s_err's sign): pow() rounds once
+    // from within 0.034 ULP of the exact value (pymath.h), which lies within half an ULP of s on
+    // that side. Where both give v the same bits, v does not depend on which pow() returns, and
+    // the lane is written; likewise for r = sqrt(v_hat) (r_err's sign) and p. A step of one ULP
+    // in g**2 moves c2 g**2 by 1% of an ULP of it, and one in r moves p's update by an ULP of
+    // the update: mostly too little to change the rounding of v or p, so pow() is rarely needed.
+    // Lanes out of range (where pow() could raise, or a step from 0 would make a subnormal, many
+    // times slower to compute with) take a step of 0 and are not written by this.
+    mg_v4i s_step = s_valid & (((s_err > splat(0.0)) & 2) - 1);
+    s_ok |= s_valid & ((mg_v4i)vi == (mg_v4i)(splat(A->beta2) * v + splat(A->c2) * (__m256d)((mg_v4i)s + s_step)));
+    if (A->eps > 0.0) {                        // no den of 0 either way
+        mg_v4i r_step = r_valid & (((r_err > splat(0.0)) & 2) - 1);
+        r_ok |= r_valid & ((mg_v4i)new_p == (mg_v4i)(p - a / ((__m256d)((mg_v4i)r + r_step) + splat(A->eps))));
+    }
     mg_v4i ok = s_ok & r_ok & (den != splat(0.0));
-    __m256d new_p = p - (splat(A->lr_t) * m_hat) / den;
     if (idle) {
         int lanes = _mm256_movemask_pd((__m256d)idle_lanes);
         if (lanes) {

@@ -1042,6 +1042,7 @@ static int by_key_descending(const void *x, const void *y) {
     return kx < ky ? 1 : kx > ky ? -1 : 0;
 }
 
+static int same_bits(double x, double y) { return memcmp(&x, &y, sizeof x) == 0; }
 
 // Layer by layer, which linear layers run for every position at once: forward, those that read
 // the same weights at every position; backward, the groups whose schedule is the same at every

@@ -127,14 +127,8 @@ static inline double py_square(double x, int *err) {
     return py_pow(x, 2.0, err);
 }
 
-// x and y are the same double, bit for bit (-0.0 is not 0.0; a nan is itself)
-static inline int same_bits(double x, double y) {
-    union { double d; uint64_t u; } a = { .d = x }, b = { .d = y };
-    return a.u == b.u;
-}
-
-// 1 and *root = sqrt(x) where that is provably pow(x, 0.5)'s answer (x not 0), else 0
-static inline int py_fast_sqrt(double x, double *root) {
+static inline double py_sqrt(double x, int *err) {
+    if (x == 0.0) return 0.0;
 #if MG_POW_BOUND_KNOWN
     double s = sqrt(x), u = py_fast_ulp(s);
     if (u != 0.0 && x >= 0x1p-900) {
@@ -142,32 +136,10 @@ static inline int py_fast_sqrt(double x, double *root) {
         // factor 2 of x). sqrt(x) - s = (x - s*s) / (sqrt(x) + s), which is (x - s*s) / 2s
         // within a relative 2^-52: |x - s*s| <= 2t(1 - 2^-40) * s * u puts sqrt(x) within t u of s.
         double p = s * s, r = (x - p) - py_product_error(s, s, p);
-        if (fabs(r) <= 2.0 * py_fast_tolerance(s) * (1.0 - 0x1p-40) * s * u) {
-            *root = s;
-            return 1;
-        }
+        if (fabs(r) <= 2.0 * py_fast_tolerance(s) * (1.0 - 0x1p-40) * s * u) return s;
     }
-#else
-    (void)x, (void)root;
 #endif
-    return 0;
-}
-
-static inline double py_sqrt(double x, int *err) {
-    double s;
-    if (x == 0.0) return 0.0;
-    if (py_fast_sqrt(x, &s)) return s;
     return py_pow(x, 0.5, err);
-}
-
-// s one ULP up (d = 1) or down (d = -1), for s = RN(exact) in py_fast_ulp's range: where the fast
-// answer is refused, pow()'s answer is s or one of these. The exact value is within half an ULP
-// of s and pow()'s answer within 0.54 ULP of the exact value (glibc's bound, above), so within
-// 1.04 ULP of s, and no other double is nearer than 1.5 ULP (s is not a power of two).
-static inline double py_neighbour(double s, int d) {
-    union { double d; uint64_t u; } b = { .d = s };
-    b.u = d > 0 ? b.u + 1 : b.u - 1;
-    return b.d;
 }
 
 // --- math.exp and math.log (math_1 with can_overflow = 1 and 0)

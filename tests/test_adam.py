@@ -135,6 +135,55 @@ def test_adam_four_at_a_time_gives_python_bits_at_the_shortcuts_range_edges():
     assert [list(map(repr, x)) for x in c] == [list(map(repr, x)) for x in p]
 
 
+def test_squares_and_roots_outside_the_shortcuts_range_go_to_pow():
+    """Outside [2^-900, 2^1000), and at powers of two, neither the vector path's test nor its
+    check of pow()'s two possible answers may decide g**2 or v_hat**0.5: gradients there whose
+    g**2 is not g*g (squares below 2^-900 and at 2^1000 and above), second moments whose
+    v_hat**0.5 is not sqrt(v_hat) (roots below 2^-450, and roots that round to a power of two),
+    each beside ordinary lanes in its four. eps is tiny so that the root decides p."""
+    rng = random.Random(11)
+    step, lr_t, eps = 3, 0.01, 2.0 ** -1020
+    b2 = 1 - BETA2 ** (step + 1)
+
+    def v_hat_of(v):
+        return (BETA2 * v + (1 - BETA2) * 0.0 ** 2) / b2
+
+    def squares(lo, hi, n):
+        out = []
+        while len(out) < n:
+            g = rng.choice((-1, 1)) * rng.uniform(1, 2) * 2.0 ** rng.randint(lo, hi)
+            if g ** 2 != g * g:
+                out.append(g)
+        return out
+
+    tiny_roots, power_roots = [], []
+    while len(tiny_roots) < 40:
+        v = rng.uniform(1, 2) * 2.0 ** rng.randint(-1000, -905)
+        if v_hat_of(v) ** 0.5 != math.sqrt(v_hat_of(v)):
+            tiny_roots.append(v)
+    for j in range(-300, 300, 3):
+        v = 4.0 ** j * b2 / BETA2
+        for _ in range(12):
+            v = math.nextafter(v, math.inf)
+            x = v_hat_of(v)
+            if math.frexp(math.sqrt(x))[0] == 0.5 and x ** 0.5 != math.sqrt(x):
+                power_roots.append(v)
+                break
+    assert len(power_roots) > 20
+    grads, m, v = [], [], []
+    for g in squares(-520, -452, 40) + squares(500, 510, 40):
+        grads.append(g), m.append(0.0), v.append(0.0)
+    for vi in tiny_roots + power_roots:
+        grads.append(0.0), m.append(rng.uniform(-1, 1) * math.sqrt(vi)), v.append(vi)
+    for k in range(len(grads) - 1, -1, -1):     # ordinary lanes between them
+        if k % 3 == 0:
+            grads.insert(k, rng.gauss(0, 1e-2)), m.insert(k, rng.gauss(0, 1e-3)), v.insert(k, rng.uniform(0, 1e-4))
+    params = [rng.gauss(0, 0.08) for _ in grads]
+    c = c_adam_steps(params, grads, m, v, lr_t, BETA1, BETA2, eps, [step])[0]
+    py = seed_adam(params, grads, m, v, lr_t, BETA1, BETA2, eps, step)
+    assert bits(c) == bits(py)
+
+
 @pytest.mark.parametrize("g", [float("nan"), float("inf"), -float("inf"), 5e-324, 1e-170])
 def test_adam_edge_gradients_give_python_bits(g):
     """inf ** 2 is inf in Python and the update makes nan; tiny squares underflow: same bits."""
