@@ -51,8 +51,9 @@ typedef struct {
 
 // Parameter i, exactly as the seed, with its errors in its order: 0 or the error code.
 // `known` says what adam_four already computed for it (adam_param: nothing): with KNOWN_M_HAT,
-// m_hat; with KNOWN_SQUARE too, that g*g is g**2 (its test passed) and v_hat, whose sqrt() the
-// test did not accept (or den was 0), so pow() decides v_hat**0.5.
+// m_hat; with KNOWN_SQUARE too, that v from g*g is v from g**2 (the test passed, or pow()'s two
+// possible answers agree) and v_hat, whose root adam_four did not decide (or den was 0), so
+// pow() decides v_hat**0.5.
 enum { KNOWN_M_HAT = 1, KNOWN_SQUARE = 2 };
 
 // pow() alone, where no error is possible: in an in-place step (cannot_fail), |g| < 2^511, so
@@ -102,10 +103,11 @@ static inline int adam_param(const adam_args *A, int64_t i) { return adam_param_
 // Four parameters at once on a CPU with AVX2 and FMA (chosen at run time), where each lane is
 // what adam_param gives: the same expressions, lane by lane, and the shortcut for g**2 and
 // v_hat**0.5 decided by pymath.h's test, with the product errors computed exactly by FMA
-// instead of Dekker's split (both are exact, so the decisions are the same). Where a lane does
-// not pass that test (pow() decides it, or Python would raise), its new values are not
-// written: the bit of each lane that was is set in the result, and the caller runs
-// adam_param_known on the others. Built with GCC or Clang for x86-64 only.
+// instead of Dekker's split (both are exact, so the decisions are the same), or where it
+// refuses, by both of pow()'s possible answers giving the same bits. Where a lane is not
+// decided so (pow() decides it, or Python would raise), its new values are not written: the
+// bit of each lane that was is set in the result, and the caller runs adam_param_known on the
+// others. Built with GCC or Clang for x86-64 only.
 #if MG_POW_BOUND_KNOWN && defined(__x86_64__) && defined(__GNUC__) && !defined(MG_NO_SIMD)
 #define MG_ADAM_SIMD 1
 #include <immintrin.h>
@@ -154,7 +156,7 @@ static inline double idle_first_moment(double m, double g, uint64_t beta1_m) {
 }
 
 // Lanes i .. i+3. Returns the mask of lanes written (their gradients zeroed with zero_grads),
-// with the lanes whose g*g passed the test in bits 4-7.
+// with the lanes whose v g*g decides (the test passed, or pow()'s two answers agree) in bits 4-7.
 // With idle (a constant: two versions), idle lanes are written too: g = +-0, m subnormal or
 // +-0, v >= 0 and |p| >= idle_p_min. Their first moment comes from idle_first_moment, their
 // value stays (p - lr_t m_hat / den is p: idle_lanes_possible), and their arithmetic here runs
