@@ -119,21 +119,25 @@ struct mg_dense {
 // order (the topological order, last first), each parent's children in its own order. So each
 // term has a key, (the parent's place in that order, the child's place in the parent's), and v's
 // terms are its edges sorted by key. The plan's terms to v are that very list when each is an
-// edge into v, their keys rise, and there are as many as v has edges: no list is stored.
+// edge into v, their keys rise, and there are as many as v has edges: no list is stored, only
+// per node the terms still to come, the last key and a few flags.
 
 typedef struct {
     const mg_arena *a;      // the arena holding the recorded step
-    const int64_t *node_of; // location (>= 0) -> node, for the recorded step
-    const int64_t *topo;    // (nnodes - keep) a step node's place in the order, or -1
+    const uint32_t *node_of;// location (>= 0) -> node, for the recorded step
+    const uint32_t *topo;   // (nnodes - keep) a step node's place in the order, or NO_PLACE
     int64_t norder, keep;
-    const uint32_t *nterms; // node -> how many terms the graph gives it (graph_terms)
-    uint32_t *count;        // terms the plan gave each node so far
-    uint64_t *last;         // the key of the last of them
+    uint32_t *left;         // node -> how many of the terms the graph gives it the plan has not given
+    uint64_t *last;         // the key of the last term the plan gave it
+    uint8_t *kinds;         // graph_terms' flags: TWO_TERMS; GOT_TERM once the plan gave one
     int64_t nnodes;
     int64_t bad;            // the first node whose terms differ from the graph's, or -1
 } tracer;
 
 #define TOO_MANY_TERMS (-1000)      // graph_terms: a graph too large for 32-bit term counts (refused)
+#define NO_PLACE UINT32_MAX         // topo: a node the backward's order does not hold (node indices,
+                                    // and so places, are below MG_IDX_LIMIT = UINT32_MAX)
+enum { RUN_TERM = 1, NODE_TERM = 2, TWO_TERMS = 4, GOT_TERM = 8 };  // kinds: see graph_terms
 #define W_RUN (-1)                  // the slots of a DOT node's terms to its runs (see below)
 #define X_RUN (-2)
 
@@ -163,24 +167,26 @@ static void trace_term(tracer *tr, int64_t recv, int64_t src, int64_t slot) {
         return;
     }
     const mg_arena *a = tr->a;
-    int64_t at = src >= tr->keep && src < tr->nnodes ? tr->topo[src - tr->keep] : -1;
+    uint32_t place = src >= tr->keep && src < tr->nnodes ? tr->topo[src - tr->keep] : NO_PLACE;
+    int64_t at = place == NO_PLACE ? -1 : (int64_t)place;
     int runs = at >= 0 && dot_over_runs(a, src), edge;
     if (slot < 0)
         edge = runs && slot >= X_RUN && mgi_child(a, src, slot == W_RUN ? 0 : 1) == recv;
     else
         edge = at >= 0 && !runs && slot < mgi_child_count(a, src) && mgi_child(a, src, slot) == recv;
-    uint32_t seen = tr->count[recv];
-    if (!edge || seen >= tr->nterms[recv]) {
+    uint8_t kinds = tr->kinds[recv];
+    if (!edge || tr->left[recv] == 0) {
         tr->bad = recv;
         return;
     }
     uint64_t key = (uint64_t)(tr->norder - 1 - at) << 32 | (uint64_t)term_place(a, src, slot);
-    if (seen > 0 && (tr->nterms[recv] == 2 ? key == tr->last[recv] : key <= tr->last[recv])) {
+    if (kinds & GOT_TERM && (kinds & TWO_TERMS ? key == tr->last[recv] : key <= tr->last[recv])) {
         tr->bad = recv;
         return;
     }
     tr->last[recv] = key;
-    tr->count[recv] = seen + 1;
+    tr->left[recv]--;
+    tr->kinds[recv] = kinds | GOT_TERM;
 }
 
 // A DOT node over two runs of nodes (arena.h, nd_dot_of: its ranges flag) gives every one of its
@@ -1002,11 +1008,11 @@ static void run_backward(dense_run *r) {
 // the compile's temporary arrays, and their bytes
 typedef struct {
     int64_t bytes;
-    int64_t *node_of;       // (nval) location -> node of the recorded step
-    int64_t *topo;          // (count - keep) a step node's place in the order, or -1
-    uint32_t *nterms, *count;       // the tracer's
+    uint32_t *node_of;      // (nval) location -> node of the recorded step
+    uint32_t *topo;         // (count - keep) a step node's place in the order, or NO_PLACE
+    uint32_t *left;         // the tracer's
     uint64_t *last;
-    uint8_t *kinds;         // (count) graph_terms' RUN_TERM and NODE_TERM flags of each node
+    uint8_t *kinds;         // (count) the flags of each node (graph_terms, the tracer)
     int64_t *pairs;         // (3 * rows) a group's (key, instruction, row) before sorting
     int64_t *producer;      // (nval) location -> the instruction that makes it
     double *pgrad;          // (keep) the parameters' gradients of the plan's run
@@ -1021,7 +1027,7 @@ static void *scratch(compile_scratch *c, int64_t n, size_t size, int zero) {
 }
 
 static void scratch_free(compile_scratch *c) {
-    free(c->node_of), free(c->topo), free(c->nterms), free(c->count), free(c->last), free(c->kinds);
+    free(c->node_of), free(c->topo), free(c->left), free(c->last), free(c->kinds);
     free(c->pairs), free(c->pgrad), free(c->producer);
 }
 
@@ -1164,10 +1170,10 @@ static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, den
     c->topo = scratch(c, nsteps, sizeof *c->topo, 0);
     if (!p->ops || !p->locs || !c->node_of || !c->topo) return MG_ERR_NOMEM;
     p->bytes += p->nops * (int64_t)sizeof *p->ops + nlocs * (int64_t)sizeof *p->locs;
-    for (int64_t i = 0; i < nvec; i++) c->node_of[i] = a->vec_ids[pv->vecs_keep + i];
-    for (int64_t i = 0; i < nsteps; i++) c->topo[i] = -1;
+    for (int64_t i = 0; i < nvec; i++) c->node_of[i] = (uint32_t)a->vec_ids[pv->vecs_keep + i];
+    for (int64_t i = 0; i < nsteps; i++) c->topo[i] = NO_PLACE;
     for (int64_t k = 0; k < pv->norder; k++)
-        if (pv->order[k] >= pv->keep) c->topo[pv->order[k] - pv->keep] = k;
+        if (pv->order[k] >= pv->keep) c->topo[pv->order[k] - pv->keep] = (uint32_t)k;
 
     // each instruction's operands as locations
     int ok = 1;
@@ -1227,7 +1233,7 @@ static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, den
             if (!in->k.cross_entropy.fused) return refuse(d, "an unfused cross-entropy (only the fused graph compiles)", i);
             o->n = in->k.cross_entropy.n, o->ordinal = in->k.cross_entropy.ordinal;
             o->x = vec_loc(a, pv, in->k.cross_entropy.logits, o->n, &ok);
-            o->out = scalar, c->node_of[scalar++] = in->out;
+            o->out = scalar, c->node_of[scalar++] = (uint32_t)in->out;
             p->naux += o->n + 3;
             if (2 * o->n > p->ntmp) p->ntmp = 2 * o->n;
             break;
@@ -1240,7 +1246,7 @@ static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, den
                 if (at < 0) return refuse(d, "a mean of something other than cross-entropies", i);
                 p->locs[list++] = at;
             }
-            o->out = scalar, c->node_of[scalar++] = in->out;
+            o->out = scalar, c->node_of[scalar++] = (uint32_t)in->out;
             break;
         default:
             return refuse(d, "an instruction the dense executor does not know", i);
@@ -1287,8 +1293,9 @@ static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, den
             if (m->op != MG_T_LINEAR || m->leader != i) continue;
             if (m->ce >= 0 && j != i) return refuse(d, "a linear layer making logits shares its input with another", j);
             for (int64_t row = 0; row < m->nout; row++) {
-                int64_t node = c->node_of[m->out + row], at = node >= pv->keep ? c->topo[node - pv->keep] : -1;
-                if (at < 0) return refuse(d, "a linear layer's row that the loss does not depend on", j);
+                int64_t node = c->node_of[m->out + row];
+                uint32_t at = node >= pv->keep ? c->topo[node - pv->keep] : NO_PLACE;
+                if (at == NO_PLACE) return refuse(d, "a linear layer's row that the loss does not depend on", j);
                 c->pairs[3 * n] = at, c->pairs[3 * n + 1] = j, c->pairs[3 * n + 2] = row;
                 n++;
             }
@@ -1315,41 +1322,40 @@ static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, den
 
 // How many terms the graph gives every node, and the tracer over them; 0, an error code, or
 // MG_ERR_PLAN when a run's later node gets a term of its own, or a run's first node gets terms
-// both as a run's and as a node's (see trace_dot)
-enum { RUN_TERM = 1, NODE_TERM = 2 };
+// both as a run's and as a node's (see trace_dot). kinds: RUN_TERM and NODE_TERM, the kinds of
+// terms a node gets; TWO_TERMS, it gets two (which may come either way round).
 static int graph_terms(const mg_arena *a, const mgi_program_view *pv, compile_scratch *c, tracer *tr) {
     int64_t nn = pv->count;
     int64_t terms = 0;                          // all of them: below 2^32, every count and place fits
-    c->nterms = scratch(c, nn, sizeof *c->nterms, 1);
-    c->count = scratch(c, nn, sizeof *c->count, 1);     // first: where runs begin (+1) and end (-1)
-    c->last = scratch(c, nn, sizeof *c->last, 0);
+    c->left = scratch(c, nn, sizeof *c->left, 1);
+    c->last = scratch(c, nn, sizeof *c->last, 1);       // first: where runs begin (+1) and end (-1)
     c->kinds = scratch(c, nn, 1, 1);
-    if (!c->nterms || !c->count || !c->last || !c->kinds) return MG_ERR_NOMEM;
+    if (!c->left || !c->last || !c->kinds) return MG_ERR_NOMEM;
     for (int64_t k = 0; k < pv->norder; k++) {
         int64_t v = pv->order[k], nc = mgi_child_count(a, v);
         int runs = dot_over_runs(a, v);
         if ((terms += runs ? 2 : nc) >= (int64_t)UINT32_MAX) return TOO_MANY_TERMS;
         if (runs) {                             // children w0 + j and x0 + j (nd_dot_of's runs)
             int64_t w0 = mgi_child(a, v, 0), x0 = mgi_child(a, v, 1), n = nc / 2;
-            c->nterms[w0]++, c->nterms[x0]++;
+            c->left[w0]++, c->left[x0]++;
             c->kinds[w0] |= RUN_TERM, c->kinds[x0] |= RUN_TERM;
-            c->count[w0 + 1]++, c->count[w0 + n]--, c->count[x0 + 1]++, c->count[x0 + n]--;
+            c->last[w0 + 1]++, c->last[w0 + n]--, c->last[x0 + 1]++, c->last[x0 + n]--;
             continue;
         }
         for (int64_t q = 0; q < nc; q++) {
             int64_t child = mgi_child(a, v, q);
-            c->nterms[child]++;
+            c->left[child]++;
             c->kinds[child] |= NODE_TERM;
         }
     }
-    uint32_t later = 0;                         // runs that v is a later node of (mod 2^32)
+    uint64_t later = 0;                         // runs that v is a later node of (mod 2^64)
     for (int64_t v = 0; v < nn; v++) {
-        later += c->count[v];
-        c->count[v] = 0;
-        if (later ? c->nterms[v] != 0 : c->kinds[v] == (RUN_TERM | NODE_TERM)) return MG_ERR_PLAN;
+        later += c->last[v];                    // (last is read only after a term writes it)
+        if (later ? c->left[v] != 0 : c->kinds[v] == (RUN_TERM | NODE_TERM)) return MG_ERR_PLAN;
+        if (c->left[v] == 2) c->kinds[v] |= TWO_TERMS;
     }
     *tr = (tracer){ .a = a, .node_of = c->node_of, .topo = c->topo, .norder = pv->norder, .keep = pv->keep,
-                    .nterms = c->nterms, .count = c->count, .last = c->last, .nnodes = nn, .bad = -1 };
+                    .left = c->left, .last = c->last, .kinds = c->kinds, .nnodes = nn, .bad = -1 };
     return 0;
 }
 
@@ -1357,7 +1363,7 @@ static int graph_terms(const mg_arena *a, const mgi_program_view *pv, compile_sc
 static int64_t terms_differ(const tracer *tr) {
     if (tr->bad >= 0) return tr->bad;
     for (int64_t v = 0; v < tr->nnodes; v++)
-        if (tr->count[v] != tr->nterms[v]) return v;
+        if (tr->left[v] != 0) return v;
     return -1;
 }
 

@@ -159,10 +159,10 @@ def _dense_bytes(config, positions, step_nodes):
     plans = ((C_DENSE_OP_BYTES + 8) * calls * s1 + 8 * (L * (s2 + s1) + s1) + 8 * (2 * rows * s1 + P)
              + calls * P + _capacity(P) * C_DENSE_PLAN_BYTES)
     nodes = num_params(c) + step_nodes
-    # node_of, producer, topo, the pairs, the parameters' gradients: 8 bytes an entry; the order
-    # check's count of terms and of terms seen (4 bytes each), last key (8) and kinds (1) a node
-    compile_scratch = ((2 * values + step_nodes + 3 * (rows + V) * P + num_params(c)) * 8
-                       + (nodes + 1) * (4 + 4 + 8 + 1))
+    # producer, the pairs, the parameters' gradients: 8 bytes an entry; node_of and topo: 4; the
+    # order check's count of terms to come (4 bytes), last key (8) and flags (1) a node
+    compile_scratch = ((values + 3 * (rows + V) * P + num_params(c)) * 8 + (values + step_nodes) * 4
+                       + (nodes + 1) * (4 + 8 + 1))
     return buffers + plans + compile_scratch
 
 
