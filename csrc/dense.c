@@ -863,7 +863,6 @@ static inline void prefetch_for_write(const double *x, int64_t n) {
 #endif
 }
 
-
 // weights: rows lo .. hi-1 of position 0's group (rows do not share nodes: any row order)
 static void weight_part(void *ctx, int64_t part, int64_t nparts) {
     const group_job *g = ctx;
