@@ -16,9 +16,10 @@ from .optim import BETA1, BETA2, EPS, learning_rate
 # layers stay whole (the largest, 64 rows by 16 inputs by 16 positions, is 16,384: a split needs
 # twice this).
 MIN_WORK = 16384
-# parameters a part of Adam's step must have to go to another thread (the seed's 4,192 take ~25 us
-# in all: a hand-off would cost more than it saves)
-ADAM_MIN_SHARE = 32768
+# parameters a part of Adam's step must have to go to another thread: the seed's 4,192 take ~19 us
+# on one, and in two parts of ~9 us a step takes 15-17 (benchmarks/test_sizes.py, "Adam step,
+# seed"); smaller parts would cost more in hand-offs than they save
+ADAM_MIN_SHARE = 2048
 
 
 class DenseLoss:
