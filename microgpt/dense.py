@@ -16,10 +16,10 @@ from .optim import BETA1, BETA2, EPS, learning_rate
 # layers stay whole (the largest, 64 rows by 16 inputs by 16 positions, is 16,384: a split needs
 # twice this).
 MIN_WORK = 16384
-# parameters a part of Adam's step must have to go to another thread: the seed's 4,192 take ~19 us
-# on one, and in two parts of ~9 us a step takes 15-17 (benchmarks/test_sizes.py, "Adam step,
-# seed"); smaller parts would cost more in hand-offs than they save
-ADAM_MIN_SHARE = 2048
+# parameters a part of Adam's step must have to go to another thread. The seed's 4,192 take ~19 us
+# on one; in two parts (2,048 a part) Adam alone was faster, but `microgpt train` took 72 us a step
+# against 62 in two of three alternated runs (benchmarks/test_versus_seed.py -k c-all)
+ADAM_MIN_SHARE = 32768
 
 
 class DenseLoss:
