@@ -137,6 +137,8 @@ typedef struct {
 #define TOO_MANY_TERMS (-1000)      // graph_terms: a graph too large for 32-bit term counts (refused)
 #define NO_PLACE UINT32_MAX         // topo: a node the backward's order does not hold (node indices,
                                     // and so places, are below MG_IDX_LIMIT = UINT32_MAX)
+#define ALIAS UINT32_MAX            // node_of: a location that names another's node (attention's
+                                    // vecs for its DOT nodes): no value of its own
 enum { RUN_TERM = 1, NODE_TERM = 2, TWO_TERMS = 4, GOT_TERM = 8 };  // kinds: see graph_terms
 #define W_RUN (-1)                  // the slots of a DOT node's terms to its runs (see below)
 #define X_RUN (-2)
@@ -465,27 +467,21 @@ static void backward_op(dense_run *r, int64_t opi) {
         }
         return;
     }
-    case MG_T_ATTENTION: {
-        int64_t t = o->t, hd = o->hd, per_head = t * (4 * hd + 6);
+    case MG_T_ATTENTION: {                        // the fused graph's (kernels.c): see its layout
+        int64_t t = o->t, hd = o->hd, per_head = 7 * t + hd;
         const int64_t *keys = r->p->locs + o->list, *vals = keys + t;
         const double *aux = r->aux + o->aux, *q = V(r, o->x);
         double c = aux[0], *gq = G(r, o->x), *gw = r->tmp, *ge = gw + t, *gl = ge + t;
         for (int64_t h = o->nout - 1; h >= 0; h--) {
-            int64_t hs = h * hd, hb = b + h * per_head, sb = hb + t * (2 * hd + 1), ob = sb + 5 * t;
+            int64_t hs = h * hd, hb = b + h * per_head, sb = hb + 2 * t, ob = sb + 5 * t;
             const double *e = aux + 1 + h * (2 * t + 2), *w = e + t, inv = w[t], lg_inv = w[t + 1];
             for (int64_t s = 0; s < t; s++) gw[s] = ge[s] = 0.0;
-            // out_j = sum(w_s * v_s[j]): its chain gives every product 0 + g_j
+            // out_j = sum(w_s * v_s[j]), one DOT node: its pairs last to first
             for (int64_t j = hs + hd - 1; j >= hs; j--) {
-                int64_t cb = ob + 2 * t * (j - hs);
+                int64_t dot = ob + (j - hs);
                 for (int64_t s = t - 1; s >= 0; s--) {
-                    int64_t mul = s ? cb + 2 * s : cb, sum = cb + 2 * s + 1;
-                    double gmul = 0.0 + g[j];
-                    if (tr) {                     // the chain's own terms
-                        if (s) trace_term(tr, sum - 2, sum, 0);
-                        trace_term(tr, mul, sum, s ? 1 : 0);
-                    }
-                    TERM(gw[s], V(r, vals[s])[j] * gmul, sb + 3 * t + 2 * s + 1, mul, 0);
-                    TERM(G(r, vals[s])[j], w[s] * gmul, node_of(tr, vals[s], j), mul, 1);
+                    TERM(gw[s], V(r, vals[s])[j] * g[j], sb + 3 * t + 2 * s + 1, dot, 2 * s);
+                    TERM(G(r, vals[s])[j], w[s] * g[j], node_of(tr, vals[s], j), dot, 2 * s + 1);
                 }
             }
             // w_s = e_s * inv_s, inv_s = total**-1 (one node each), in descending s
@@ -498,22 +494,21 @@ static void backward_op(dense_run *r, int64_t opi) {
                 TERM(gt, lg_inv * ginv, sb + 3 * t - 1, ws - 1, 0);
             }
             softmax_terms(r, t, e, ge, gt, gl, sb);
-            // logit_s = sum(q_j * k_s[j]) * c
+            // logit_s = (one DOT node over q's and k_s's slices) * c
             for (int64_t s = t - 1; s >= 0; s--) {
-                int64_t cb = hb + s * (2 * hd + 1);
-                double glogit = 0.0, gtop = 0.0;
-                TERM(glogit, gl[s], cb + 2 * hd, sb + 2 * s, 0);
-                TERM(gtop, c * glogit, cb + 2 * hd - 1, cb + 2 * hd, 0);
+                int64_t dot = hb + 2 * s;
+                double glogit = 0.0, gdot = 0.0;
+                TERM(glogit, gl[s], dot + 1, sb + 2 * s, 0);
+                TERM(gdot, c * glogit, dot, dot + 1, 0);
                 const double *k = V(r, keys[s]);
-                double *gk = G(r, keys[s]), gch = 0.0 + gtop;
+                double *gk = G(r, keys[s]);
                 for (int64_t j = hd - 1; j >= 0; j--) {
-                    int64_t mul = j ? cb + 2 * j : cb, sum = cb + 2 * j + 1;
-                    if (tr) {
-                        if (j) trace_term(tr, sum - 2, sum, 0);
-                        trace_term(tr, mul, sum, j ? 1 : 0);
-                    }
-                    TERM(gq[hs + j], k[hs + j] * gch, node_of(tr, o->x, hs + j), mul, 0);
-                    TERM(gk[hs + j], q[hs + j] * gch, node_of(tr, keys[s], hs + j), mul, 1);
+                    gq[hs + j] += k[hs + j] * gdot;
+                    gk[hs + j] += q[hs + j] * gdot;
+                }
+                if (tr) {
+                    trace_dot(tr, dot, loc_at(o->x, hs), hd, 0);
+                    trace_dot(tr, dot, loc_at(keys[s], hs), hd, 1);
                 }
             }
         }
@@ -1220,12 +1215,16 @@ static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, den
         case MG_T_SOFTMAX:
             return refuse(d, "a softmax in a training step (only cross-entropies take one)", i);
         case MG_T_ATTENTION: {
+            if (!in->k.attention.fused) return refuse(d, "an unfused attention (only the fused graph compiles)", i);
             int64_t t = in->k.attention.t, hd = in->k.attention.head_dim, h = in->k.attention.n_head;
             o->t = t, o->hd = hd, o->nout = h, o->n = h * hd, o->list = list;
             o->x = vec_loc(a, pv, in->k.attention.q, o->n, &ok), o->out = vec_loc(a, pv, in->out, o->n, &ok);
             for (int64_t s = 0; s < 2 * t; s++) p->locs[list++] = vec_loc(a, pv, pv->list[in->k.attention.list + s], o->n, &ok);
             p->naux += 1 + h * (2 * t + 2);
             if (3 * t > p->ntmp) p->ntmp = 3 * t;
+            if (ok)                                 // its outputs' two vecs each: only the DOT nodes read them
+                for (int64_t k = o->out + o->n; k < o->out + o->n + h * t * (1 + hd) && k < nvec; k++)
+                    c->node_of[k] = ALIAS;
             break;
         }
         case MG_T_CROSS_ENTROPY:
@@ -1415,7 +1414,8 @@ int64_t mg_dense_compile(mg_dense *d, mg_tape *t, mg_arena *a, int64_t program) 
             }
         }
         for (int64_t i = 0; !result && i < p.nval; i++)
-            if (!same_bits(d->val[i], a->data[c.node_of[i]]) || !same_bits(d->grad[i], a->grad[c.node_of[i]]))
+            if (c.node_of[i] != ALIAS &&
+                (!same_bits(d->val[i], a->data[c.node_of[i]]) || !same_bits(d->grad[i], a->grad[c.node_of[i]])))
                 result = refuse(d, "a value or gradient of the plan differs from the graph's", -1);
         for (int64_t i = 0; !result && i < pv.keep; i++)
             if (!same_bits(c.pgrad[i], a->grad[i]))

@@ -8,9 +8,10 @@
  * exported calls that check handles and record are in layers.c; a replay (tape.c) calls the
  * bodies directly.
  *
- * The fused graph (fused = 1) keeps every bit with fewer nodes: a linear row is one DOT node
- * instead of the seed's chain of products and sums (arena.h, nd_dot_of), and a cross-entropy makes
- * only the target's probability, whose siblings cannot reach the loss (shared/PARITY.md).
+ * The fused graph (fused = 1) keeps every bit with fewer nodes: a linear row, an attention logit's
+ * sum and an attention output's sum are each one DOT node instead of the seed's chain of products
+ * and sums (arena.h, nd_dot_of), and a cross-entropy makes only the target's probability, whose
+ * siblings cannot reach the loss (shared/PARITY.md).
  *
  * Not here: which layers, in which order (that is Python's model), and any recording.
  */
@@ -187,12 +188,18 @@ int64_t mgi_k_softmax(mg_arena *a, int64_t x, int64_t n) {
 // the h-th slice (hs = h * hd): logit_s = sum(q[hs+j] * k_s[hs+j] for j) * (hd**0.5)**-1,
 // w = softmax(logits), out[hs+j] = sum(w_s * v_s[hs+j] for s). keys[s], values[s]: offsets of
 // vecs of n_head*hd elements. The output is one vec, the heads' outputs concatenated.
+// Fused, each of those sums is one DOT node, as a fused linear row is: a logit's over the slices
+// of q and k_s, an output's over two vecs made for it (the weights, and v_s[hs+j] for every s),
+// which follow the output vec. Node layout per head, fused: (DOT, * c) per s, the softmax's 5t,
+// then the hd outputs; unfused: the chains, t * (2hd + 1), the softmax's, then hd chains of 2t.
 int64_t mgi_k_attention(mg_arena *a, int64_t q, const int64_t *keys, const int64_t *values,
-                        int64_t t, int64_t n_head, int64_t head_dim) {
+                        int64_t t, int64_t n_head, int64_t head_dim, int fused) {
     int64_t hd = head_dim, n = n_head * hd;
-    if ((double)n_head * (double)t * (4.0 * (double)hd + 6.0) > (double)MG_IDX_LIMIT) return MG_ERR_NOMEM;
-    int64_t nodes = n_head * t * (4 * hd + 6);   // per head: dots t*(2hd+1), softmax 5t, outputs 2*hd*t
-    int rc = mgi_reserve(a, nodes, 2 * nodes, n, 3 * t);
+    if ((double)n_head * (double)t * (4.0 * (double)hd + 7.0) > (double)MG_IDX_LIMIT) return MG_ERR_NOMEM;
+    // per head: dots t*(2hd+1), softmax 5t, outputs 2*hd*t; fused: 2t, 5t and hd
+    int64_t nodes = fused ? n_head * (7 * t + hd) : n_head * t * (4 * hd + 6);
+    int64_t vecs = fused ? n + n_head * t * (1 + hd) : n;     // fused: each output's two vecs
+    int rc = mgi_reserve(a, nodes, MG_DOT_EDGES * nodes, vecs, 3 * t);
     if (rc) return rc;
     int err = 0;
     double c = py_pow(py_pow((double)hd, 0.5, &err), -1.0, &err);   // the seed's / head_dim**0.5
@@ -200,18 +207,41 @@ int64_t mgi_k_attention(mg_arena *a, int64_t q, const int64_t *keys, const int64
     undo_point u = undo_point_here(a);
     int64_t *logits = a->scratch, *exps = logits + t, *wts = exps + t;   // reused by each head
     const int64_t *ids = a->vec_ids;
-    int64_t *out = a->vec_ids + a->vcount;
+    int64_t off = a->vcount, *out = a->vec_ids + off;
+    if (fused) vec_commit(a, n);                 // written head by head below
     for (int64_t hs = 0; hs < n; hs += hd) {
         const int64_t *qs = ids + q + hs;
-        for (int64_t s = 0; s < t; s++) logits[s] = nd_mulc(a, dot_chain(a, qs, ids + keys[s] + hs, hd), c);
+        for (int64_t s = 0; s < t; s++) {
+            int64_t qv = q + hs, kv = keys[s] + hs, logit;
+            if (fused) {
+                int ranges = mgi_vec_is_range(a, qv, hd) && mgi_vec_is_range(a, kv, hd) &&
+                             (ids[qv] + hd <= ids[kv] || ids[kv] + hd <= ids[qv]);
+                logit = nd_dot_of(a, qv, kv, hd, dot_value(a, qv, kv, hd), ranges);
+            } else {
+                logit = dot_chain(a, qs, ids + kv, hd);
+            }
+            logits[s] = nd_mulc(a, logit, c);
+        }
         if ((rc = softmax_nodes(a, logits, t, exps, wts, -1))) return undo_to(a, u, rc);
+        if (fused) {
+            int64_t wv = a->vcount;
+            for (int64_t s = 0; s < t; s++) a->vec_ids[wv + s] = wts[s];
+            vec_commit(a, t);
+            for (int64_t j = hs; j < hs + hd; j++) {
+                int64_t xv = a->vcount;
+                for (int64_t s = 0; s < t; s++) a->vec_ids[xv + s] = ids[values[s] + j];
+                vec_commit(a, t);
+                out[j] = nd_dot_of(a, wv, xv, t, dot_value(a, wv, xv, t), 0);
+            }
+            continue;
+        }
         for (int64_t j = hs; j < hs + hd; j++) {
             int64_t acc = nd_addc(a, nd_mul(a, wts[0], ids[values[0] + j]), 0.0);
             for (int64_t s = 1; s < t; s++) acc = nd_add(a, acc, nd_mul(a, wts[s], ids[values[s] + j]));
             out[j] = acc;
         }
     }
-    return vec_commit(a, n);
+    return fused ? off : vec_commit(a, n);
 }
 
 // -log(softmax(logits)[target]): the loss node. Fused, only the target's probability is made.

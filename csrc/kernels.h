@@ -16,7 +16,7 @@ int64_t mgi_k_rmsnorm(mg_arena *a, int64_t x, int64_t n);
 int64_t mgi_k_softmax(mg_arena *a, int64_t x, int64_t n);
 // keys, values: t vec offsets each; they may sit in a->scratch past 3*t entries (the scratch used)
 int64_t mgi_k_attention(mg_arena *a, int64_t q, const int64_t *keys, const int64_t *values,
-                        int64_t t, int64_t n_head, int64_t head_dim);
+                        int64_t t, int64_t n_head, int64_t head_dim, int fused);
 int64_t mgi_k_cross_entropy(mg_arena *a, int64_t logits, int64_t n, int64_t target, int fused);
 int64_t mgi_k_mean(mg_arena *a, const int64_t *nodes, int64_t n);   // nodes: indices (may be in a->scratch)
 

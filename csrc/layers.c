@@ -113,7 +113,7 @@ int64_t mg_k_linear(mg_arena *a, mg_tape *t, int64_t x, int64_t nin, int64_t w, 
 
 // the key and value offsets go in a->scratch past the body's own scratch (3t)
 int64_t mg_k_attention(mg_arena *a, mg_tape *t, int64_t q, const int64_t *keys,
-                       const int64_t *values, int64_t nt, int64_t n_head, int64_t head_dim) {
+                       const int64_t *values, int64_t nt, int64_t n_head, int64_t head_dim, int fused) {
     mgi_count_call(a);
     int64_t qo = 0, hd = head_dim, result = 0;
     if (!a || !keys || !values || nt < 1 || hd < 1 || n_head < 1 || nt > MG_IDX_LIMIT / 5 ||
@@ -129,8 +129,8 @@ int64_t mg_k_attention(mg_arena *a, mg_tape *t, int64_t q, const int64_t *keys,
         if ((rc = input_vec(a, values[s], n, &voff[s]))) return refused(t, rc);
     }
     mg_instr in = { .op = MG_T_ATTENTION, .k.attention = { .q = qo, .t = nt, .n_head = n_head,
-                    .head_dim = hd } };
-    RUN(a, t, in, mgi_k_attention(a, qo, koff, voff, nt, n_head, hd), koff, 2 * nt);
+                    .head_dim = hd, .fused = fused != 0 } };
+    RUN(a, t, in, mgi_k_attention(a, qo, koff, voff, nt, n_head, hd, fused != 0), koff, 2 * nt);
     return mgi_vec_handle_of(a, result);
 }
 

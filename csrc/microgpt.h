@@ -125,7 +125,8 @@ int64_t mg_k_softmax(mg_arena *a, mg_tape *tape, int64_t x, int64_t n);
 /* every head, head h on elements h*head_dim ..: one vec of n_head*head_dim, the heads' outputs
  * in order; keys/values: t vec handles of n_head*head_dim elements each */
 int64_t mg_k_attention(mg_arena *a, mg_tape *tape, int64_t q, const int64_t *keys,
-                       const int64_t *values, int64_t t, int64_t n_head, int64_t head_dim);
+                       const int64_t *values, int64_t t, int64_t n_head, int64_t head_dim,
+                       int fused);                        /* fused: its sums as DOT nodes */
 int64_t mg_k_cross_entropy(mg_arena *a, mg_tape *tape, int64_t logits, int64_t n, int64_t target,
                            int fused);                    /* a node */
 int64_t mg_k_mean(mg_arena *a, mg_tape *tape, const int64_t *nodes, int64_t n); /* (1/n) * sum: a node */

@@ -273,7 +273,7 @@ static int64_t run_instruction(mg_arena *a, const mg_program *p, const mg_instr 
         for (int64_t s = 0; s < nt; s++)
             if (!vec_ok(a, keys[s], w) || !vec_ok(a, values[s], w)) return MG_ERR_ARG;
         return mgi_k_attention(a, in->k.attention.q, keys, values, nt, in->k.attention.n_head,
-                               in->k.attention.head_dim);
+                               in->k.attention.head_dim, in->k.attention.fused);
     }
     case MG_T_CROSS_ENTROPY:
         if (!vec_ok(a, in->k.cross_entropy.logits, in->k.cross_entropy.n)) return MG_ERR_ARG;

@@ -20,7 +20,7 @@ typedef struct {
         struct { int64_t x, n; double c; } scale;
         struct { int64_t x, n; } unary;                      // relu, rmsnorm, softmax
         struct { int64_t x, nin, w, nout; int fused; } linear;
-        struct { int64_t q, t, n_head, head_dim, list; } attention;  // list: t key, then t value offsets
+        struct { int64_t q, t, n_head, head_dim, list; int fused; } attention;  // list: t key, then t value offsets
         struct { int64_t logits, n, target, ordinal; int fused; } cross_entropy;  // target: as recorded;
                                                              // ordinal: j for the j-th of the step
         struct { int64_t n, list; } mean;                    // list: n node indices

@@ -58,7 +58,7 @@ class KernelLayers(Layers):
     def attention(self, q, keys, values, n_head):
         qh, n = q
         out = lib.mg_k_attention(self.ptr, self.tape, qh, [k[0] for k in keys], [v[0] for v in values],
-                                 len(keys), n_head, n // n_head)
+                                 len(keys), n_head, n // n_head, self.fused)
         return (check(out), n)
 
     def cross_entropy(self, logits, target):

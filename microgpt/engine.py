@@ -121,8 +121,8 @@ def dot(ws, xs):
     (w0, x0, w1, x1, ...), which the search in backward() visits in the order the chain of
     products would. Each child receives its one gradient term, local_grad * grad, exactly as
     through the chain (whose sum and product nodes pass grad on unchanged), so when the
-    children are distinct Values, as in a linear layer, every bit of every gradient is the
-    chain's. It saves two nodes per term, which is most of the seed's graph.
+    children are distinct Values, as in a linear layer or attention's sums, every bit of every
+    gradient is the chain's. It saves two nodes per term, which is most of the seed's graph.
     """
     wd = [w.data for w in ws]
     xd = [x.data for x in xs]

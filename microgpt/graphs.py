@@ -72,6 +72,7 @@ class ScalarLayers(Layers):
         self.new_param = new_param
         self._linear = layers.linear_fused if fused else layers.linear
         self._cross_entropy = layers.cross_entropy_fused if fused else layers.cross_entropy
+        self._attention = layers.attention_fused if fused else layers.attention
 
     def matrix(self, rows):
         return [[self.new_param(x) for x in row] for row in rows]
@@ -85,7 +86,7 @@ class ScalarLayers(Layers):
     def linear(self, x, w): return self._linear(x, w)
     def rmsnorm(self, x): return layers.rmsnorm(x)
     def softmax(self, x): return layers.softmax(x)
-    def attention(self, q, keys, values, n_head): return layers.attention(q, keys, values, n_head)
+    def attention(self, q, keys, values, n_head): return self._attention(q, keys, values, n_head)
     def cross_entropy(self, logits, target): return self._cross_entropy(logits, target)
     def mean(self, losses): return layers.mean(losses)
     def item(self, node): return node.data

@@ -62,11 +62,17 @@ def _cross_entropy(vocab, fused):
     return nodes + 2, links + 2
 
 
-def _attention(t, n_head, head_dim):
-    """One position attending over t cached positions, every head."""
+def _attention(t, n_head, head_dim, fused, compact=False):
+    """One position attending over t cached positions, every head: per head t dots of hd (the
+    logits), t scalings, a softmax over t and hd dots over t (the outputs); each dot the seed's
+    chain, or fused one dot node (as a linear row: _linear)."""
     hd = head_dim
+    if fused:
+        nodes = n_head * (7 * t + hd)
+        links = n_head * (t * (C_DOT_EDGES if compact else 2 * hd) + t + (7 * t - 1)
+                          + hd * (C_DOT_EDGES if compact else 2 * t))
+        return nodes, links
     nodes = n_head * (4 * hd * t + 6 * t)
-    # per head: t dot chains of hd, t scalings, softmax over t, hd weighted sums over t
     links = n_head * (t * (4 * hd - 1) + t + (7 * t - 1) + hd * (4 * t - 1))
     return nodes, links
 
@@ -80,8 +86,9 @@ def _add(nodes_links, *more):
 
 def step_graph(config, positions, fused_linear, fused_loss, compact_dots=False):
     """(nodes, links) that one training step over `positions` positions makes (a document of
-    positions + 1 tokens, positions <= block_size), not counting the parameters. compact_dots:
-    count a fused dot node's links as the C arena's edge entries."""
+    positions + 1 tokens, positions <= block_size), not counting the parameters. fused_linear:
+    every dot (linear rows and attention's sums) one node. compact_dots: count a fused dot node's
+    links as the C arena's edge entries."""
     c, P = config, positions
     n, V, L = c.n_embd, c.vocab_size, c.n_layer
     # the parts of a position that do not depend on how many positions came before it
@@ -92,8 +99,8 @@ def step_graph(config, positions, fused_linear, fused_loss, compact_dots=False):
     fixed = _add((n, 2 * n), _rmsnorm(n), (L * layer[0], L * layer[1]),  # embed, rmsnorm, layers
                  _linear(n, V, fused_linear, cd), _cross_entropy(V, fused_loss))
     # attention is linear in t; summed over t = 1..P with sum(t) = P(P+1)/2
-    a1 = _attention(1, c.n_head, c.head_dim)
-    a0 = (0, -c.n_head * (1 + c.head_dim))  # the per-head constant part of the links
+    a0 = _attention(0, c.n_head, c.head_dim, fused_linear, cd)  # the part that does not grow with t
+    a1 = _attention(1, c.n_head, c.head_dim, fused_linear, cd)
     slope = (a1[0] - a0[0], a1[1] - a0[1])
     tri = P * (P + 1) // 2
     nodes = P * fixed[0] + L * (P * a0[0] + tri * slope[0])
@@ -101,10 +108,15 @@ def step_graph(config, positions, fused_linear, fused_loss, compact_dots=False):
     return nodes + P + 1, links + 2 * P  # the mean of the P losses
 
 
-def vector_entries(config, positions):
-    """Vector entries a kernel graph (c kernels, fused, replay) keeps for one step's layer outputs."""
-    n = config.n_embd
-    return positions * (2 * n + config.n_layer * 18 * n + config.vocab_size)
+def vector_entries(config, positions, fused=True):
+    """Vector entries a kernel graph (c kernels, fused, replay) keeps for one step's layer outputs;
+    fused, also the two vecs each of attention's output dots reads (the weights once a head, and
+    the values' entries), t * (1 + head_dim) a head at a position over t positions."""
+    n, c = config.n_embd, config
+    outputs = positions * (2 * n + c.n_layer * 18 * n + c.vocab_size)
+    if not fused:
+        return outputs
+    return outputs + c.n_layer * c.n_head * (1 + c.head_dim) * positions * (positions + 1) // 2
 
 
 def num_params(config):
@@ -173,7 +185,7 @@ def _c_arena_bytes(config, mode, positions):
     total = (_capacity(P + nodes) * C_NODE_BYTES + _capacity(links) * C_LINK_BYTES
              + _capacity(P + nodes) * C_SCRATCH_BYTES + _capacity(P) * C_ADAM_BYTES)
     if mode != "seed":  # the vecs, and the runs of consecutive nodes of the persistent ones (vec_run)
-        total += _capacity(P + vector_entries(config, positions)) * 8 + _capacity(P) * 8
+        total += _capacity(P + vector_entries(config, positions, fused)) * 8 + _capacity(P) * 8
     if mode in ("replay", "dense"):
         # a recording per document length: each keeps its kernel calls, their operand lists
         # (attention's key and value offsets, the mean's losses) and its backward order
