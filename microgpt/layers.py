@@ -28,7 +28,7 @@ def linear(x, w):
 
 
 def linear_fused(x, w):
-    """linear() with each row one dot node: the same bits, a seventh of the nodes (engine.dot)."""
+    """linear() with each row one dot node: the same bits, far fewer nodes (engine.dot)."""
     return [dot(wo, x) for wo in w]
 
 
