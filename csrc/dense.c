@@ -439,8 +439,9 @@ static void backward_op(dense_run *r, int64_t opi) {
             backward_rows(r, r->p->sched + 2 * o->sched, o->nsched);
         return;
     case MG_T_RMSNORM: {
-        // nodes: squares and their chain (2n), * 1/n, + 1e-5, **-0.5, then out_i = x_i * scale
-        int64_t n = o->n, pw = b + 2 * n + 2;
+        // the fused graph's nodes: sum(x_i * x_i) (one DOT), * 1/n, + 1e-5, **-0.5, then
+        // out_i = x_i * scale
+        int64_t n = o->n, pw = b + 3;
         const double *x = V(r, o->x), *aux = r->aux + o->aux;
         double *gx = G(r, o->x), scale = aux[0], gscale = 0.0;
         for (int64_t i = n - 1; i >= 0; i--) {
@@ -450,20 +451,10 @@ static void backward_op(dense_run *r, int64_t opi) {
         double gbase = 0.0, gms = 0.0, gsum = 0.0;
         TERM(gbase, aux[1] * gscale, pw - 1, pw, 0);
         TERM(gms, gbase, pw - 2, pw - 1, 0);
-        TERM(gsum, aux[2] * gms, pw - 3, pw - 2, 0);
-        for (int64_t j = n - 1; j >= 0; j--) {    // the chain: each sum and square gets 0 + gsum
-            int64_t sq = j ? b + 2 * j : b, sum = b + 2 * j + 1;
-            double gsq = 0.0;
-            if (j) {
-                double gprev = 0.0;
-                TERM(gprev, gsum, sum - 2, sum, 0);
-                TERM(gsq, gsum, sq, sum, 1);
-                gsum = gprev;
-            } else {
-                TERM(gsq, gsum, sq, sum, 0);
-            }
-            TERM(gx[j], x[j] * gsq, node_of(tr, o->x, j), sq, 0);
-            TERM(gx[j], x[j] * gsq, node_of(tr, o->x, j), sq, 1);
+        TERM(gsum, aux[2] * gms, b, pw - 2, 0);
+        for (int64_t j = n - 1; j >= 0; j--) {    // the DOT's pairs (x_j, x_j), last to first
+            TERM(gx[j], x[j] * gsum, node_of(tr, o->x, j), b, 2 * j);
+            TERM(gx[j], x[j] * gsum, node_of(tr, o->x, j), b, 2 * j + 1);
         }
         return;
     }
@@ -1196,6 +1187,8 @@ static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, den
             break;
         case MG_T_RELU:
         case MG_T_RMSNORM:
+            if (in->op == MG_T_RMSNORM && !in->k.unary.fused)
+                return refuse(d, "an unfused rmsnorm (only the fused graph compiles)", i);
             o->n = in->k.unary.n;
             o->x = vec_loc(a, pv, in->k.unary.x, o->n, &ok), o->out = vec_loc(a, pv, in->out, o->n, &ok);
             if (in->op == MG_T_RMSNORM) p->naux += 3;

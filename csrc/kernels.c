@@ -9,8 +9,8 @@
  * bodies directly.
  *
  * The fused graph (fused = 1) keeps every bit with fewer nodes: a linear row, an attention logit's
- * sum and an attention output's sum are each one DOT node instead of the seed's chain of products
- * and sums (arena.h, nd_dot_of), and a cross-entropy makes only the target's probability, whose
+ * sum, an attention output's sum and an rmsnorm's sum of squares are each one DOT node instead of
+ * the seed's chain of products and sums (arena.h, nd_dot_of), and a cross-entropy makes only the target's probability, whose
  * siblings cannot reach the loss (shared/PARITY.md).
  *
  * Not here: which layers, in which order (that is Python's model), and any recording.
@@ -158,8 +158,11 @@ int64_t mgi_k_linear(mg_arena *a, int64_t x, int64_t nin, int64_t w, int64_t nou
     return vec_commit(a, nout);
 }
 
-// ms = sum(x_i * x_i) * n**-1; scale = (ms + 1e-5)**-0.5; out_i = x_i * scale
-int64_t mgi_k_rmsnorm(mg_arena *a, int64_t x, int64_t n) {
+// ms = sum(x_i * x_i) * n**-1; scale = (ms + 1e-5)**-0.5; out_i = x_i * scale. Fused, the sum is
+// one DOT node over x and x (not over runs: they meet), whose two terms to each x_i are the
+// chain's x_i * x_i node's. Node layout: the sum (its chain of 2n, or the DOT), * 1/n, + 1e-5,
+// **-0.5, then the n outputs.
+static int64_t rmsnorm_body(mg_arena *a, int64_t x, int64_t n, int fused) {
     int rc = mgi_reserve(a, 3 * n + 3, 2 * (3 * n + 3), n, 0);
     if (rc) return rc;
     undo_point u = undo_point_here(a);
@@ -167,13 +170,17 @@ int64_t mgi_k_rmsnorm(mg_arena *a, int64_t x, int64_t n) {
     double inv_n = py_pow((double)n, -1.0, &err);   // the seed's len(x)**-1, a Python float
     if (err) return err;
     const int64_t *xs = a->vec_ids + x;
-    int64_t ms = nd_mulc(a, dot_chain(a, xs, xs, n), inv_n);
+    int64_t sum = fused ? nd_dot_of(a, x, x, n, dot_value(a, x, x, n), 0) : dot_chain(a, xs, xs, n);
+    int64_t ms = nd_mulc(a, sum, inv_n);
     int64_t scale = nd_pow(a, nd_addc(a, ms, 1e-5), -0.5);
     if (scale < 0) return undo_to(a, u, scale);
     int64_t *out = a->vec_ids + a->vcount;
     for (int64_t i = 0; i < n; i++) out[i] = nd_mul(a, xs[i], scale);
     return vec_commit(a, n);
 }
+
+int64_t mgi_k_rmsnorm(mg_arena *a, int64_t x, int64_t n) { return rmsnorm_body(a, x, n, 0); }
+int64_t mgi_k_rmsnorm_fused(mg_arena *a, int64_t x, int64_t n) { return rmsnorm_body(a, x, n, 1); }
 
 int64_t mgi_k_softmax(mg_arena *a, int64_t x, int64_t n) {
     int rc = mgi_reserve(a, 5 * n, 10 * n, n, n);

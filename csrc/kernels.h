@@ -13,6 +13,7 @@ int64_t mgi_k_scale(mg_arena *a, int64_t x, int64_t n, double c);
 int64_t mgi_k_relu(mg_arena *a, int64_t x, int64_t n);
 int64_t mgi_k_linear(mg_arena *a, int64_t x, int64_t nin, int64_t w, int64_t nout, int fused);
 int64_t mgi_k_rmsnorm(mg_arena *a, int64_t x, int64_t n);
+int64_t mgi_k_rmsnorm_fused(mg_arena *a, int64_t x, int64_t n);   // its sum of squares one DOT node
 int64_t mgi_k_softmax(mg_arena *a, int64_t x, int64_t n);
 // keys, values: t vec offsets each; they may sit in a->scratch past 3*t entries (the scratch used)
 int64_t mgi_k_attention(mg_arena *a, int64_t q, const int64_t *keys, const int64_t *values,

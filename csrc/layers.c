@@ -38,12 +38,12 @@ static int64_t refused(mg_tape *t, int64_t rc) {
 
 // the exported form of a body that maps one vec of n elements to a new one (relu, rmsnorm, softmax)
 static int64_t vec_to_vec(mg_arena *a, mg_tape *t, int32_t op,
-                          int64_t (*body)(mg_arena *, int64_t, int64_t), int64_t x, int64_t n) {
+                          int64_t (*body)(mg_arena *, int64_t, int64_t), int64_t x, int64_t n, int fused) {
     mgi_count_call(a);
     int64_t xo = 0, result = 0;
     int rc = input_vec(a, x, n, &xo);
     if (rc) return refused(t, rc);
-    mg_instr in = { .op = op, .k.unary = { .x = xo, .n = n } };
+    mg_instr in = { .op = op, .k.unary = { .x = xo, .n = n, .fused = fused } };
     RUN(a, t, in, body(a, xo, n), NULL, 0);
     return mgi_vec_handle_of(a, result);
 }
@@ -86,15 +86,15 @@ int64_t mg_k_scale(mg_arena *a, mg_tape *t, int64_t x, int64_t n, double c) {
 }
 
 int64_t mg_k_relu(mg_arena *a, mg_tape *t, int64_t x, int64_t n) {
-    return vec_to_vec(a, t, MG_T_RELU, mgi_k_relu, x, n);
+    return vec_to_vec(a, t, MG_T_RELU, mgi_k_relu, x, n, 0);
 }
 
-int64_t mg_k_rmsnorm(mg_arena *a, mg_tape *t, int64_t x, int64_t n) {
-    return vec_to_vec(a, t, MG_T_RMSNORM, mgi_k_rmsnorm, x, n);
+int64_t mg_k_rmsnorm(mg_arena *a, mg_tape *t, int64_t x, int64_t n, int fused) {
+    return vec_to_vec(a, t, MG_T_RMSNORM, fused ? mgi_k_rmsnorm_fused : mgi_k_rmsnorm, x, n, fused != 0);
 }
 
 int64_t mg_k_softmax(mg_arena *a, mg_tape *t, int64_t x, int64_t n) {
-    return vec_to_vec(a, t, MG_T_SOFTMAX, mgi_k_softmax, x, n);
+    return vec_to_vec(a, t, MG_T_SOFTMAX, mgi_k_softmax, x, n, 0);
 }
 
 int64_t mg_k_linear(mg_arena *a, mg_tape *t, int64_t x, int64_t nin, int64_t w, int64_t nout,

@@ -120,7 +120,7 @@ int64_t mg_k_scale(mg_arena *a, mg_tape *tape, int64_t x, int64_t n, double c); 
 int64_t mg_k_relu(mg_arena *a, mg_tape *tape, int64_t x, int64_t n);               /* [xi.relu()] */
 int64_t mg_k_linear(mg_arena *a, mg_tape *tape, int64_t x, int64_t nin, int64_t w, int64_t nout,
                     int fused);                           /* w: nout*nin row-major */
-int64_t mg_k_rmsnorm(mg_arena *a, mg_tape *tape, int64_t x, int64_t n);
+int64_t mg_k_rmsnorm(mg_arena *a, mg_tape *tape, int64_t x, int64_t n, int fused);  /* fused: its sum of squares a DOT */
 int64_t mg_k_softmax(mg_arena *a, mg_tape *tape, int64_t x, int64_t n);
 /* every head, head h on elements h*head_dim ..: one vec of n_head*head_dim, the heads' outputs
  * in order; keys/values: t vec handles of n_head*head_dim elements each */

@@ -258,8 +258,10 @@ static int64_t run_instruction(mg_arena *a, const mg_program *p, const mg_instr 
     case MG_T_RMSNORM:
     case MG_T_SOFTMAX:
         if (!vec_ok(a, in->k.unary.x, in->k.unary.n)) return MG_ERR_ARG;
-        return (in->op == MG_T_RELU ? mgi_k_relu : in->op == MG_T_RMSNORM ? mgi_k_rmsnorm : mgi_k_softmax)(
-            a, in->k.unary.x, in->k.unary.n);
+        return (in->op == MG_T_RELU      ? mgi_k_relu
+                : in->op == MG_T_SOFTMAX ? mgi_k_softmax
+                : in->k.unary.fused      ? mgi_k_rmsnorm_fused
+                                         : mgi_k_rmsnorm)(a, in->k.unary.x, in->k.unary.n);
     case MG_T_LINEAR:
         if (!vec_ok(a, in->k.linear.x, in->k.linear.nin) ||
             !vec_ok(a, in->k.linear.w, in->k.linear.nin * in->k.linear.nout))

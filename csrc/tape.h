@@ -18,7 +18,7 @@ typedef struct {
         struct { int64_t wte, wte_rows, wpe, wpe_rows, n_embd, pos, token; } embed;  // token: as recorded
         struct { int64_t x, y, n; } add;
         struct { int64_t x, n; double c; } scale;
-        struct { int64_t x, n; } unary;                      // relu, rmsnorm, softmax
+        struct { int64_t x, n; int fused; } unary;          // relu, rmsnorm (fused: its sum one DOT), softmax
         struct { int64_t x, nin, w, nout; int fused; } linear;
         struct { int64_t q, t, n_head, head_dim, list; int fused; } attention;  // list: t key, then t value offsets
         struct { int64_t logits, n, target, ordinal; int fused; } cross_entropy;  // target: as recorded;

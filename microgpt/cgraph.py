@@ -50,7 +50,7 @@ class KernelLayers(Layers):
         return (check(lib.mg_k_linear(self.ptr, self.tape, x[0], nin, wh, nout, self.fused)), nout)
 
     def rmsnorm(self, x):
-        return (check(lib.mg_k_rmsnorm(self.ptr, self.tape, x[0], x[1])), x[1])
+        return (check(lib.mg_k_rmsnorm(self.ptr, self.tape, x[0], x[1], self.fused)), x[1])
 
     def softmax(self, x):
         return (check(lib.mg_k_softmax(self.ptr, self.tape, x[0], x[1])), x[1])

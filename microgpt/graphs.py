@@ -73,6 +73,7 @@ class ScalarLayers(Layers):
         self._linear = layers.linear_fused if fused else layers.linear
         self._cross_entropy = layers.cross_entropy_fused if fused else layers.cross_entropy
         self._attention = layers.attention_fused if fused else layers.attention
+        self._rmsnorm = layers.rmsnorm_fused if fused else layers.rmsnorm
 
     def matrix(self, rows):
         return [[self.new_param(x) for x in row] for row in rows]
@@ -84,7 +85,7 @@ class ScalarLayers(Layers):
     def scale(self, x, c): return layers.scale(x, c)
     def relu(self, x): return layers.relu(x)
     def linear(self, x, w): return self._linear(x, w)
-    def rmsnorm(self, x): return layers.rmsnorm(x)
+    def rmsnorm(self, x): return self._rmsnorm(x)
     def softmax(self, x): return layers.softmax(x)
     def attention(self, q, keys, values, n_head): return self._attention(q, keys, values, n_head)
     def cross_entropy(self, logits, target): return self._cross_entropy(logits, target)

@@ -44,8 +44,10 @@ def _linear(nin, nout, fused, compact=False):
     return 2 * nin * nout, nout * (4 * nin - 1)
 
 
-def _rmsnorm(n):
-    # sum of squares (2n nodes, 4n-1 links), / n, + 1e-5, ** -0.5, then n products
+def _rmsnorm(n, fused, compact=False):
+    # sum of squares (2n nodes, 4n-1 links; fused one dot node), / n, + 1e-5, ** -0.5, n products
+    if fused:
+        return n + 4, (C_DOT_EDGES if compact else 2 * n) + 3 + 2 * n
     return 3 * n + 3, 6 * n + 2
 
 
@@ -87,20 +89,21 @@ def _add(nodes_links, *more):
 def step_graph(config, positions, fused_linear, fused_loss, compact_dots=False):
     """(nodes, links) that one training step over `positions` positions makes (a document of
     positions + 1 tokens, positions <= block_size), not counting the parameters. fused_linear:
-    every dot (linear rows and attention's sums) one node. compact_dots: count a fused dot node's
-    links as the C arena's edge entries."""
+    every dot (linear rows, attention's sums, rmsnorm's sum of squares) one node. compact_dots:
+    count a fused dot node's links as the C arena's edge entries."""
     c, P = config, positions
     n, V, L = c.n_embd, c.vocab_size, c.n_layer
     # the parts of a position that do not depend on how many positions came before it
     cd = compact_dots
-    layer = _add(_rmsnorm(n), *[_linear(n, n, fused_linear, cd)] * 4, (n, 2 * n),  # q k v o, residual
-                 _rmsnorm(n), _linear(n, 4 * n, fused_linear, cd), (4 * n, 4 * n),  # fc1, relu
-                 _linear(4 * n, n, fused_linear, cd), (n, 2 * n))  # fc2, residual
-    fixed = _add((n, 2 * n), _rmsnorm(n), (L * layer[0], L * layer[1]),  # embed, rmsnorm, layers
-                 _linear(n, V, fused_linear, cd), _cross_entropy(V, fused_loss))
+    f = fused_linear
+    layer = _add(_rmsnorm(n, f, cd), *[_linear(n, n, f, cd)] * 4, (n, 2 * n),  # q k v o, residual
+                 _rmsnorm(n, f, cd), _linear(n, 4 * n, f, cd), (4 * n, 4 * n),  # fc1, relu
+                 _linear(4 * n, n, f, cd), (n, 2 * n))  # fc2, residual
+    fixed = _add((n, 2 * n), _rmsnorm(n, f, cd), (L * layer[0], L * layer[1]),  # embed, rmsnorm, layers
+                 _linear(n, V, f, cd), _cross_entropy(V, fused_loss))
     # attention is linear in t; summed over t = 1..P with sum(t) = P(P+1)/2
-    a0 = _attention(0, c.n_head, c.head_dim, fused_linear, cd)  # the part that does not grow with t
-    a1 = _attention(1, c.n_head, c.head_dim, fused_linear, cd)
+    a0 = _attention(0, c.n_head, c.head_dim, f, cd)  # the part that does not grow with t
+    a1 = _attention(1, c.n_head, c.head_dim, f, cd)
     slope = (a1[0] - a0[0], a1[1] - a0[1])
     tri = P * (P + 1) // 2
     nodes = P * fixed[0] + L * (P * a0[0] + tri * slope[0])
