@@ -109,8 +109,8 @@ int mg_adam_write(mg_arena *a, const double *m, const double *v);
 
 /* --- layer kernels (layers.c): each builds exactly the nodes the seed's Python builds -------
  * fused = 0: the seed's graph node for node. fused = 1: the fused graph, same bits, fewer nodes:
- * a linear row and each of attention's sums are one dot node, and a cross-entropy makes only the
- * target's probability (its siblings cannot reach the loss). tape: NULL, or a tape that is recording (the call is recorded).
+ * a linear row, each of attention's sums and an rmsnorm's sum of squares are one dot node, and a
+ * cross-entropy makes only the target's probability (its siblings cannot reach the loss). tape: NULL, or a tape that is recording (the call is recorded).
  * A kernel call that fails spoils the recording. */
 /* wte[token] + wpe[pos]: wte, wpe are vecs of whole matrices (rows * n_embd, row-major) */
 int64_t mg_k_embed(mg_arena *a, mg_tape *tape, int64_t wte, int64_t wte_rows, int64_t wpe,

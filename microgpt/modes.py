@@ -20,9 +20,9 @@ class GraphMode:
 GRAPH_MODES = (
     GraphMode("seed", ("python", "c"), "the seed's graph node for node, one scalar op at a time"),
     GraphMode("kernels", ("c",), "the seed's graph node for node, one C call per layer"),
-    GraphMode("fused", ("python", "c"), "each linear row and each attention sum one dot node, each "
-                                        "cross-entropy only the target's probability: the seed's bits, "
-                                        "a twelfth of the nodes"),
+    GraphMode("fused", ("python", "c"), "each sum of products (linear rows, attention's sums, rmsnorm's "
+                                        "sum of squares) one dot node, each cross-entropy only the "
+                                        "target's probability: the seed's bits, a fourteenth of the nodes"),
     GraphMode("replay", ("c",), "fused, each training step recorded once per document length and replayed in C"),
     GraphMode("dense", ("c",), "replay's recording compiled into dense kernels over flat arrays, no nodes; "
                                "checked against the graph once per document length"),

@@ -77,8 +77,8 @@ def test_model_step_graph_identical_across_backends(seed):
 
 
 def test_fused_graph_makes_the_same_nodes_on_both_backends():
-    """'fused' means one thing everywhere: dot rows and attention sums, and a cross-entropy with
-    only the target's probability. Counted per step on the python backend (Values made) and in the
+    """'fused' means one thing everywhere: dot rows, attention sums and rmsnorm sums of squares,
+    and a cross-entropy with only the target's probability. Counted per step on the python backend (Values made) and in the
     c arena."""
     import random
 
