@@ -858,16 +858,16 @@ static void weight_part(void *ctx, int64_t part, int64_t nparts) {
     const double **xs = r->ptrs;
     double *gn = r->tmp + part * (T + 1);
     part_range(group_size(r, g->k), 1, part, nparts, &lo, &hi);
+    int64_t m = 0, row = 0, next_m = 0, next_row = 0;
+    if (lo < hi) group_pair(r, g->k, lo, &next_m, &next_row);
     for (int64_t q = lo; q < hi; q++) {
-        int64_t m, row;
-        group_pair(r, g->k, q, &m, &row);
+        m = next_m, row = next_row;
         const dense_op *o = &r->ops[m];
         int64_t wl = loc_at(o->w, row * o->n);
         if (q + 1 < hi) {                       // the next row's gradients, on their way from memory
-            int64_t m1, row1;
-            group_pair(r, g->k, q + 1, &m1, &row1);
-            const dense_op *o1 = &r->ops[m1];
-            prefetch_for_write(G(r, loc_at(o1->w, row1 * o1->n)), o1->n);
+            group_pair(r, g->k, q + 1, &next_m, &next_row);
+            const dense_op *o1 = &r->ops[next_m];
+            prefetch_for_write(G(r, loc_at(o1->w, next_row * o1->n)), o1->n);
         }
         for (int64_t t = 0; t < T; t++) gn[t] = 0.0 + G(r, r->ops[t * K + m].out)[row];
         WEIGHT_TERMS(r->simd, G(r, wl), xs, gn, T, o->n);

@@ -10,8 +10,8 @@
  *
  * The fused graph (fused = 1) keeps every bit with fewer nodes: a linear row, an attention logit's
  * sum, an attention output's sum and an rmsnorm's sum of squares are each one DOT node instead of
- * the seed's chain of products and sums (arena.h, nd_dot_of), and a cross-entropy makes only the target's probability, whose
- * siblings cannot reach the loss (shared/PARITY.md).
+ * the seed's chain of products and sums (arena.h, nd_dot_of), and a cross-entropy makes only the
+ * target's probability, whose siblings cannot reach the loss (shared/PARITY.md).
  *
  * Not here: which layers, in which order (that is Python's model), and any recording.
  */
@@ -217,7 +217,6 @@ int64_t mgi_k_attention(mg_arena *a, int64_t q, const int64_t *keys, const int64
     int64_t off = a->vcount, *out = a->vec_ids + off;
     if (fused) vec_commit(a, n);                 // written head by head below
     for (int64_t hs = 0; hs < n; hs += hd) {
-        const int64_t *qs = ids + q + hs;
         for (int64_t s = 0; s < t; s++) {
             int64_t qv = q + hs, kv = keys[s] + hs, logit;
             if (fused) {
@@ -225,7 +224,7 @@ int64_t mgi_k_attention(mg_arena *a, int64_t q, const int64_t *keys, const int64
                              (ids[qv] + hd <= ids[kv] || ids[kv] + hd <= ids[qv]);
                 logit = nd_dot_of(a, qv, kv, hd, dot_value(a, qv, kv, hd), ranges);
             } else {
-                logit = dot_chain(a, qs, ids + kv, hd);
+                logit = dot_chain(a, ids + qv, ids + kv, hd);
             }
             logits[s] = nd_mulc(a, logit, c);
         }

@@ -86,16 +86,16 @@ def _add(nodes_links, *more):
     return n, e
 
 
-def step_graph(config, positions, fused_linear, fused_loss, compact_dots=False):
+def step_graph(config, positions, fused_dots, fused_loss, compact_dots=False):
     """(nodes, links) that one training step over `positions` positions makes (a document of
-    positions + 1 tokens, positions <= block_size), not counting the parameters. fused_linear:
+    positions + 1 tokens, positions <= block_size), not counting the parameters. fused_dots:
     every dot (linear rows, attention's sums, rmsnorm's sum of squares) one node. compact_dots:
     count a fused dot node's links as the C arena's edge entries."""
     c, P = config, positions
     n, V, L = c.n_embd, c.vocab_size, c.n_layer
     # the parts of a position that do not depend on how many positions came before it
     cd = compact_dots
-    f = fused_linear
+    f = fused_dots
     layer = _add(_rmsnorm(n, f, cd), *[_linear(n, n, f, cd)] * 4, (n, 2 * n),  # q k v o, residual
                  _rmsnorm(n, f, cd), _linear(n, 4 * n, f, cd), (4 * n, 4 * n),  # fc1, relu
                  _linear(4 * n, n, f, cd), (n, 2 * n))  # fc2, residual

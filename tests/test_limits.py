@@ -54,7 +54,7 @@ def test_step_graph_counts_are_exact(config, backend, mode):
     model = GPT(config, new_graph(backend, mode))
     for positions in (1, 3, config.block_size):
         tokens = tokens_of(config, positions)
-        expected = limits.step_graph(config, positions, fused_linear=FUSED[mode],
+        expected = limits.step_graph(config, positions, fused_dots=FUSED[mode],
                                      fused_loss=FUSED[mode], compact_dots=backend == "c")
         if backend == "python":
             assert python_counts(model, tokens) == expected
