@@ -46,7 +46,8 @@ def compiler_flags(compiler_type):
     compile_args = ["-std=c11", "-O2", "-Wall", "-Wextra", "-ffp-contract=off", "-pthread"]
     link_args = ["-pthread"]  # Adam may split a step over threads (csrc/adam.c)
     if os.environ.get("MICROGPT_SANITIZE") == "1":
-        # also: check every cached backward order (csrc/tape.c), and run Adam's portable path
+        # also: check every cached backward order (csrc/tape.c), wrap the search's stamp early
+        # (csrc/arena.c), and run Adam's portable path
         # (csrc/adam.c), so that the tests cover it as the plain build covers the SIMD one
         sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all"]
         compile_args += ["-DMG_CHECK_ORDER", "-DMG_NO_SIMD"] + sanitize

@@ -59,16 +59,13 @@ int mgi_grow(mgi_memory *mem, void **arrays, const size_t *sizes, int narrays, i
 }
 
 static int grow_nodes(mg_arena *a, int64_t need) {
-    int64_t old = a->node_cap;
     void *p[] = { a->data, a->grad, a->op, a->seen, a->edge_begin, a->node_label };
     const size_t size[] = { sizeof *a->data, sizeof *a->grad, sizeof *a->op, sizeof *a->seen, sizeof *a->edge_begin,
                             sizeof *a->node_label };
     int narrays = a->owner ? 6 : 5;              // labels: a Values arena's only
     int rc = mgi_grow(&a->mem, p, size, narrays, 1, &a->node_cap, need, MG_IDX_LIMIT);   // edge_begin: cap + 1
     a->data = p[0], a->grad = p[1], a->op = p[2], a->seen = p[3], a->edge_begin = p[4], a->node_label = p[5];
-    if (!rc && a->node_cap > old)                // never reached by a search
-        memset(a->seen + old, 0, (size_t)(a->node_cap - old) * sizeof *a->seen);
-    return rc;
+    return rc;                                   // (seen: cleared by the search, see seen_clean)
 }
 
 static int grow_edges(mg_arena *a, int64_t need) {
@@ -123,6 +120,9 @@ mg_arena *mg_arena_new(void) {
         return NULL;
     }
     a->nparams = -1;
+#ifdef MG_CHECK_ORDER
+    a->search_stamp = UINT32_MAX - 2;            // the checking build's searches wrap the stamp at once
+#endif
     a->mem.bytes = (int64_t)(sizeof *a + sizeof *a->edge_begin);
     return a;
 }
@@ -131,7 +131,7 @@ void mg_arena_free(mg_arena *a) {
     if (!a) return;
     free(a->data); free(a->grad); free(a->op); free(a->seen); free(a->edge_begin);
     free(a->edge_child); free(a->edge_lgrad);
-    free(a->vec_ids); free(a->vec_run);
+    free(a->vec_ids); free(a->run_start);
     free(a->stack_node); free(a->stack_edge); free(a->order); free(a->scratch);
     free(a->adam_m); free(a->adam_v); free(a->next_m); free(a->next_v); free(a->next_p);
     free(a->slot_node); free(a->slot_free); free(a->node_label);
@@ -145,13 +145,16 @@ int64_t mg_arena_keep(mg_arena *a) {
     if (a->owner) return MG_ERR_ARG;             // a Values arena: its nodes live while a Value names them
     if (a->generation != 0) return MG_ERR_ARG;   // after a reset, old handles could name kept nodes
     if (a->step_dots) return MG_ERR_ARG;      // DOT nodes read values that Adam changes: never kept
-    void *run[] = { a->vec_run };                // see vec_run (arena.h)
-    const size_t size[] = { sizeof *a->vec_run };
-    int rc = mgi_grow(&a->mem, run, size, 1, 0, &a->run_cap, a->vcount, MG_IDX_LIMIT);
-    a->vec_run = run[0];
+    int64_t nruns = 0;                           // see run_start (arena.h)
+    for (int64_t k = 0; k < a->vcount; k++) nruns += k == 0 || a->vec_ids[k] != a->vec_ids[k - 1] + 1;
+    void *run[] = { a->run_start };
+    const size_t size[] = { sizeof *a->run_start };
+    int rc = mgi_grow(&a->mem, run, size, 1, 0, &a->run_cap, nruns, MG_IDX_LIMIT);
+    a->run_start = run[0];
     if (rc) return rc;
-    for (int64_t k = a->vcount - 1; k >= 0; k--)
-        a->vec_run[k] = k + 1 < a->vcount && a->vec_ids[k + 1] == a->vec_ids[k] + 1 ? a->vec_run[k + 1] + 1 : 1;
+    a->nruns = 0;
+    for (int64_t k = 0; k < a->vcount; k++)
+        if (k == 0 || a->vec_ids[k] != a->vec_ids[k - 1] + 1) a->run_start[a->nruns++] = k;
     while (a->leaves_below < a->count && a->op[a->leaves_below] == MG_OP_LEAF) a->leaves_below++;
     a->keep = a->count;
     a->edges_keep = a->nedges;

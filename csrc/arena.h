@@ -64,13 +64,16 @@ struct mg_arena {
     int64_t leaves_below;   // nodes 0 .. leaves_below-1 are all leaves (persistent: set by keep)
     int64_t edges_keep;     // their edges
     int64_t vecs_keep;      // persistent vec entries
-    int64_t run_cap;        // entries allocated in vec_run
-    int64_t *vec_run;       // (vecs_keep) how many persistent entries from k on name consecutive
-                            // nodes (a weight matrix's vec: all of it), so a kernel can tell at once
+    int64_t nruns;          // runs of persistent entries that name consecutive nodes (a weight
+    int64_t run_cap;        // matrix's vec: one run, or part of one), so a kernel can tell at once
+    int64_t *run_start;     // (nruns) the entry each run begins at, ascending (the first: 0)
     int64_t generation;     // the high half of step handles: 0 until the first reset, then 1, 2, ...
                             // (persistent nodes are all made in generation 0: keep() refuses later)
     // --- the depth-first search's scratch (backward.c)
     uint32_t search_stamp;  // stamp of the current search (compared with seen[])
+    int64_t seen_clean;     // seen[leaves_below .. seen_clean-1] hold no stamp later than search_stamp;
+                            // a search clears what it needs beyond (seen[] of parameters is never
+                            // touched: fresh pages stay unmapped)
     int64_t search_cap;     // entries allocated in each of the three arrays below
     int64_t *stack_node;    // (search_cap) depth-first stack: node
     int64_t *stack_edge;    // (search_cap) depth-first stack: the node's next edge to follow
@@ -289,9 +292,19 @@ static inline double dot_value(const mg_arena *a, int64_t w, int64_t x, int64_t 
     return acc;
 }
 
+// the end of the run of persistent entries that entry off (< vecs_keep) lies in: a binary search
+static inline int64_t mgi_run_end(const mg_arena *a, int64_t off) {
+    int64_t lo = 0, hi = a->nruns;               // run_start[lo] <= off < run_start[hi] (or vecs_keep)
+    while (hi - lo > 1) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (a->run_start[mid] <= off) lo = mid; else hi = mid;
+    }
+    return hi < a->nruns ? a->run_start[hi] : a->vecs_keep;
+}
+
 // vec entries off .. off+n-1 name n consecutive nodes (known at once for persistent entries)
 static inline int mgi_vec_is_range(const mg_arena *a, int64_t off, int64_t n) {
-    if (off + n <= a->vecs_keep) return a->vec_run[off] >= n;
+    if (off + n <= a->vecs_keep) return off + n <= mgi_run_end(a, off);
     const int64_t *ids = a->vec_ids + off;
     for (int64_t k = 1; k < n; k++)
         if (ids[k] != ids[0] + k) return 0;

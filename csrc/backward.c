@@ -35,18 +35,23 @@ static inline int leaf_weighted_dot(const mg_arena *a, int64_t v, int64_t *x0, i
 int64_t mgi_search_order(mg_arena *a, int64_t root) {
     int rc = mgi_reserve_search(a, root + 1);    // everything reachable has an index <= root
     if (rc) return rc;
-    if (++a->search_stamp == 0) {                // the stamp wrapped: clear every old stamp once
-        memset(a->seen, 0, (size_t)a->node_cap * sizeof *a->seen);
-        a->search_stamp = 1;
-    }
-    const uint32_t stamp = a->search_stamp;
     const uint8_t *op = a->op;
+    if (op[root] == MG_OP_LEAF) return 0;
+    if (++a->search_stamp == 0) {                // the stamp wrapped: every old stamp must go
+        a->search_stamp = 1;
+        a->seen_clean = 0;
+    }
+    // marks of nodes below leaves_below (all leaves, never appended) are neither read nor written
+    const int64_t below = a->leaves_below;
+    int64_t clean = a->seen_clean > below ? a->seen_clean : below;
+    if (root + 1 > clean) memset(a->seen + clean, 0, (size_t)(root + 1 - clean) * sizeof *a->seen);
+    if (root + 1 > a->seen_clean) a->seen_clean = root + 1;
+    const uint32_t stamp = a->search_stamp;
     uint32_t *seen = a->seen;
     int64_t *stack_node = a->stack_node, *stack_child = a->stack_edge, *order = a->order;
     int64_t sp = 0, n = 0;
     int64_t done_x0 = 0, done_n = 0;             // an x run all marked: a leaf-weighted DOT's, appended
     seen[root] = stamp;
-    if (op[root] == MG_OP_LEAF) return 0;
     // v is the node being expanded, p its next child (every step-th); its ancestors wait on the stack
     int64_t v = root, p = 0, step = 1, end = mgi_child_count(a, root), x0, nx;
     if (leaf_weighted_dot(a, v, &x0, &nx)) p = 1, step = 2;
@@ -54,6 +59,7 @@ int64_t mgi_search_order(mg_arena *a, int64_t root) {
         if (p < end) {
             int64_t k = mgi_child(a, v, p);
             p += step;
+            if (k < below) continue;             // a leaf: done at once
             if (seen[k] == stamp) continue;
             seen[k] = stamp;
             if (op[k] == MG_OP_LEAF) continue;   // a leaf is done at once

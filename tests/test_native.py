@@ -194,6 +194,38 @@ def test_vec_range_from_a_parameter_into_the_step():
     assert list(out) == [1.5, 3.0]
 
 
+def _linear_over_kept_entries(first_entry):
+    """One fused linear row over two kept vec entries of a weight vec whose nodes jump, and its
+    backward: (value, the weights' gradients, the inputs' gradients)."""
+    from microgpt.native import Arena, check, ffi, lib
+    arena = Arena()
+    w = check(lib.mg_leaves(arena.ptr, [0.5, -1.25, 2.0, 0.75, -0.5, 1.5], 6))
+    x = check(lib.mg_leaves(arena.ptr, [3.0, -2.0], 2))
+    # entries name nodes 0 1 3 2 4 5: runs of consecutive nodes begin at entries 0, 2, 3 and 4
+    wvec = check(lib.mg_vec_of(arena.ptr, [w, w + 1, w + 3, w + 2, w + 4, w + 5], 6))
+    xvec = check(lib.mg_vec_range(arena.ptr, x, 2))
+    check(lib.mg_arena_keep(arena.ptr))
+    generation = check(lib.mg_arena_reset(arena.ptr))
+    out = ffi.new("double[]", 1)
+    check(lib.mg_vec_data(arena.ptr, check(lib.mg_k_linear(arena.ptr, ffi.NULL, xvec, 2, wvec + first_entry, 1, 1)),
+                          1, out))
+    check(lib.mg_backward(arena.ptr, generation << 32 | (lib.mg_arena_nodes(arena.ptr) - 1)))
+    grads = ffi.new("double[]", 8)
+    check(lib.mg_read_grad(arena.ptr, 0, 8, grads))
+    return out[0], list(grads)[:6], list(grads)[6:]
+
+
+@pytest.mark.parametrize("first_entry, nodes", [(0, (0, 1)), (1, (1, 3)), (2, (3, 2)), (4, (4, 5))])
+def test_linear_over_kept_entries_that_are_one_run_or_not(first_entry, nodes):
+    # entries 0-1 and 4-5 name consecutive nodes (read as arrays), 1-2 cross from one run into
+    # the next and 2-3 go down: each must read the nodes its entries name
+    weights = [0.5, -1.25, 2.0, 0.75, -0.5, 1.5]
+    value, wgrad, xgrad = _linear_over_kept_entries(first_entry)
+    assert value == 0.0 + weights[nodes[0]] * 3.0 + weights[nodes[1]] * -2.0
+    assert wgrad == [{nodes[0]: 3.0, nodes[1]: -2.0}.get(i, 0.0) for i in range(6)]
+    assert xgrad == [weights[nodes[0]], weights[nodes[1]]]
+
+
 def test_adam_with_no_parameters():
     from microgpt.native import Arena, check, lib
     arena = Arena()
