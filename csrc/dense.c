@@ -122,14 +122,32 @@ struct mg_dense {
 // edge into v, their keys rise, and there are as many as v has edges: no list is stored, only
 // per node the terms still to come, the last key and a few flags.
 
+// the order check's record of a node the graph gives terms to
+typedef struct {
+    uint64_t last;          // the key of the last term the plan gave it
+    uint32_t left;          // how many of the terms the graph gives it the plan has not given
+    uint8_t kinds;          // graph_terms' flags: TWO_TERMS; GOT_TERM once the plan gave one
+} term_state;
+
+// The parameters that get terms are a few in each row (a weight row's first node, for its run;
+// each node of a row read without a run; an embedding's nodes): their records are numbered in
+// node order by a bitmap of them, with each word's count of set bits before it, and kept by
+// that number, not in arrays over every parameter.
+typedef struct {
+    uint64_t *bits;         // (words) bit v % 64 of word v / 64: parameter v gets terms
+    uint32_t *before;       // (words) the parameters before word w that get terms
+    int64_t words, count;
+    uint32_t *run;          // (count) the most nodes of a run that begins at the parameter (0: none)
+    term_state *state;      // (count)
+} param_states;
+
 typedef struct {
     const mg_arena *a;      // the arena holding the recorded step
     const uint32_t *node_of;// location (>= 0) -> node, for the recorded step
     const uint32_t *topo;   // (nnodes - keep) a step node's place in the order, or NO_PLACE
     int64_t norder, keep;
-    uint32_t *left;         // node -> how many of the terms the graph gives it the plan has not given
-    uint64_t *last;         // the key of the last term the plan gave it
-    uint8_t *kinds;         // graph_terms' flags: TWO_TERMS; GOT_TERM once the plan gave one
+    term_state *steps;      // (nnodes - keep) each step node's record
+    const param_states *params;
     int64_t nnodes;
     int64_t bad;            // the first node whose terms differ from the graph's, or -1
 } tracer;
@@ -149,6 +167,32 @@ static int64_t node_of(const tracer *tr, int64_t loc, int64_t k) {
 
 static int dot_over_runs(const mg_arena *a, int64_t v) {
     return a->op[v] == MG_OP_DOT && a->edge_lgrad[a->edge_begin[v]] != 0.0;
+}
+
+// the set bits of x (a population count, portably)
+static int ones(uint64_t x) {
+    x = x - ((x >> 1) & 0x5555555555555555u);
+    x = (x & 0x3333333333333333u) + ((x >> 2) & 0x3333333333333333u);
+    x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0fu;
+    return (int)((x * 0x0101010101010101u) >> 56);
+}
+
+// the lowest set bit's place in x (x != 0)
+static int lowest(uint64_t x) {
+    return ones((x & (~x + 1)) - 1);
+}
+
+// parameter v's number among those that get terms, or -1 when it gets none
+static int64_t param_number(const param_states *ps, int64_t v) {
+    uint64_t word = ps->bits[v >> 6], bit = (uint64_t)1 << (v & 63);
+    return word & bit ? (int64_t)ps->before[v >> 6] + ones(word & (bit - 1)) : -1;
+}
+
+// node v's record, or NULL when the graph gives it no term
+static term_state *state_of(const tracer *tr, int64_t v) {
+    if (v >= tr->keep) return &tr->steps[v - tr->keep];
+    int64_t k = param_number(tr->params, v);
+    return k >= 0 ? &tr->params->state[k] : NULL;
 }
 
 // Where parent v's child number q (or its run, slot W_RUN or X_RUN) comes among the terms v
@@ -176,19 +220,19 @@ static void trace_term(tracer *tr, int64_t recv, int64_t src, int64_t slot) {
         edge = runs && slot >= X_RUN && mgi_child(a, src, slot == W_RUN ? 0 : 1) == recv;
     else
         edge = at >= 0 && !runs && slot < mgi_child_count(a, src) && mgi_child(a, src, slot) == recv;
-    uint8_t kinds = tr->kinds[recv];
-    if (!edge || tr->left[recv] == 0) {
+    term_state *st = state_of(tr, recv);
+    if (!edge || !st || st->left == 0) {
         tr->bad = recv;
         return;
     }
     uint64_t key = (uint64_t)(tr->norder - 1 - at) << 32 | (uint64_t)term_place(a, src, slot);
-    if (kinds & GOT_TERM && (kinds & TWO_TERMS ? key == tr->last[recv] : key <= tr->last[recv])) {
+    if (st->kinds & GOT_TERM && (st->kinds & TWO_TERMS ? key == st->last : key <= st->last)) {
         tr->bad = recv;
         return;
     }
-    tr->last[recv] = key;
-    tr->left[recv]--;
-    tr->kinds[recv] = kinds | GOT_TERM;
+    st->last = key;
+    st->left--;
+    st->kinds |= GOT_TERM;
 }
 
 // A DOT node over two runs of nodes (arena.h, nd_dot_of: its ranges flag) gives every one of its
@@ -992,12 +1036,11 @@ static void run_backward(dense_run *r) {
 
 // the compile's temporary arrays, and their bytes
 typedef struct {
-    int64_t bytes;
+    int64_t bytes, peak;    // held now; the most held at once
     uint32_t *node_of;      // (nval) location -> node of the recorded step
     uint32_t *topo;         // (count - keep) a step node's place in the order, or NO_PLACE
-    uint32_t *left;         // the tracer's
-    uint64_t *last;
-    uint8_t *kinds;         // (count) the flags of each node (graph_terms, the tracer)
+    term_state *steps;      // (count - keep) the tracer's records of step nodes
+    param_states params;    // and of parameters
     int64_t *pairs;         // (3 * rows) a group's (key, instruction, row) before sorting
     int64_t *producer;      // (nval) location -> the instruction that makes it
     double *pgrad;          // (keep) the parameters' gradients of the plan's run
@@ -1008,11 +1051,19 @@ static void *scratch(compile_scratch *c, int64_t n, size_t size, int zero) {
     if (n < 0 || (uint64_t)n + 1 > (uint64_t)PTRDIFF_MAX / size) return NULL;   // no object is larger
     void *p = zero ? calloc((size_t)n + 1, size) : malloc(((size_t)n + 1) * size);
     if (p) c->bytes += (n + 1) * (int64_t)size;
+    if (c->bytes > c->peak) c->peak = c->bytes;
     return p;
 }
 
+// frees one, made by scratch() with the same n and size
+static void scratch_drop(compile_scratch *c, void *p, int64_t n, size_t size) {
+    if (p) c->bytes -= (n + 1) * (int64_t)size;
+    free(p);
+}
+
 static void scratch_free(compile_scratch *c) {
-    free(c->node_of), free(c->topo), free(c->left), free(c->last), free(c->kinds);
+    free(c->node_of), free(c->topo), free(c->steps);
+    free(c->params.bits), free(c->params.before), free(c->params.run), free(c->params.state);
     free(c->pairs), free(c->pgrad), free(c->producer);
 }
 
@@ -1311,50 +1362,112 @@ static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, den
     return sequence(p, c);
 }
 
+// the parameters that get terms, numbered (see param_states): those the order's nodes give terms
+// to; or TOO_MANY_TERMS
+static int number_params(const mg_arena *a, const mgi_program_view *pv, compile_scratch *c) {
+    param_states *ps = &c->params;
+    int64_t keep = pv->keep;
+    ps->words = keep / 64 + 1;
+    ps->bits = scratch(c, ps->words, sizeof *ps->bits, 1);
+    ps->before = scratch(c, ps->words, sizeof *ps->before, 0);
+    if (!ps->bits || !ps->before) return MG_ERR_NOMEM;
+    int64_t terms = 0;                          // all of them: below 2^32, every count and place fits
+    for (int64_t k = 0; k < pv->norder; k++) {
+        int64_t v = pv->order[k], nc = dot_over_runs(a, v) ? 2 : mgi_child_count(a, v);
+        if ((terms += nc) >= (int64_t)UINT32_MAX) return TOO_MANY_TERMS;
+        for (int64_t q = 0; q < nc; q++) {       // a run's first node (children 0 and 1), or each child
+            int64_t child = mgi_child(a, v, q);
+            if (child < keep) ps->bits[child >> 6] |= (uint64_t)1 << (child & 63);
+        }
+    }
+    for (int64_t w = 0; w < ps->words; w++) {
+        ps->before[w] = (uint32_t)ps->count;
+        ps->count += ones(ps->bits[w]);
+    }
+    ps->run = scratch(c, ps->count, sizeof *ps->run, 1);
+    ps->state = scratch(c, ps->count, sizeof *ps->state, 1);
+    return ps->run && ps->state ? 0 : MG_ERR_NOMEM;
+}
+
+// node v's record in the making; *k: a parameter's number, else -1
+static term_state *record_of(compile_scratch *c, int64_t keep, int64_t v, int64_t *k) {
+    *k = v >= keep ? -1 : param_number(&c->params, v);
+    return v >= keep ? &c->steps[v - keep] : &c->params.state[*k];
+}
+
+// A run's term, to its first node v0, for n nodes: the later ones are marked, in `ends` (where
+// runs over step nodes begin and end) or by `run` (how far one from a parameter reaches)
+static void run_term(compile_scratch *c, uint32_t *ends, int64_t keep, int64_t v0, int64_t n) {
+    int64_t k;
+    term_state *st = record_of(c, keep, v0, &k);
+    st->left++;
+    st->kinds |= RUN_TERM;
+    if (k >= 0 && (uint32_t)n > c->params.run[k]) c->params.run[k] = (uint32_t)n;
+    int64_t lo = v0 + 1 > keep ? v0 + 1 : keep, hi = v0 + n;   // its later step nodes
+    if (lo < hi) ends[lo - keep]++, ends[hi - keep]--;
+}
+
+// A node's check once all terms are counted: a run's later node gets no term of its own, and no
+// node gets terms both as a run's first and as a node; two terms may come either way round.
+static int counted(term_state *st, int later) {
+    if (later ? st->left != 0 : st->kinds == (RUN_TERM | NODE_TERM)) return MG_ERR_PLAN;
+    if (st->left == 2) st->kinds |= TWO_TERMS;
+    return 0;
+}
+
 // How many terms the graph gives every node, and the tracer over them; 0, an error code, or
 // MG_ERR_PLAN when a run's later node gets a term of its own, or a run's first node gets terms
 // both as a run's and as a node's (see trace_dot). kinds: RUN_TERM and NODE_TERM, the kinds of
 // terms a node gets; TWO_TERMS, it gets two (which may come either way round).
 static int graph_terms(const mg_arena *a, const mgi_program_view *pv, compile_scratch *c, tracer *tr) {
-    int64_t nn = pv->count;
-    int64_t terms = 0;                          // all of them: below 2^32, every count and place fits
-    c->left = scratch(c, nn, sizeof *c->left, 1);
-    c->last = scratch(c, nn, sizeof *c->last, 1);       // first: where runs begin (+1) and end (-1)
-    c->kinds = scratch(c, nn, 1, 1);
-    if (!c->left || !c->last || !c->kinds) return MG_ERR_NOMEM;
-    for (int64_t k = 0; k < pv->norder; k++) {
-        int64_t v = pv->order[k], nc = mgi_child_count(a, v);
-        int runs = dot_over_runs(a, v);
-        if ((terms += runs ? 2 : nc) >= (int64_t)UINT32_MAX) return TOO_MANY_TERMS;
-        if (runs) {                             // children w0 + j and x0 + j (nd_dot_of's runs)
-            int64_t w0 = mgi_child(a, v, 0), x0 = mgi_child(a, v, 1), n = nc / 2;
-            c->left[w0]++, c->left[x0]++;
-            c->kinds[w0] |= RUN_TERM, c->kinds[x0] |= RUN_TERM;
-            c->last[w0 + 1]++, c->last[w0 + n]--, c->last[x0 + 1]++, c->last[x0 + n]--;
+    int64_t nn = pv->count, keep = pv->keep, nsteps = nn - keep;
+    c->steps = scratch(c, nsteps, sizeof *c->steps, 1);
+    uint32_t *ends = scratch(c, nsteps, sizeof *ends, 1);   // +1 where runs begin, -1 past their end
+    int rc = c->steps && ends ? number_params(a, pv, c) : MG_ERR_NOMEM;
+    for (int64_t k = 0; !rc && k < pv->norder; k++) {
+        int64_t v = pv->order[k], nc = mgi_child_count(a, v), p;
+        if (dot_over_runs(a, v)) {              // children w0 + j and x0 + j (nd_dot_of's runs)
+            run_term(c, ends, keep, mgi_child(a, v, 0), nc / 2);
+            run_term(c, ends, keep, mgi_child(a, v, 1), nc / 2);
             continue;
         }
         for (int64_t q = 0; q < nc; q++) {
-            int64_t child = mgi_child(a, v, q);
-            c->left[child]++;
-            c->kinds[child] |= NODE_TERM;
+            term_state *st = record_of(c, keep, mgi_child(a, v, q), &p);
+            st->left++, st->kinds |= NODE_TERM;
         }
     }
-    uint64_t later = 0;                         // runs that v is a later node of (mod 2^64)
-    for (int64_t v = 0; v < nn; v++) {
-        later += c->last[v];                    // (last is read only after a term writes it)
-        if (later ? c->left[v] != 0 : c->kinds[v] == (RUN_TERM | NODE_TERM)) return MG_ERR_PLAN;
-        if (c->left[v] == 2) c->kinds[v] |= TWO_TERMS;
+    uint32_t later = 0;                         // runs that a step node is a later node of (mod 2^32)
+    for (int64_t i = 0; !rc && i < nsteps; i++) {
+        later += ends[i];
+        rc = counted(&c->steps[i], later != 0);
     }
-    *tr = (tracer){ .a = a, .node_of = c->node_of, .topo = c->topo, .norder = pv->norder, .keep = pv->keep,
-                    .left = c->left, .last = c->last, .kinds = c->kinds, .nnodes = nn, .bad = -1 };
+    scratch_drop(c, ends, nsteps, sizeof *ends);
+    // the parameters in node order, each after the runs from parameters that begin before it
+    const param_states *ps = &c->params;
+    int64_t reach = 0;                          // past the last node of those runs
+    for (int64_t w = 0; !rc && w < ps->words; w++)
+        for (uint64_t bits = ps->bits[w]; !rc && bits; bits &= bits - 1) {
+            int64_t v = 64 * w + lowest(bits), k = param_number(ps, v);
+            rc = counted(&ps->state[k], v < reach);
+            if (v + ps->run[k] > reach) reach = v + ps->run[k];
+        }
+    if (rc) return rc;
+    *tr = (tracer){ .a = a, .node_of = c->node_of, .topo = c->topo, .norder = pv->norder, .keep = keep,
+                    .steps = c->steps, .params = ps, .nnodes = nn, .bad = -1 };
     return 0;
 }
 
 // after the traced run: -1 if every node got all its terms, else the first that did not
 static int64_t terms_differ(const tracer *tr) {
     if (tr->bad >= 0) return tr->bad;
-    for (int64_t v = 0; v < tr->nnodes; v++)
-        if (tr->left[v] != 0) return v;
+    const param_states *ps = tr->params;
+    for (int64_t w = 0; w < ps->words; w++)
+        for (uint64_t bits = ps->bits[w]; bits; bits &= bits - 1) {
+            int64_t v = 64 * w + lowest(bits);
+            if (ps->state[param_number(ps, v)].left != 0) return v;
+        }
+    for (int64_t i = 0; i < tr->nnodes - tr->keep; i++)
+        if (tr->steps[i].left != 0) return tr->keep + i;
     return -1;
 }
 
@@ -1414,7 +1527,7 @@ int64_t mg_dense_compile(mg_dense *d, mg_tape *t, mg_arena *a, int64_t program) 
             if (!same_bits(c.pgrad[i], a->grad[i]))
                 result = refuse(d, "a parameter's gradient differs from the graph's", -1);
     }
-    if (d->mem.bytes + p.bytes + c.bytes > d->peak) d->peak = d->mem.bytes + p.bytes + c.bytes;
+    if (d->mem.bytes + p.bytes + c.peak > d->peak) d->peak = d->mem.bytes + p.bytes + c.peak;
     scratch_free(&c);
     if (result) {
         p.bytes = 0;                              // never counted

@@ -173,11 +173,15 @@ def _dense_bytes(config, positions, step_nodes):
     s1, s2 = P * (P + 1) // 2, P * (P + 1) * (2 * P + 1) // 6  # sums of the lengths and their squares
     plans = ((C_DENSE_OP_BYTES + 8) * calls * s1 + 8 * (L * (s2 + s1) + s1) + 8 * (2 * rows * s1 + P)
              + calls * P + _capacity(P) * C_DENSE_PLAN_BYTES)
-    nodes = num_params(c) + step_nodes
+    # the parameters the order check keeps a record of: each weight row's first (the rows read
+    # as runs), attention's output matrices whole (its input is not a run), the embeddings' rows
+    params_with_terms = L * (n * n + 8 * n) + V + n * (V + P)
     # producer, the pairs, the parameters' gradients: 8 bytes an entry; node_of and topo: 4; the
-    # order check's count of terms to come (4 bytes), last key (8) and flags (1) a node
+    # order check's record of a node (16 bytes), where step runs end (4), the bitmap numbering
+    # the parameters (12 bytes per 64) and a run's reach (4)
     compile_scratch = ((values + 3 * (rows + V) * P + num_params(c)) * 8 + (values + step_nodes) * 4
-                       + (nodes + 1) * (4 + 8 + 1))
+                       + (step_nodes + 1) * (16 + 4) + (num_params(c) // 64 + 2) * 12
+                       + (params_with_terms + 1) * (16 + 4))
     return buffers + plans + compile_scratch
 
 

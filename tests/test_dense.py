@@ -130,8 +130,63 @@ class AttentionPlusItsProjection:
         return Model(config, graph)
 
 
+class AddOfAStepRunsLaterNodes:
+    """y + h[1 .. n], where h (fc1's output) is a run of nodes that fc2's rows read as one: h's
+    nodes past its first get terms of their own, which the run's one term to its first node
+    does not list. The order check must refuse (its first node gets no other term)."""
+
+    def __new__(cls, config, graph):
+        from microgpt.model import GPT
+
+        class Model(GPT):
+            def forward(self, token_id, pos_id, keys, values):
+                g, sd, n = self.graph.layers, self.state_dict, self.config.n_embd
+                x = g.embed(sd['wte'], sd['wpe'], token_id, pos_id)
+                h = g.linear(x, sd['layer0.mlp_fc1'])
+                x = g.add(g.linear(h, sd['layer0.mlp_fc2']), (h[0] + 1, n))   # h's vec from entry 1
+                return g.linear(x, sd['lm_head'])
+        return Model(config, graph)
+
+
+class RowsOverTheNextMatrix:
+    """The logits' rows read from lm_head's second node on, so that the last row's run ends on
+    attn_wq's first node, which wq's first row's run gets a term to: a parameter past a run's
+    first node with a term of its own. The order check must refuse."""
+
+    def __new__(cls, config, graph):
+        from microgpt.model import GPT
+
+        class Model(GPT):
+            def forward(self, token_id, pos_id, keys, values):
+                g, sd = self.graph.layers, self.state_dict
+                x = g.rmsnorm(g.embed(sd['wte'], sd['wpe'], token_id, pos_id))
+                head, rows, cols = sd['lm_head']
+                return g.linear(g.linear(x, sd['layer0.attn_wq']), (head + 1, rows, cols))
+        return Model(config, graph)
+
+
+class FirstNodeOfARunAlsoAdded:
+    """2 * x[0] beside wk's rows, which read x (an embedding) as one run: x's first node gets the
+    run's term and one of its own, and no other node of x does. The order check must refuse."""
+
+    def __new__(cls, config, graph):
+        from microgpt.model import GPT
+
+        class Model(GPT):
+            def forward(self, token_id, pos_id, keys, values):
+                g, sd, n = self.graph.layers, self.state_dict, self.config.n_embd
+                x = g.embed(sd['wte'], sd['wpe'], token_id, pos_id)
+                first = g.scale((x[0], 1), 2.0)
+                x = g.add(g.linear(x, sd['layer0.attn_wk']), g.linear(first, (sd['layer0.attn_wq'][0], n, 1)))
+                return g.linear(x, sd['lm_head'])
+        return Model(config, graph)
+
+
 @pytest.mark.parametrize("model_class,why", [(AttentionPlusItsProjection, "in another order than the graph"),
-                                             (ResidualLinear, "also get gradient terms from elsewhere")])
+                                             (ResidualLinear, "also get gradient terms from elsewhere"),
+                                             (AddOfAStepRunsLaterNodes, "also get gradient terms from elsewhere"),
+                                             (RowsOverTheNextMatrix, "also get gradient terms from elsewhere"),
+                                             (FirstNodeOfARunAlsoAdded, "also get gradient terms from elsewhere")])
 def test_a_program_the_plan_cannot_follow_stays_on_replay(model_class, why):
     config = dict(vocab_size=5, n_embd=4, n_head=2, block_size=4, n_layer=1)
     docs = docs_for(5, 4, 3, random.Random(3)) * 2
