@@ -145,7 +145,8 @@ int64_t mg_k_mean(mg_arena *a, mg_tape *tape, const int64_t *nodes, int64_t n); 
  * its loss node: the same nodes the kernel calls would make, at the same indices. On an error
  * the partial step is dropped. mg_tape_backward is mg_backward, except that for the loss of the
  * step a program just replayed it reuses the order the program cached (tape.c says why that is
- * exact). Programs live until mg_tape_free; their memory is mg_tape_bytes, not the arena's. */
+ * exact). Programs live until mg_tape_drop (which frees one: its id is then refused) or
+ * mg_tape_free; their memory is mg_tape_bytes, not the arena's. */
 mg_tape *mg_tape_new(void);                   /* NULL when out of memory */
 void mg_tape_free(mg_tape *t);                /* NULL is fine */
 int64_t mg_tape_bytes(const mg_tape *t);
@@ -153,6 +154,7 @@ int mg_tape_begin(mg_tape *t, mg_arena *a);
 int64_t mg_tape_end(mg_tape *t, mg_arena *a, const int64_t *tokens, int64_t ntokens, int64_t loss);
 int64_t mg_tape_replay(mg_tape *t, mg_arena *a, int64_t program, const int64_t *tokens, int64_t ntokens);
 int mg_tape_backward(mg_tape *t, mg_arena *a, int64_t loss);
+int mg_tape_drop(mg_tape *t, int64_t program);   /* 0, or MG_ERR_ARG (no such program) */
 
 /* --- dense: a recorded step compiled into kernels over flat arrays (dense.c) ------------------
  * A plan runs a program's step without making nodes, with the graph's bits. mg_dense_compile, right

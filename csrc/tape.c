@@ -57,6 +57,7 @@ typedef struct {
     int64_t count, nedges, vcount;         // the counts it ends at
     int64_t loss;           // the loss node (the last instruction's)
     int order_state;        // ORDER_*
+    int dropped;            // mg_tape_drop freed it: its id names nothing any more
     int64_t norder;         // entries in order
     int64_t *order;         // (norder) the backward order of the tokens' graph (ORDER_CACHED)
     int64_t nce;            // cross-entropy instructions
@@ -133,6 +134,14 @@ void mg_tape_free(mg_tape *t) {
 }
 
 int64_t mg_tape_bytes(const mg_tape *t) { return t ? t->mem.bytes : MG_ERR_ARG; }
+
+int mg_tape_drop(mg_tape *t, int64_t program) {
+    if (!t || program < 0 || program >= t->nprogs || t->progs[program].dropped) return MG_ERR_ARG;
+    program_free(t, &t->progs[program]);
+    t->progs[program] = (mg_program){ .dropped = 1 };
+    if (t->current == program) t->current = -1;
+    return 0;
+}
 
 // --- recording
 
@@ -312,7 +321,7 @@ int64_t mg_tape_replay(mg_tape *t, mg_arena *a, int64_t program, const int64_t *
     if (!t || !a || program < 0 || program >= t->nprogs || !tokens) return MG_ERR_ARG;
     t->recording = 0;                            // a recording left unfinished (its step raised) ends
     mg_program *p = &t->progs[program];
-    if (ntokens != p->ntokens || !tokens_in_range(p, tokens)) return MG_ERR_ARG;
+    if (p->dropped || ntokens != p->ntokens || !tokens_in_range(p, tokens)) return MG_ERR_ARG;
     if (a->keep != p->keep || a->edges_keep != p->edges_keep || a->vecs_keep != p->vecs_keep ||
         a->count != a->keep || a->nedges != a->edges_keep || a->vcount != a->vecs_keep)
         return MG_ERR_ARG;                       // not right after a reset, or the parameters changed
@@ -452,7 +461,7 @@ int mg_tape_backward(mg_tape *t, mg_arena *a, int64_t loss) {
 }
 
 int mgi_tape_program(const mg_tape *t, const mg_arena *a, int64_t id, mgi_program_view *view) {
-    if (!t || !a || id < 0 || id >= t->nprogs) return MG_ERR_ARG;
+    if (!t || !a || id < 0 || id >= t->nprogs || t->progs[id].dropped) return MG_ERR_ARG;
     const mg_program *p = &t->progs[id];
     int cached = p->order_state == ORDER_CACHED;
     *view = (mgi_program_view){ .instr = p->instr, .ninstr = p->ninstr, .list = p->list,

@@ -45,6 +45,13 @@ class Tape:
     def backward(self, loss):
         check(lib.mg_tape_backward(self.ptr, self.arena.ptr, loss))
 
+    def drop(self, n):
+        """Free length n's program (a dense plan runs its steps now): a later step of that length
+        records again."""
+        check(lib.mg_tape_drop(self.ptr, self.programs.pop(n)))
+        if self.last[0] == n:
+            self.last = (n, None)
+
     @property
     def nbytes(self):
         return lib.mg_tape_bytes(self.ptr)

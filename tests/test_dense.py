@@ -198,6 +198,27 @@ def test_a_program_the_plan_cannot_follow_stays_on_replay(model_class, why):
     assert all(why in reason for reason in status.values()), status
 
 
+def test_a_length_with_a_plan_frees_its_recording(monkeypatch):
+    from microgpt.native import lib
+    from microgpt.replay import Tape
+    dropped, drop = {}, Tape.drop                 # length -> the id of the program it dropped
+    monkeypatch.setattr(Tape, "drop", lambda tape, n: (dropped.update({n: tape.programs[n]}), drop(tape, n)))
+    config = dict(vocab_size=5, n_embd=4, n_head=2, block_size=4, n_layer=1)
+    docs = docs_for(5, 4, 3, random.Random(3))
+    _, model = history("c", "dense", config, docs)
+    _, replayed = history("c", "replay", config, docs)
+    dense, tape = model.graph.dense, model.graph.tape
+    assert set(dropped) == set(dense.plans) and set(tape.programs) == set(dense.refused), dense.status()
+    assert tape.nbytes < replayed.graph.tape.nbytes
+    # a dropped program's id is refused, by a replay (with tokens of its length) and by a second drop
+    model.graph.arena.reset()
+    for n, program in dropped.items():
+        tokens = [4] + [0] * (n - 1) + [4]
+        assert lib.mg_tape_replay(tape.ptr, model.graph.arena.ptr, program, tokens, n + 1) == lib.MG_ERR_ARG
+        assert lib.mg_tape_drop(tape.ptr, program) == lib.MG_ERR_ARG
+    assert lib.mg_tape_drop(tape.ptr, len(dense.plans) + len(dense.refused)) == lib.MG_ERR_ARG  # never given
+
+
 def test_dense_refuses_a_misused_backward():
     from microgpt.model import GPT, Config
     from microgpt.modes import new_graph
