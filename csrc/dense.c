@@ -62,7 +62,7 @@ typedef struct {
     int64_t ordinal;        // cross-entropy: its target is tokens[ordinal + 1]
     int64_t base;           // first node the recording made (names the nodes in the order check)
     int64_t leader;         // linear: the group's first instruction, which runs the group's rows
-    int64_t sched, nsched;  // a group's leader: its (instruction, row) pairs in sched
+    int64_t sched, nsched;  // a group's leader: its (instruction - leader, row) pairs in sched
     int64_t ce;             // linear: the cross-entropy taking its output as logits, or -1
 } dense_op;
 
@@ -72,7 +72,8 @@ typedef struct {
     int64_t nlocs;
     int64_t *locs;
     int64_t nsched;
-    int64_t *sched;         // pairs (instruction, row)
+    int64_t *sched;         // pairs (instruction - the group's leader, row): a group whose pairs are
+                            // another's (the same layer's at another position) shares them
     int64_t ntokens;
     int64_t nval, naux, ntmp;       // entries the step needs in val/grad, aux and tmp
     int64_t keep, vecs_keep;        // the arena's persistent counts it was compiled for
@@ -388,11 +389,12 @@ static int forward_op(dense_run *r, const dense_op *o) {
 
 // --- backward: each kernel's terms, in the order the graph's chain rule adds them
 
-// A linear group's rows: each row's terms to its weights and to the input.
-static void backward_rows(dense_run *r, const int64_t *pairs, int64_t npairs) {
+// A linear group's rows: each row's terms to its weights and to the input. pairs: (instruction
+// - lead, row)
+static void backward_rows(dense_run *r, int64_t lead, const int64_t *pairs, int64_t npairs) {
     tracer *tr = r->tr;
     for (int64_t k = 0; k < npairs; k++) {
-        const dense_op *o = &r->ops[pairs[2 * k]];
+        const dense_op *o = &r->ops[lead + pairs[2 * k]];
         int64_t row = pairs[2 * k + 1], n = o->n;
         double gn = 0.0 + G(r, o->out)[row];     // the product nodes' gradient in the seed's chain
         int64_t wl = loc_at(o->w, row * n);
@@ -408,14 +410,14 @@ static void backward_rows(dense_run *r, const int64_t *pairs, int64_t npairs) {
 // The rows of a linear layer whose outputs are a cross-entropy's logits: descending, the target's last.
 static void backward_logit_rows(dense_run *r, int64_t opi) {
     const dense_op *o = &r->ops[opi];
-    int64_t target = r->tokens[r->ops[o->ce].ordinal + 1], pair[2] = { opi, 0 };
+    int64_t target = r->tokens[r->ops[o->ce].ordinal + 1], pair[2] = { 0, 0 };
     for (int64_t row = o->nout - 1; row >= 0; row--) {
         if (row == target) continue;
         pair[1] = row;
-        backward_rows(r, pair, 1);
+        backward_rows(r, opi, pair, 1);
     }
     pair[1] = target;
-    backward_rows(r, pair, 1);
+    backward_rows(r, opi, pair, 1);
 }
 
 // The terms the seed's softmax gives from its running totals down, for s = n-1 .. 0, given the
@@ -480,7 +482,7 @@ static void backward_op(dense_run *r, int64_t opi) {
         if (o->ce >= 0)
             backward_logit_rows(r, opi);
         else
-            backward_rows(r, r->p->sched + 2 * o->sched, o->nsched);
+            backward_rows(r, opi, r->p->sched + 2 * o->sched, o->nsched);
         return;
     case MG_T_RMSNORM: {
         // the fused graph's nodes: sum(x_i * x_i) (one DOT), * 1/n, + 1e-5, **-0.5, then
@@ -868,7 +870,7 @@ static int64_t group_size(const dense_run *r, int64_t lead) {
 static inline void group_pair(const dense_run *r, int64_t lead, int64_t q, int64_t *m, int64_t *row) {
     const dense_op *o = &r->ops[lead];
     if (o->ce < 0) {
-        *m = r->p->sched[2 * (o->sched + q)], *row = r->p->sched[2 * (o->sched + q) + 1];
+        *m = lead + r->p->sched[2 * (o->sched + q)], *row = r->p->sched[2 * (o->sched + q) + 1];
         return;
     }
     int64_t target = r->tokens[r->ops[o->ce].ordinal + 1], n = o->nout;
@@ -1121,8 +1123,10 @@ static int batches(dense_plan *p) {
             const dense_op *ot = &p->ops[t * K + k];
             same = ot->leader == t * K + k && ot->nsched == o->nsched && (ot->ce >= 0) == (o->ce >= 0);
             const int64_t *b = p->sched + 2 * ot->sched;
-            for (int64_t q = 0; q < ot->nsched && same; q++)
-                same = b[2 * q] / K == t && p->ops[b[2 * q] % K].leader == k && (p->batch[b[2 * q] % K] & BATCH_FORWARD);
+            for (int64_t q = 0; q < ot->nsched && same; q++) {
+                int64_t m = t * K + k + b[2 * q];
+                same = m / K == t && p->ops[m % K].leader == k && (p->batch[m % K] & BATCH_FORWARD);
+            }
         }
         if (!same || !(p->batch[k] & BATCH_FORWARD)) continue;
         p->batch[k] |= BATCH_BACKWARD;
@@ -1352,12 +1356,23 @@ static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, den
             }
             continue;
         }
+        int64_t *mine = p->sched + 2 * p->nsched;
+        for (int64_t k = 0; k < n; k++) mine[2 * k] = c->pairs[3 * k + 1] - i, mine[2 * k + 1] = c->pairs[3 * k + 2];
         o->sched = p->nsched, o->nsched = n;
-        for (int64_t k = 0; k < n; k++) {
-            p->sched[2 * (p->nsched + k)] = c->pairs[3 * k + 1];
-            p->sched[2 * (p->nsched + k) + 1] = c->pairs[3 * k + 2];
+        for (int64_t j = i - 1; j >= 0; j--) {    // the same pairs as an earlier group's: shared
+            const dense_op *e = &p->ops[j];
+            if (e->op == MG_T_LINEAR && e->leader == j && e->ce < 0 && e->nsched == n &&
+                !memcmp(p->sched + 2 * e->sched, mine, (size_t)(2 * n) * sizeof *mine)) {
+                o->sched = e->sched;
+                break;
+            }
         }
-        p->nsched += n;
+        if (o->sched == p->nsched) p->nsched += n;
+    }
+    int64_t *fit = realloc(p->sched, (size_t)(2 * p->nsched + 1) * sizeof *p->sched);
+    if (fit) {                                    // (else the larger array stays, counted)
+        p->sched = fit;
+        p->bytes -= 2 * (rows_total - p->nsched) * (int64_t)sizeof *p->sched;
     }
     return sequence(p, c);
 }

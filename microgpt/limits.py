@@ -171,7 +171,9 @@ def _dense_bytes(config, positions, step_nodes):
     buffers = (2 * _capacity(values) + _capacity(aux) + scratch + _capacity(P + 1)) * 8
     calls, rows = 4 + 12 * L, 9 * n * L  # per position: instructions, rows of q k v o fc1 fc2
     s1, s2 = P * (P + 1) // 2, P * (P + 1) * (2 * P + 1) // 6  # sums of the lengths and their squares
-    plans = ((C_DENSE_OP_BYTES + 8) * calls * s1 + 8 * (L * (s2 + s1) + s1) + 8 * (2 * rows * s1 + P)
+    # per plan: its instructions, attention's lists, and the rows' schedules (one position's: the
+    # other positions' are the same, shared)
+    plans = ((C_DENSE_OP_BYTES + 8) * calls * s1 + 8 * (L * (s2 + s1) + s1) + 8 * (2 * rows * P + P)
              + calls * P + _capacity(P) * C_DENSE_PLAN_BYTES)
     # the parameters the order check keeps a record of: each weight row's first (the rows read
     # as runs), attention's output matrices whole (its input is not a run), the embeddings' rows
