@@ -7,8 +7,10 @@
 In replay mode a Tape (replay.py) records each document length's step once and replays it; in
 dense mode each recording is also compiled into a plan that runs without nodes (dense.py).
 """
+from array import array
+
 from .graphs import Graph, Layers, ScalarLayers
-from .native import Arena, CValue, check, ffi, lib
+from .native import Arena, CValue, check, doubles, ffi, lib
 from .optim import BETA1, BETA2, EPS, LEARNING_RATE, learning_rate
 from .dense import Dense, DenseLoss
 from .replay import Tape
@@ -158,7 +160,20 @@ class CGraph(Graph):
     def set_adam_state(self, m, v):
         if not len(m) == len(v) == self.nparams:
             raise ValueError(f"expected {self.nparams} Adam moments, got {len(m)} and {len(v)}")
-        check(lib.mg_adam_write(self.arena.ptr, ffi.new("double[]", m), ffi.new("double[]", v)))
+        check(lib.mg_adam_write(self.arena.ptr, doubles(m), doubles(v)))
+
+    def param_array(self):
+        out = array('d', [0.0]) * self.nparams
+        check(lib.mg_read_data(self.arena.ptr, 0, self.nparams, ffi.from_buffer("double[]", out)))
+        return out
+
+    def state_arrays(self, into=None):
+        # straight from the arena into the arrays: no float objects on the way
+        into = into or tuple(array('d', [0.0]) * self.nparams for _ in range(3))
+        params, m, v = (ffi.from_buffer("double[]", a) for a in into)
+        check(lib.mg_read_data(self.arena.ptr, 0, self.nparams, params))
+        check(lib.mg_adam_read(self.arena.ptr, m, v))
+        return into
 
     def node_count(self):
         return self.arena.nodes

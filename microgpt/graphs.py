@@ -13,6 +13,7 @@ The graph modes and which backend builds which are listed once, in modes.py.
 """
 import threading
 from abc import ABC, abstractmethod
+from array import array
 
 from . import layers
 from .engine import Value
@@ -140,6 +141,21 @@ class Graph(ABC):
 
     @abstractmethod
     def set_adam_state(self, m, v): ...
+
+    def param_array(self):
+        """param_data as an array of doubles (see state_arrays)."""
+        return array('d', self.param_data())
+
+    def state_arrays(self, into=None):
+        """(parameters, first moments, second moments) as arrays of doubles, 8 bytes a number (a
+        list holds a 24-byte float object for each, and a pointer): new ones, or `into`'s filled in
+        place. set_param_data and set_adam_state take them back."""
+        lists = (self.param_data(), *self.adam_state())
+        if into is None:
+            return tuple(array('d', x) for x in lists)
+        for a, x in zip(into, lists):
+            a[:] = array('d', x)
+        return into
 
     def set_threads(self, threads):
         """Let a step use up to `threads` threads (the same bits for any number); the number it may

@@ -18,6 +18,7 @@ handle:
 """
 import sys
 import threading
+from array import array
 
 from . import _cmg, _values  # ImportError here means an extension was not built: backend.py reports it
 from .ops import DerivedOps, mixing_error
@@ -60,6 +61,13 @@ def check(result):
     if result < 0:
         raise_error(result)
     return result
+
+
+def doubles(values):
+    """values as a C double[]: an array('d') lent as it is (no copy), anything else copied."""
+    if isinstance(values, array) and values.typecode == 'd':
+        return ffi.from_buffer("double[]", values)
+    return ffi.new("double[]", values)
 
 
 def owned(ptr, free, what):
@@ -147,7 +155,7 @@ class Arena:
         return list(out)
 
     def write_data(self, first, values):
-        check(lib.mg_write_data(self.ptr, first, len(values), ffi.new("double[]", values)))
+        check(lib.mg_write_data(self.ptr, first, len(values), doubles(values)))
 
 
 class ValuesArena(Arena, _values.ValuesCore):

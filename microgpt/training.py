@@ -2,8 +2,9 @@
 import gc
 import hashlib
 import math
-import struct
+import sys
 import time
+from array import array
 from contextlib import contextmanager, nullcontext
 
 from .guard import MATH_ERRORS, LastGood, TrainingFailed, describe, likely_cause
@@ -125,4 +126,8 @@ class Batches:
 
 def params_sha256(values):
     """sha256 of every parameter as a little-endian double, state_dict order, row by row."""
-    return hashlib.sha256(struct.pack(f"<{len(values)}d", *values)).hexdigest()
+    doubles = values if isinstance(values, array) and values.typecode == 'd' else array('d', values)
+    if sys.byteorder != "little":
+        doubles = array('d', doubles)
+        doubles.byteswap()
+    return hashlib.sha256(doubles.tobytes()).hexdigest()

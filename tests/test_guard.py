@@ -90,6 +90,24 @@ def test_failure_inside_adam_rebuilds_the_state_before_the_step(monkeypatch, bac
         assert set(model.graph.arena.read_grad(0, model.graph.nparams)) == {0.0}
 
 
+@pytest.mark.parametrize("backend,mode", [("python", "fused"), ("c", "dense")])
+def test_the_copy_is_arrays_of_doubles_refilled_in_place(monkeypatch, backend, mode):
+    """A copy is 8 bytes a number, and a later copy overwrites it: never two at once (at d128 a
+    copy as lists of floats was 77 MB, and a new one beside the old 150)."""
+    from array import array
+    require(backend)
+    model, tokenizer = fresh(backend, mode)
+    monkeypatch.setattr(guard, "SNAPSHOT_EVERY", 0)
+    last_good = guard.LastGood(model.graph, 0)
+    arrays = last_good.state
+    assert all(isinstance(a, array) and a.typecode == "d" for a in arrays)
+    train_module.train(model, tokenizer, DOCS, 20, 0.01, stop=3)
+    last_good.before(3)
+    assert last_good.step == 3 and last_good.state is arrays
+    params, (m, v) = state(model)
+    assert [list(a) for a in arrays] == [params, m, v]
+
+
 def test_non_finite_loss_is_a_failure(monkeypatch):
     model, tokenizer = fresh("python", "fused")
     real_step = train_module.train_step
