@@ -81,6 +81,7 @@ class KernelLayers(Layers):
 class CGraph(Graph):
     """mode 'seed' (one C call per scalar op), 'kernels', 'fused', 'replay' or 'dense' (modes.py)."""
     backend = "c"
+    adam_is_atomic = True   # mg_adam_step: a step that fails changes nothing
 
     def __init__(self, mode):
         self.mode = mode

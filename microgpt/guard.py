@@ -1,21 +1,27 @@
 """A training run's last good state, kept cheaply, and the error a failed step raises.
 
-A step fails when its loss is not finite (Adam has then already applied nan or inf gradients) or
-when the graph raises a math error (a log of 0, an exp that overflows, Adam's g**2 overflowing:
-the python backend's Adam may then have updated some parameters and not others). Either way the
-state to keep is the one from before the failed step.
+A step fails when its loss is not finite (the seed's step has then already applied Adam with nan
+or inf gradients) or when the graph raises a math error (a log of 0, an exp that overflows,
+Adam's g**2 overflowing: the python backend's Adam may then have updated some parameters and not
+others). Either way the state to keep is the one from before the failed step.
 
-Copying every parameter and both Adam moments before each step would make a step of the c
-backend about three times slower (measured: 0.70 against 0.22 ms). Training is deterministic
-(the documents come in order; nothing draws random numbers), so instead the state is copied only
-now and then (a copy's own time at most 1/200 of the training time since the last one), and on
-a failure the state from before the failed step is rebuilt by restoring the copy and running the
-steps since it again.
+A graph whose Adam step changes nothing when it fails (adam_is_atomic: the c backend's) needs no
+copy: its trainer skips Adam after a loss that is not finite, so a failed step has changed only
+gradients (NothingToUndo).
+
+The python backend's Adam is the seed's, parameter by parameter, so its trainer keeps a copy
+(LastGood). Copying every parameter and both Adam moments before each step would cost more than
+the step (measured on the c backend, when it still kept copies: 0.70 against 0.22 ms a step).
+Training is deterministic (the documents come in order; nothing draws random numbers), so the
+state is copied only now and then (a copy's own time at most 1/200 of the training time since
+the last one), and on a failure the state from before the failed step is rebuilt by restoring
+the copy and running the steps since it again.
 """
 import time
 
-# time between copies, as a multiple of what the last copy took. At 50 the c backend measured ~5%
-# slower (the copies' cost is more than their own timing shows); at 200 no slower than no copies
+# time between copies, as a multiple of what the last copy took. At 50 the c backend (which kept
+# copies then) measured ~5% slower (the copies' cost is more than their own timing shows); at 200
+# no slower than no copies
 SNAPSHOT_EVERY = 200
 
 
@@ -67,6 +73,23 @@ class LastGood:
         zero_param_grads(graph)
         for s in range(self.step, step):
             run_step(s)
+
+
+class NothingToUndo:
+    """LastGood for a graph whose failed steps change no parameter or moment (see the top)."""
+
+    def __init__(self, graph, step):
+        self.graph = graph
+
+    def before(self, step):
+        pass
+
+    def rebuild(self, step, run_step):
+        zero_param_grads(self.graph)
+
+
+def last_good_for(graph, step):
+    return NothingToUndo(graph, step) if graph.adam_is_atomic else LastGood(graph, step)
 
 
 def zero_param_grads(graph):

@@ -7,7 +7,7 @@ import time
 from array import array
 from contextlib import contextmanager, nullcontext
 
-from .guard import MATH_ERRORS, LastGood, TrainingFailed, describe, likely_cause
+from .guard import MATH_ERRORS, TrainingFailed, describe, last_good_for, likely_cause
 from .optim import LEARNING_RATE
 
 
@@ -35,10 +35,11 @@ def step_loss(model, tokens):
         return model.graph.training_loss(model, tokens)
 
 
-def train_step(model, tokens, step, num_steps, lr=LEARNING_RATE, pause_gc=True, timer=None):
+def train_step(model, tokens, step, num_steps, lr=LEARNING_RATE, pause_gc=True, timer=None, finite_only=False):
     """One step on one document: forward, backward, Adam (step of a num_steps schedule). Returns
     the loss. timer, if given, is called with 'forward', 'backward' and 'adam' as each phase
-    ends (the profile times them); pause_gc=False runs it with the cyclic GC as the seed does."""
+    ends (the profile times them); pause_gc=False runs it with the cyclic GC as the seed does;
+    finite_only: no Adam after a loss that is not finite (the seed applies it)."""
     graph = model.graph
     with graph.lock, gc_paused() if pause_gc else nullcontext():
         loss = step_loss(model, tokens)
@@ -48,6 +49,8 @@ def train_step(model, tokens, step, num_steps, lr=LEARNING_RATE, pause_gc=True, 
         if timer:
             timer("backward")
         value = graph.item(loss)
+        if finite_only and not math.isfinite(value):
+            return value
         graph.adam_step(step, num_steps, lr)
         if timer:
             timer("adam")
@@ -64,7 +67,8 @@ def train(model, tokenizer, docs, num_steps, lr, start=0, stop=None, on_step=Non
     def run_step(step):
         return train_step(model, tokenizer.document(docs[step % len(docs)]), step, num_steps, lr)
 
-    last_good = LastGood(model.graph, start)
+    last_good = last_good_for(model.graph, start)
+    finite_only = model.graph.adam_is_atomic  # then a failed step leaves nothing to undo (guard.py)
     batches = Batches(model, tokenizer, docs, num_steps, lr)
     step, end = start, num_steps if stop is None else stop
     while step < end:
@@ -83,7 +87,7 @@ def train(model, tokenizer, docs, num_steps, lr, start=0, stop=None, on_step=Non
             continue
         tokens = tokenizer.document(docs[step % len(docs)])
         try:
-            loss = train_step(model, tokens, step, num_steps, lr)
+            loss = train_step(model, tokens, step, num_steps, lr, finite_only=finite_only)
             what = None if math.isfinite(loss) else f"the loss is {loss}"
         except MATH_ERRORS as e:
             what = describe(e)
