@@ -4,8 +4,12 @@ C every step) and its dense graph (the same step compiled, no nodes), side by si
 per size, with PyTorch on the CPU as an outside reference when it is installed.
 
 Run with: pytest benchmarks/test_sizes.py --benchmark-only --benchmark-columns=median,mean,rounds
-Every timed round is a step of a length seen in the warm-up (recorded, and compiled on dense)."""
+Every timed round is a step of a length seen in the warm-up (recorded, and compiled on dense).
+The group "peak memory" runs `microgpt train` itself at each size and prints its peak RSS."""
+import pathlib
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -103,3 +107,36 @@ def test_adam_step(benchmark, size, threads):
 
     benchmark.pedantic(lambda step: model.graph.adam_step(step, 10**6), setup=fresh_gradients,
                        rounds=ROUNDS[size], iterations=1)
+
+
+MEMORY_STEPS = 1000  # names.txt in the CLI's order: every name length comes up well before this
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+@pytest.mark.parametrize("mode", ["replay", "dense"])
+def test_peak_memory_of_training(benchmark, size, mode):
+    """`microgpt train --steps 1000` at this size, in a process of its own: its peak resident
+    memory (ru_maxrss), printed and kept in the benchmark's extra_info; the time is the run's,
+    start-up, first steps and sampling included."""
+    if not c_status()[0]:
+        pytest.skip(f"c backend not built: {c_status()[1]}")
+    if not NAMES.exists():
+        pytest.skip("names.txt is not beside this checkout")
+    flags = [f"--{name.replace('_', '-')}={value}" for name, value in SIZES[size].items()]
+    argv = ["train", "--backend", "c", "--graph", mode, "--data", str(NAMES), "--steps", str(MEMORY_STEPS),
+            "--samples", "0", *flags]
+    code = ("import resource, sys; from microgpt.cli import main; main(sys.argv[1:]); "
+            "print('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    import microgpt
+    env = {"PYTHONPATH": str(pathlib.Path(microgpt.__file__).resolve().parents[1]), "PATH": ""}
+    benchmark.group = "peak memory of microgpt train (1000 steps)"
+
+    def run():
+        return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True,
+                              cwd=root, env=env)
+
+    result = benchmark.pedantic(run, rounds=1, iterations=1)
+    peak_mb = int(result.stdout.split("peak ")[-1]) / 1024
+    benchmark.extra_info["peak_rss_mb"] = round(peak_mb, 1)
+    print(f"\n{size} {mode}: peak RSS {peak_mb:.1f} MB")
