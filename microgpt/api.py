@@ -221,8 +221,7 @@ class Model:
     def save(self, path):
         """A checkpoint (written atomically) that load() reads back into the same run."""
         with self.gpt.graph.lock:
-            m, v = self.gpt.graph.adam_state()
-            params = self.gpt.graph.param_data()
+            params, m, v = self.gpt.graph.state_arrays()  # 8 bytes a number, not a float object
         checkpoint.save(path, config=self.config, chars=self.tokenizer.chars, step=self.step,
                         num_steps=self.num_steps, seed=self.seed, lr=self.lr, data=self.data_id,
                         params=params, adam_m=m, adam_v=v, random_state=self.random_state)

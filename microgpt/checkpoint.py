@@ -30,15 +30,42 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit, with a message fit for one line."""
 
 
+# numbers written (and hashed) a slice at a time: the file is written as it is made, so that a
+# large model's checkpoint never exists whole in memory (at d128 the text alone is 55 MB)
+SAVE_CHUNK = 65536
+
+
 def save(path, *, config, chars, step, num_steps, seed, lr, data, params, adam_m, adam_v, random_state):
-    body = json.dumps({
-        "config": {k: getattr(config, k) for k in CONFIG_KEYS},
-        "chars": chars, "step": step, "num_steps": num_steps, "seed": seed, "lr": lr, "data": data,
-        "params": params, "adam_m": adam_m, "adam_v": adam_v,
-        "random_state": [random_state[0], list(random_state[1]), random_state[2]],
-    }, allow_nan=False)
-    digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
-    atomic.write_bytes(path, f"{MAGIC} {VERSION} sha256={digest}\n{body}".encode("utf-8"))
+    """The body is json.dumps of every field in FIELDS' order, byte for byte; params, adam_m and
+    adam_v are sequences of floats (lists, or arrays of doubles)."""
+    head = json.dumps({"config": {k: getattr(config, k) for k in CONFIG_KEYS}, "chars": chars, "step": step,
+                       "num_steps": num_steps, "seed": seed, "lr": lr, "data": data}, allow_nan=False)
+    tail = json.dumps({"random_state": [random_state[0], list(random_state[1]), random_state[2]]})
+    prefix = f"{MAGIC} {VERSION} sha256=".encode("ascii")
+    digest = hashlib.sha256()
+    with atomic.AtomicFile(path, "wb") as f:
+        f.write(prefix + b"0" * digest.digest_size * 2 + b"\n")   # the digest's place, filled in last
+
+        def put(text):
+            raw = text.encode("utf-8")
+            digest.update(raw)
+            f.write(raw)
+        put(head[:-1])
+        for name, values in (("params", params), ("adam_m", adam_m), ("adam_v", adam_v)):
+            put(f', "{name}": [')
+            for k in range(0, len(values), SAVE_CHUNK):
+                put((", " if k else "") + ", ".join(map(_json_float, values[k:k + SAVE_CHUNK])))
+            put("]")
+        put(", " + tail[1:])
+        f.file.seek(len(prefix))
+        f.write(digest.hexdigest().encode("ascii"))
+
+
+def _json_float(x):
+    """x as json.dumps writes a float (its repr), refusing what JSON cannot hold as it does."""
+    if not math.isfinite(x):
+        raise ValueError(f"Out of range float values are not JSON compliant: {x!r}")
+    return float.__repr__(x)
 
 
 def _finite_float(text):

@@ -1,5 +1,7 @@
 """Checkpoints: round trip, resume bit-identical to an uninterrupted run, corrupt files refused."""
+import hashlib
 import json
+import random
 
 import pytest
 
@@ -52,6 +54,38 @@ def test_round_trip_keeps_every_bit(tmp_path, small_data):
     assert (tmp_path / "ck").read_bytes() == path2.read_bytes()
     assert ck["step"] == 2
     assert len(ck["params"]) == sum(r * c for r, c in parameter_shapes(ck["config"]).values())
+
+
+SAVED = dict(chars="abc", step=3, num_steps=10, seed=42, lr=0.01, data={"source": "x", "sha256": "ab"})
+
+
+def saved_whole(config, params, adam_m, adam_v, random_state):
+    """The file as json.dumps made it whole, before saving was streamed."""
+    body = json.dumps({"config": {k: getattr(config, k) for k in checkpoint.CONFIG_KEYS}, **SAVED,
+                       "params": params, "adam_m": adam_m, "adam_v": adam_v,
+                       "random_state": [random_state[0], list(random_state[1]), random_state[2]]}, allow_nan=False)
+    digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
+    return f"{checkpoint.MAGIC} {checkpoint.VERSION} sha256={digest}\n{body}".encode("utf-8")
+
+
+def test_a_streamed_save_is_the_whole_json_byte_for_byte(tmp_path, monkeypatch):
+    from array import array
+    from microgpt.model import Config
+    monkeypatch.setattr(checkpoint, "SAVE_CHUNK", 3)  # chunk edges inside every list
+    rng = random.Random(5)
+    config = Config(vocab_size=4, n_embd=2, n_head=1, block_size=2)
+    params = [rng.gauss(0, 1) for _ in range(7)] + [-0.0, 1.0, 1e300, 5e-324]
+    m, v, state = [rng.random() * 1e-300 for _ in range(11)], [0.0] * 10 + [2.0 ** -1074], rng.getstate()
+    for kinds in (list, lambda xs: array("d", xs)):
+        checkpoint.save(tmp_path / "ck", config=config, **SAVED, params=kinds(params), adam_m=kinds(m),
+                        adam_v=kinds(v), random_state=state)
+        assert (tmp_path / "ck").read_bytes() == saved_whole(config, params, m, v, state)
+    checkpoint.save(tmp_path / "empty", config=config, **SAVED, params=[], adam_m=[], adam_v=[], random_state=state)
+    assert (tmp_path / "empty").read_bytes() == saved_whole(config, [], [], [], state)
+    with pytest.raises(ValueError, match="not JSON compliant"):  # as json.dumps refuses it, and no file
+        checkpoint.save(tmp_path / "nan", config=config, **SAVED, params=params[:5] + [float("nan")], adam_m=m,
+                        adam_v=v, random_state=state)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", "empty"]
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "header", "empty"])
