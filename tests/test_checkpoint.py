@@ -166,6 +166,20 @@ BAD_FIELDS = [
 ]
 
 
+def test_a_body_laid_out_as_saved_and_otherwise_load_alike(tmp_path, good_checkpoint, monkeypatch):
+    # save()'s layout: the long lists read a slice at a time (slices of a few numbers here) into
+    # arrays; any other layout: json.loads of the whole, into lists
+    monkeypatch.setattr(checkpoint, "SAVE_CHUNK", 1)
+    rewrite(tmp_path / "saved", json.dumps(good_checkpoint))
+    rewrite(tmp_path / "other", json.dumps(good_checkpoint, indent=1))
+    saved, other = checkpoint.load(tmp_path / "saved"), checkpoint.load(tmp_path / "other")
+    assert type(saved["params"]).__name__ == "array" and type(other["params"]) is list
+    for name in checkpoint.LISTS:
+        assert list(saved[name]) == other[name] == good_checkpoint[name]
+    assert {k: v for k, v in saved.items() if k not in checkpoint.LISTS} == \
+        {k: v for k, v in other.items() if k not in checkpoint.LISTS}
+
+
 @pytest.mark.parametrize("field,value,fragment", BAD_FIELDS,
                          ids=[f"{f}={'deleted' if v is DELETE else str(v)[:12]}" for f, v, _ in BAD_FIELDS])
 def test_bad_field_is_one_line(tmp_path, good_checkpoint, field, value, fragment):
