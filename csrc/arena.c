@@ -228,8 +228,19 @@ int64_t mg_leaves(mg_arena *a, const double *xs, int64_t n) {
     mgi_note_change(a);
     int rc = n == 1 ? reserve_one(a, 0) : mgi_reserve(a, n, 0, 0, 0);
     if (rc) return rc;
-    int64_t first = nd_leaf(a, xs[0]);
-    for (int64_t k = 1; k < n; k++) nd_leaf(a, xs[k]);
+    int64_t first = a->count;
+    if (a->owner || n < 2) {
+        for (int64_t k = 0; k < n; k++) nd_leaf(a, xs[k]);
+        return mgi_handle_of(a, first);
+    }
+    // A model's parameters: a leaf has no edges (mgi_child_count asks op first), so only the last
+    // edge_begin entry is written, edge_begin[count] == nedges; the others' pages (8 bytes a
+    // parameter) are never touched
+    memcpy(a->data + first, xs, (size_t)n * sizeof *xs);
+    memset(a->grad + first, 0, (size_t)n * sizeof *a->grad);
+    memset(a->op + first, MG_OP_LEAF, (size_t)n);
+    a->count = first + n;
+    a->edge_begin[a->count] = a->nedges;
     return mgi_handle_of(a, first);
 }
 

@@ -9,7 +9,8 @@
  * (except a DOT node's: its children come in pairs (w_j, x_j) that it names through two vecs, and
  * each one's local gradient is its partner's value, read at backward time; see nd_dot_of and
  * dot_changed). mgi_child_count and mgi_child read any node's children.
- * Invariant: edge_begin[count] == nedges, so dropping nodes is moving the two counts back.
+ * Invariant: edge_begin[count] == nedges, so dropping nodes is moving the two counts back. A
+ * leaf's own entry is not read (it has no children), and mg_leaves does not write its leaves'.
  * A child always has a smaller index than its parent (nodes are made after their children).
  *
  * Rules: the nd_* constructors do no checks at all: the caller has validated the child indices
@@ -272,8 +273,10 @@ static inline int64_t nd_relu(mg_arena *a, int64_t x) {
 
 // node v's number of children, and its p-th child (a DOT node's read from its vecs)
 static inline int64_t mgi_child_count(const mg_arena *a, int64_t v) {
+    uint8_t op = a->op[v];
+    if (op == MG_OP_LEAF) return 0;              // (mg_leaves writes no edge_begin entry for its leaves)
     int64_t b = a->edge_begin[v];
-    return a->op[v] == MG_OP_DOT ? 2 * a->edge_child[b + 2] : a->edge_begin[v + 1] - b;
+    return op == MG_OP_DOT ? 2 * a->edge_child[b + 2] : a->edge_begin[v + 1] - b;
 }
 
 static inline int64_t mgi_child(const mg_arena *a, int64_t v, int64_t p) {

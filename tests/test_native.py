@@ -194,6 +194,31 @@ def test_vec_range_from_a_parameter_into_the_step():
     assert list(out) == [1.5, 3.0]
 
 
+def test_leaves_made_together_have_no_children_and_the_next_node_links_right():
+    # mg_leaves writes no per-leaf link entry (edge_begin) for its leaves: each must still report no
+    # children, and a node made after them must get exactly its own children
+    from microgpt.native import Arena, check, ffi, lib
+    arena = Arena()
+    kept = check(lib.mg_leaf(arena.ptr, 1.5))
+    arena.keep()
+    arena.reset()
+    for _ in range(6):  # a step whose link entries the leaves' places keep after the reset
+        kept = check(lib.mg_mul(arena.ptr, kept, kept))
+    arena.reset()
+    first = check(lib.mg_leaves(arena.ptr, [1.0, 2.0, 3.0, 4.0, 5.0], 5))
+    out = ffi.new("int64_t[]", 4)
+    assert [lib.mg_children(arena.ptr, first + k, out, 4) for k in range(5)] == [0] * 5
+    product = check(lib.mg_mul(arena.ptr, first + 1, first + 3))
+    assert lib.mg_children(arena.ptr, product, out, 4) == 2 and list(out)[:2] == [first + 1, first + 3]
+    more = check(lib.mg_leaves(arena.ptr, [6.0, 7.0], 2))
+    total = check(lib.mg_add(arena.ptr, product, more + 1))
+    assert lib.mg_children(arena.ptr, total, out, 4) == 2 and list(out)[:2] == [product, more + 1]
+    check(lib.mg_backward(arena.ptr, total))
+    err = ffi.new("int *")
+    grads = [lib.mg_get_grad(arena.ptr, h, err) for h in [first + k for k in range(5)] + [more, more + 1]]
+    assert grads == [0.0, 4.0, 0.0, 2.0, 0.0, 0.0, 1.0] and err[0] == 0
+
+
 def _linear_over_kept_entries(first_entry):
     """One fused linear row over two kept vec entries of a weight vec whose nodes jump, and its
     backward: (value, the weights' gradients, the inputs' gradients)."""
