@@ -33,7 +33,7 @@ class CheckpointError(ValueError):
 
 # numbers written (and hashed) a slice at a time: the file is written as it is made, so that a
 # large model's checkpoint never exists whole in memory (at d128 the text alone is 55 MB)
-SAVE_CHUNK = 65536
+SAVE_CHUNK = limits.CHECKPOINT_SLICE
 
 
 def save(path, *, config, chars, step, num_steps, seed, lr, data, params, adam_m, adam_v, random_state):

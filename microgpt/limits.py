@@ -143,10 +143,13 @@ C_FIXED_BYTES = 64 * 1024  # the arena's struct and small arrays, with room to s
 # backward's order and visited set), and one child with its local gradient. The c backend's
 # op-by-op handles die as the layers go: the graph itself is all in the arena.
 PY_NODE_BYTES, PY_LINK_BYTES = 260, 32
-# per parameter outside the graph: the python backend's Value and moments; the copies kept as
-# the last good state; a checkpoint's lists and JSON text while it is written (tracemalloc, on a
-# 53,632-parameter model: 173, 96 on c, a peak of 196-208 bytes; with some margin)
-PY_PARAM_BYTES, SNAPSHOT_BYTES, SAVE_BYTES = 190, 110, 250
+# per parameter outside the graph: the python backend's Value and moments; its copies kept as
+# the last good state (arrays of doubles, made from lists; the c backend keeps none: guard.py); a
+# checkpoint's arrays while it is written, a slice of numbers at a time as text (tracemalloc on a
+# 51,584-parameter model, which is one slice: 126 bytes a parameter on either backend)
+PY_PARAM_BYTES, PY_SNAPSHOT_BYTES, SAVE_BYTES = 190, 50, 30
+CHECKPOINT_SLICE = 65536  # the numbers a checkpoint is written (and read) a slice of at a time
+SAVE_SLICE_BYTES = 130 * CHECKPOINT_SLICE  # a slice as text, and its numbers' strings
 
 
 def _capacity(n):
@@ -224,12 +227,12 @@ def estimate_bytes(config, backend, mode, saving=True):
     graph mode 'seed', 'kernels', 'fused', 'replay' or 'dense'. Pure arithmetic: instant for any size."""
     P = num_params(config)
     positions = config.block_size
-    per_param = SNAPSHOT_BYTES + (SAVE_BYTES if saving else 0)
+    save = P * SAVE_BYTES + SAVE_SLICE_BYTES if saving else 0
     if backend == "python":
         fused = mode != "seed"
         nodes, links = step_graph(config, positions, fused, fused)
-        return P * (PY_PARAM_BYTES + per_param) + nodes * PY_NODE_BYTES + links * PY_LINK_BYTES
-    return _c_arena_bytes(config, mode, positions) + P * per_param
+        return P * (PY_PARAM_BYTES + PY_SNAPSHOT_BYTES) + save + nodes * PY_NODE_BYTES + links * PY_LINK_BYTES
+    return _c_arena_bytes(config, mode, positions) + save
 
 
 MAX_THREADS = 64  # csrc/pool.h's MGI_MAX_THREADS
