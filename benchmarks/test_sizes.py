@@ -136,7 +136,37 @@ def test_peak_memory_of_training(benchmark, size, mode):
         return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True,
                               cwd=root, env=env)
 
-    result = benchmark.pedantic(run, rounds=1, iterations=1)
+    report_peak(benchmark, f"{size} {mode}", benchmark.pedantic(run, rounds=1, iterations=1))
+
+
+def report_peak(benchmark, what, result):
     peak_mb = int(result.stdout.split("peak ")[-1]) / 1024
     benchmark.extra_info["peak_rss_mb"] = round(peak_mb, 1)
-    print(f"\n{size} {mode}: peak RSS {peak_mb:.1f} MB")
+    print(f"\n{what}: peak RSS {peak_mb:.1f} MB")
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_peak_memory_of_training_pytorch(benchmark, size):
+    """The same 1000 steps of the same model in PyTorch (torch_reference.py), in a process of its
+    own: its peak resident memory, beside microgpt train's."""
+    pytest.importorskip("torch")
+    if not NAMES.exists():
+        pytest.skip("names.txt is not beside this checkout")
+    code = ("import random, resource, sys; sys.path.insert(0, sys.argv[1]); import torch; "
+            "from torch_reference import TorchGPT; from microgpt.data import load_docs; "
+            "from microgpt.model import Config; from microgpt.tokenizer import Tokenizer; "
+            "torch.set_num_threads(1); random.seed(42); docs = load_docs(sys.argv[2]); random.shuffle(docs); "
+            "tok = Tokenizer.from_docs(docs); "
+            f"model = TorchGPT(Config(vocab_size=tok.vocab_size, **{SIZES[size]!r})); "
+            f"[model.train_step(tok.document(docs[s]), s, {MEMORY_STEPS}) for s in range({MEMORY_STEPS})]; "
+            "print('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    here = pathlib.Path(__file__).resolve().parent
+    import microgpt
+    env = {"PYTHONPATH": str(pathlib.Path(microgpt.__file__).resolve().parents[1]), "PATH": ""}
+    benchmark.group = "peak memory of microgpt train (1000 steps)"
+
+    def run():
+        return subprocess.run([sys.executable, "-c", code, str(here), str(NAMES)], capture_output=True, text=True,
+                              check=True, cwd=here.parent, env=env)
+
+    report_peak(benchmark, f"{size} pytorch", benchmark.pedantic(run, rounds=1, iterations=1))
