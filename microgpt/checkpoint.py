@@ -157,7 +157,7 @@ def _float_array(numbers):
     """JSON numbers separated by ", " (a memoryview) as an array of doubles, read a slice at a
     time by json.loads; ValueError unless every one is a float (json's grammar, _finite_float)."""
     out, i, n = array("d"), 0, len(numbers)
-    while i < n:
+    while i < n:                                  # slices of about SAVE_CHUNK numbers of ~24 bytes
         j = bytes(numbers[i:i + SAVE_CHUNK * 24]).rfind(b", ") if i + SAVE_CHUNK * 24 < n else -1
         piece = numbers[i:] if j <= 0 else numbers[i:i + j]
         xs = json.loads(b"[" + bytes(piece) + b"]", parse_float=_finite_float, parse_constant=_no_constant)

@@ -102,7 +102,7 @@ class Graph(ABC):
     API's calls hold it (training.py, api.py), so threads sharing a model take turns."""
     backend: str            # 'python' or 'c'
     mode: str               # a graph mode of modes.py
-    adam_is_atomic = False  # an Adam step that fails has changed nothing (guard.py)
+    adam_is_atomic = False  # True: an Adam step that fails changes nothing (guard.py)
     layers: Layers
     lock: threading.RLock
 

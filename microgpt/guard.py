@@ -46,6 +46,7 @@ class LastGood:
 
     def __init__(self, graph, step):
         self.graph = graph
+        self.state = None
         self._take(step)
 
     def _take(self, step):
@@ -53,7 +54,7 @@ class LastGood:
         self.step = step
         # arrays of doubles, refilled in place: a list of floats would be 32 bytes a number, and
         # a new copy beside the old one twice that (at d128: 150 MB against 19)
-        self.state = self.graph.state_arrays(getattr(self, "state", None))
+        self.state = self.graph.state_arrays(self.state)
         self.cost = time.perf_counter() - t0
         self.taken_at = time.perf_counter()
 
