@@ -120,11 +120,10 @@ def test_peak_memory_of_training(benchmark, size, mode):
     start-up, first steps and sampling included."""
     if not c_status()[0]:
         pytest.skip(f"c backend not built: {c_status()[1]}")
-    if not NAMES.exists():
-        pytest.skip("names.txt is not beside this checkout")
     flags = [f"--{name.replace('_', '-')}={value}" for name, value in SIZES[size].items()]
-    argv = ["train", "--backend", "c", "--graph", mode, "--data", str(NAMES), "--steps", str(MEMORY_STEPS),
-            "--samples", "0", *flags]
+    data = ["--data", str(NAMES)] if NAMES.exists() else []   # else the embedded names (data.default_docs)
+    argv = ["train", "--backend", "c", "--graph", mode, *data, "--steps", str(MEMORY_STEPS), "--samples", "0",
+            *flags]
     code = ("import resource, sys; from microgpt.cli import main; main(sys.argv[1:]); "
             "print('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     root = pathlib.Path(__file__).resolve().parents[1]
@@ -150,12 +149,11 @@ def test_peak_memory_of_training_pytorch(benchmark, size):
     """The same 1000 steps of the same model in PyTorch (torch_reference.py), in a process of its
     own: its peak resident memory, beside microgpt train's."""
     pytest.importorskip("torch")
-    if not NAMES.exists():
-        pytest.skip("names.txt is not beside this checkout")
-    code = ("import random, resource, sys; sys.path.insert(0, sys.argv[1]); import torch; "
-            "from torch_reference import TorchGPT; from microgpt.data import load_docs; "
+    code = ("import os, random, resource, sys; sys.path.insert(0, sys.argv[1]); import torch; "
+            "from torch_reference import TorchGPT; from microgpt.data import default_docs, load_docs; "
             "from microgpt.model import Config; from microgpt.tokenizer import Tokenizer; "
-            "torch.set_num_threads(1); random.seed(42); docs = load_docs(sys.argv[2]); random.shuffle(docs); "
+            "torch.set_num_threads(1); random.seed(42); "
+            "docs = load_docs(sys.argv[2]) if os.path.exists(sys.argv[2]) else default_docs(); random.shuffle(docs); "
             "tok = Tokenizer.from_docs(docs); "
             f"model = TorchGPT(Config(vocab_size=tok.vocab_size, **{SIZES[size]!r})); "
             f"[model.train_step(tok.document(docs[s]), s, {MEMORY_STEPS}) for s in range({MEMORY_STEPS})]; "
