@@ -80,13 +80,16 @@ def _no_constant(name):
     raise ValueError(f"{name} is not a number a checkpoint may hold")
 
 
-def _read(path):
+def _read(path, whole=True):
+    """The file's bytes (whole=False: None, once it is known to be a regular file that fits)."""
     try:
         size = limits.regular_file_size(path, "checkpoint")
         available = limits.available_bytes()
         if available is not None and size * LOAD_BYTES_PER_FILE_BYTE > available:
             raise CheckpointError(f"checkpoint {path} is {limits.format_bytes(size)}: reading it needs more than "
                                   f"the {limits.format_bytes(available)} of memory available")
+        if not whole:
+            return None
         with open(path, "rb") as f:
             return f.read()
     except OSError as e:
@@ -100,6 +103,13 @@ def _read(path):
 def load(path):
     """The checkpoint's fields as a dict, with 'config' a Config and 'random_state' a tuple for
     random.setstate; CheckpointError (one line) if the file is unusable in any way."""
+    _read(path, whole=False)
+    ck = _read_as_saved(path)
+    if ck is not None:
+        try:
+            return _validate(ck)
+        except ValueError as e:
+            raise CheckpointError(f"checkpoint {path} is malformed: {e}") from None
     raw = _read(path)
     end = raw.find(b"\n")
     header, start = (raw, len(raw)) if end < 0 else (raw[:end], end + 1)
@@ -112,9 +122,7 @@ def load(path):
     if hashlib.sha256(body).hexdigest() != parts[2][len("sha256="):]:
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated (checksum mismatch)")
     try:
-        ck = _read_as_saved(raw, start)
-        if ck is None:
-            ck = json.loads(bytes(body), parse_float=_finite_float, parse_constant=_no_constant)
+        ck = json.loads(bytes(body), parse_float=_finite_float, parse_constant=_no_constant)
     except RecursionError:
         raise CheckpointError(f"checkpoint {path} is malformed: its JSON is nested too deeply") from None
     except ValueError as e:  # also UnicodeDecodeError and the parse hooks' errors
@@ -128,44 +136,86 @@ def load(path):
 LISTS = ("params", "adam_m", "adam_v")        # the long fields, in FIELDS' order
 
 
-def _read_as_saved(raw, start):
-    """The fields of the body raw[start:] where it is laid out as save() writes it, with its three
-    long lists read a slice at a time into arrays of doubles (at d128, 80 MB of float objects and
-    lists less); None where anything differs, for json.loads of the whole to read, or refuse."""
-    marks = [b', "params": [', b'], "adam_m": [', b'], "adam_v": [', b'], "random_state": ']
-    at = [start - 1]
-    for mark in marks:
-        at.append(raw.find(mark, at[-1] + 1))
-        if at[-1] < 0:
-            return None
-    at = at[1:]
-    body, hooks = memoryview(raw), dict(parse_float=_finite_float, parse_constant=_no_constant)
+# a streamed load's reads
+READ_BYTES = 1 << 20
+
+
+def _read_as_saved(path):
+    """The fields of a checkpoint laid out as save() writes it, read as a stream: its three long
+    lists a slice at a time into arrays of doubles, never the whole file in memory (at d128 it is
+    55 MB, and its lists as float objects 80 MB more). None where anything differs (the header,
+    the layout, a value that is not a float, the checksum), for load() to read the whole file and
+    refuse it, or read it, as before."""
+    hooks = dict(parse_float=_finite_float, parse_constant=_no_constant)
     try:
-        ck = json.loads(bytes(body[start:at[0]]) + b"}", **hooks)
-        tail = json.loads(b"{" + bytes(body[at[3] + 3:]), **hooks)
-        if type(ck) is not dict or type(tail) is not dict or set(ck) & (set(tail) | set(LISTS)):
-            return None
-        ck.update(tail)
-        for k, name in enumerate(LISTS):
-            ck[name] = _float_array(body[at[k] + len(marks[k]):at[k + 1]])
-    except (ValueError, RecursionError):
+        with open(path, "rb") as f:
+            parts = f.readline(200).decode("ascii", "replace").rstrip("\n").split(" ")
+            if len(parts) != 3 or parts[0] != MAGIC or parts[1] != str(VERSION) or not parts[2].startswith("sha256="):
+                return None
+            body = _Body(f)
+            ck = json.loads(body.until(b', "params": [') + b"}", **hooks)
+            config = Config(**{k: ck["config"][k] for k in CONFIG_KEYS})
+            n = limits.num_params(config)
+            for k, name in enumerate(LISTS):
+                if k and body.until(f', "{name}": ['.encode()) != b"":
+                    return None
+                ck[name] = body.floats(n)
+            if body.until(b', "random_state": ') != b"" or set(ck) & {"random_state"}:
+                return None
+            tail = json.loads(b'{"random_state": ' + body.rest(), **hooks)
+            if body.sha.hexdigest() != parts[2][len("sha256="):]:
+                return None
+    except (OSError, ValueError, TypeError, KeyError, RecursionError, ConfigError):
         return None
+    ck.update(tail)
     return ck
 
 
-def _float_array(numbers):
-    """JSON numbers separated by ", " (a memoryview) as an array of doubles, read a slice at a
-    time by json.loads; ValueError unless every one is a float (json's grammar, _finite_float)."""
-    out, i, n = array("d"), 0, len(numbers)
-    while i < n:                                  # slices of about SAVE_CHUNK numbers of ~24 bytes
-        j = bytes(numbers[i:i + SAVE_CHUNK * 24]).rfind(b", ") if i + SAVE_CHUNK * 24 < n else -1
-        piece = numbers[i:] if j <= 0 else numbers[i:i + j]
-        xs = json.loads(b"[" + bytes(piece) + b"]", parse_float=_finite_float, parse_constant=_no_constant)
-        if any(type(x) is not float for x in xs):
-            raise ValueError("not a float")
-        out.extend(xs)
-        i = n if j <= 0 else i + j + 2
-    return out
+class _Body:
+    """A checkpoint's body read from f a READ_BYTES chunk at a time, each hashed as it comes."""
+
+    def __init__(self, f):
+        self.f, self.buf, self.sha = f, b"", hashlib.sha256()
+
+    def more(self):
+        chunk = self.f.read(READ_BYTES)
+        self.sha.update(chunk)
+        self.buf += chunk
+        return bool(chunk)
+
+    def until(self, mark):
+        """The bytes before the next mark, both consumed; ValueError at the end of the file."""
+        while (i := self.buf.find(mark)) < 0:
+            if not self.more():
+                raise ValueError("no mark")
+        out, self.buf = self.buf[:i], self.buf[i + len(mark):]
+        return out
+
+    def floats(self, limit):
+        """JSON numbers separated by ", " up to a "]" (consumed) as an array of doubles, read a
+        chunk at a time by json.loads; ValueError unless every one is a float (json's grammar,
+        _finite_float) and there are at most limit."""
+        out, after_comma = array("d"), False
+        while True:
+            end = self.buf.find(b"]")
+            cut = end if end >= 0 else self.buf.rfind(b", ")
+            if cut > 0 or end == 0:
+                if end == 0 and after_comma:     # "1.0, ]": json.loads refuses it, and so does this
+                    raise ValueError("a comma before the end")
+                xs = json.loads(b"[" + self.buf[:cut] + b"]", parse_float=_finite_float, parse_constant=_no_constant)
+                if any(type(x) is not float for x in xs) or len(out) + len(xs) > limit:
+                    raise ValueError("not a checkpoint's list")
+                out.extend(xs)
+                self.buf, after_comma = self.buf[cut + (1 if end >= 0 else 2):], end < 0
+            if end >= 0:
+                return out
+            if not self.more():
+                raise ValueError("no end")
+
+    def rest(self):
+        while self.more():
+            pass
+        return self.buf
 
 
 def _is_int(x):

@@ -166,10 +166,11 @@ BAD_FIELDS = [
 ]
 
 
-def test_a_body_laid_out_as_saved_and_otherwise_load_alike(tmp_path, good_checkpoint, monkeypatch):
-    # save()'s layout: the long lists read a slice at a time (slices of a few numbers here) into
-    # arrays; any other layout: json.loads of the whole, into lists
-    monkeypatch.setattr(checkpoint, "SAVE_CHUNK", 1)
+@pytest.mark.parametrize("read_bytes", [7, 1 << 20], ids=["numbers-and-marks-cut-by-reads", "one-read"])
+def test_a_body_laid_out_as_saved_and_otherwise_load_alike(tmp_path, good_checkpoint, monkeypatch, read_bytes):
+    # save()'s layout: read as a stream (here in reads of 7 bytes, which cut numbers and marks),
+    # the long lists into arrays; any other layout: json.loads of the whole, into lists
+    monkeypatch.setattr(checkpoint, "READ_BYTES", read_bytes)
     rewrite(tmp_path / "saved", json.dumps(good_checkpoint))
     rewrite(tmp_path / "other", json.dumps(good_checkpoint, indent=1))
     saved, other = checkpoint.load(tmp_path / "saved"), checkpoint.load(tmp_path / "other")
@@ -178,6 +179,17 @@ def test_a_body_laid_out_as_saved_and_otherwise_load_alike(tmp_path, good_checkp
         assert list(saved[name]) == other[name] == good_checkpoint[name]
     assert {k: v for k, v in saved.items() if k not in checkpoint.LISTS} == \
         {k: v for k, v in other.items() if k not in checkpoint.LISTS}
+
+
+@pytest.mark.parametrize("damage", [b"0.5, ]", b"0.5,, 0.25]", b"[0.5], 0.25]", b"0.5 0.25]", b'"0.5"]'])
+def test_a_list_json_refuses_is_refused_in_saved_layout_too(tmp_path, good_checkpoint, monkeypatch, damage):
+    # the streamed reader (reads of 5 bytes) must refuse what json.loads refuses, the same way
+    monkeypatch.setattr(checkpoint, "READ_BYTES", 5)
+    body = json.dumps(good_checkpoint).encode()
+    start = body.index(b'"adam_m": [') + len(b'"adam_m": [')
+    rewrite(tmp_path / "bad", body[:start] + damage + body[body.index(b"]", start) + 1:])
+    with pytest.raises(CheckpointError, match="malformed"):
+        checkpoint.load(tmp_path / "bad")
 
 
 @pytest.mark.parametrize("field,value,fragment", BAD_FIELDS,
