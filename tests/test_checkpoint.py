@@ -181,15 +181,25 @@ def test_a_body_laid_out_as_saved_and_otherwise_load_alike(tmp_path, good_checkp
         {k: v for k, v in other.items() if k not in checkpoint.LISTS}
 
 
-@pytest.mark.parametrize("damage", [b"0.5, ]", b"0.5,, 0.25]", b"[0.5], 0.25]", b"0.5 0.25]", b'"0.5"]'])
+DAMAGED_LISTS = {  # adam_m's numbers as saved, then damaged so that json.loads refuses them
+    "trailing-comma": lambda xs: xs + b", ", "double-comma": lambda xs: xs.replace(b", ", b",, ", 1),
+    "nested": lambda xs: b"[" + xs.replace(b", ", b"], ", 1), "no-comma": lambda xs: xs.replace(b", ", b" ", 1),
+    "string": lambda xs: b'"' + xs.replace(b", ", b'", ', 1),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGED_LISTS))
 def test_a_list_json_refuses_is_refused_in_saved_layout_too(tmp_path, good_checkpoint, monkeypatch, damage):
-    # the streamed reader (reads of 5 bytes) must refuse what json.loads refuses, the same way
-    monkeypatch.setattr(checkpoint, "READ_BYTES", 5)
+    # the streamed reader must refuse what json.loads refuses, the same way, wherever its reads
+    # cut the damage (reads of 1 to 8 bytes); every number is still there
     body = json.dumps(good_checkpoint).encode()
     start = body.index(b'"adam_m": [') + len(b'"adam_m": [')
-    rewrite(tmp_path / "bad", body[:start] + damage + body[body.index(b"]", start) + 1:])
-    with pytest.raises(CheckpointError, match="malformed"):
-        checkpoint.load(tmp_path / "bad")
+    end = body.index(b"]", start)
+    rewrite(tmp_path / "bad", body[:start] + DAMAGED_LISTS[damage](body[start:end]) + body[end:])
+    for read_bytes in range(1, 9):
+        monkeypatch.setattr(checkpoint, "READ_BYTES", read_bytes)
+        with pytest.raises(CheckpointError, match="malformed"):
+            checkpoint.load(tmp_path / "bad")
 
 
 @pytest.mark.parametrize("field,value,fragment", BAD_FIELDS,
