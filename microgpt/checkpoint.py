@@ -14,6 +14,7 @@ import json
 import math
 import re
 from array import array
+from contextlib import contextmanager
 
 from . import atomic, limits
 from .model import Config, ConfigError
@@ -23,6 +24,7 @@ VERSION = 1
 CONFIG_KEYS = ("vocab_size", "n_layer", "n_embd", "n_head", "block_size")
 FIELDS = ("config", "chars", "step", "num_steps", "seed", "lr", "data", "params", "adam_m", "adam_v",
           "random_state")
+LISTS = ("params", "adam_m", "adam_v")        # the long fields, in FIELDS' order
 # json.loads needs several times the file's size: the text, then a float object per number
 LOAD_BYTES_PER_FILE_BYTE = 6
 
@@ -52,7 +54,7 @@ def save(path, *, config, chars, step, num_steps, seed, lr, data, params, adam_m
             digest.update(raw)
             f.write(raw)
         put(head[:-1])
-        for name, values in (("params", params), ("adam_m", adam_m), ("adam_v", adam_v)):
+        for name, values in zip(LISTS, (params, adam_m, adam_v)):
             put(f', "{name}": [')
             for k in range(0, len(values), SAVE_CHUNK):
                 put((", " if k else "") + ", ".join(map(_json_float, values[k:k + SAVE_CHUNK])))
@@ -80,18 +82,11 @@ def _no_constant(name):
     raise ValueError(f"{name} is not a number a checkpoint may hold")
 
 
-def _read(path, whole=True):
-    """The file's bytes (whole=False: None, once it is known to be a regular file that fits)."""
+@contextmanager
+def _reading(path):
+    """Errors reading the checkpoint at path as one-line CheckpointErrors."""
     try:
-        size = limits.regular_file_size(path, "checkpoint")
-        available = limits.available_bytes()
-        if available is not None and size * LOAD_BYTES_PER_FILE_BYTE > available:
-            raise CheckpointError(f"checkpoint {path} is {limits.format_bytes(size)}: reading it needs more than "
-                                  f"the {limits.format_bytes(available)} of memory available")
-        if not whole:
-            return None
-        with open(path, "rb") as f:
-            return f.read()
+        yield
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror}") from None
     except CheckpointError:
@@ -100,20 +95,35 @@ def _read(path, whole=True):
         raise CheckpointError(str(e)) from None
 
 
+def _check_size(path):
+    """A regular file that a whole read (_read_whole) could hold in the memory available."""
+    with _reading(path):
+        size = limits.regular_file_size(path, "checkpoint")
+        available = limits.available_bytes()
+        if available is not None and size * LOAD_BYTES_PER_FILE_BYTE > available:
+            raise CheckpointError(f"checkpoint {path} is {limits.format_bytes(size)}: reading it needs more than "
+                                  f"the {limits.format_bytes(available)} of memory available")
+
+
 def load(path):
     """The checkpoint's fields as a dict, with 'config' a Config and 'random_state' a tuple for
     random.setstate; CheckpointError (one line) if the file is unusable in any way."""
-    _read(path, whole=False)
+    _check_size(path)
     ck = _read_as_saved(path)
-    if ck is not None:
-        try:
-            return _validate(ck)
-        except ValueError as e:
-            raise CheckpointError(f"checkpoint {path} is malformed: {e}") from None
-    raw = _read(path)
-    end = raw.find(b"\n")
-    header, start = (raw, len(raw)) if end < 0 else (raw[:end], end + 1)
-    body = memoryview(raw)[start:]                # not a copy: at d128 the file is 55 MB
+    if ck is None:
+        ck = _read_whole(path)
+    try:
+        return _validate(ck)
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint {path} is malformed: {e}") from None
+
+
+def _read_whole(path):
+    """The body's JSON read at once, after its header and checksum are checked."""
+    with _reading(path), open(path, "rb") as f:
+        raw = f.read()
+    header, _, body = raw.partition(b"\n")
+    del raw
     parts = header.decode("ascii", "replace").split(" ")
     if len(parts) != 3 or parts[0] != MAGIC or not parts[2].startswith("sha256="):
         raise CheckpointError(f"{path} is not a microgpt checkpoint")
@@ -122,18 +132,11 @@ def load(path):
     if hashlib.sha256(body).hexdigest() != parts[2][len("sha256="):]:
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated (checksum mismatch)")
     try:
-        ck = json.loads(bytes(body), parse_float=_finite_float, parse_constant=_no_constant)
+        return json.loads(body, parse_float=_finite_float, parse_constant=_no_constant)
     except RecursionError:
         raise CheckpointError(f"checkpoint {path} is malformed: its JSON is nested too deeply") from None
     except ValueError as e:  # also UnicodeDecodeError and the parse hooks' errors
         raise CheckpointError(f"checkpoint {path} is malformed: {e}") from None
-    try:
-        return _validate(ck)
-    except ValueError as e:
-        raise CheckpointError(f"checkpoint {path} is malformed: {e}") from None
-
-
-LISTS = ("params", "adam_m", "adam_v")        # the long fields, in FIELDS' order
 
 
 # a streamed load's reads

@@ -123,7 +123,8 @@ def dot(ws, xs):
     through the chain (whose sum and product nodes pass grad on unchanged), so when the
     children are distinct Values, as in a linear layer or attention's sums, every bit of every
     gradient is the chain's. So it is for dot(x, x) (rmsnorm's sum of squares): each x_i is in
-    its own pair only, and gets the two terms the chain's x_i * x_i node gives it. It saves two nodes per term, which is most of the seed's graph.
+    its own pair only, and gets the two terms the chain's x_i * x_i node gives it. It saves two
+    nodes per term, which is most of the seed's graph.
     """
     wd = [w.data for w in ws]
     xd = [x.data for x in xs]
