@@ -237,9 +237,14 @@ __attribute__((target("avx2,fma"), always_inline)) static inline int adam_four(c
 // cost more than the arithmetic), noting each four's outcome; then the lanes it left, in order,
 // through adam_param_known (only those can fail, so the first error is still the first failing
 // parameter's). A lane left is untouched until then, its gradient included. One function, so
-// that the step's constants stay in registers.
+// that the step's constants stay in registers: they are read from a local copy, which no store
+// through the arrays' pointers can change (through A_shared, the compiler must reload them after
+// every store). Outcomes are looked at eight fours at a time: a lane is left about once in a
+// thousand, so most eights have none.
 #define ADAM_BLOCK 512
-__attribute__((target("avx2,fma"))) static int adam_simd(const adam_args *A, int64_t n4, int zero_grads) {
+#define ALL_WRITTEN 0x0f0f0f0f0f0f0f0fULL     // eight outcomes, every lane of each written
+__attribute__((target("avx2,fma"))) static int adam_simd(const adam_args *A_shared, int64_t n4, int zero_grads) {
+    const adam_args local = *A_shared, *A = &local;
     uint8_t outcome[ADAM_BLOCK / 4];        // adam_four's result for each four of the block
     double m_hat[ADAM_BLOCK], v_hat[ADAM_BLOCK];    // and what it computed, for the lanes it left
     for (int64_t start = 0; start < n4; start += ADAM_BLOCK) {
@@ -251,6 +256,14 @@ __attribute__((target("avx2,fma"))) static int adam_simd(const adam_args *A, int
             for (int64_t i = start; i < end; i += 4)
                 outcome[(i - start) / 4] = (uint8_t)adam_four(A, i, zero_grads, m_hat + (i - start), v_hat + (i - start), 0);
         for (int64_t i = start; i < end; i += 4) {
+            if (((i - start) & 31) == 0 && end - i >= 32) {
+                uint64_t eight;
+                memcpy(&eight, outcome + (i - start) / 4, sizeof eight);
+                if ((eight & ALL_WRITTEN) == ALL_WRITTEN) {
+                    i += 28;
+                    continue;
+                }
+            }
             int o = outcome[(i - start) / 4];
             for (unsigned left = ~(unsigned)o & 15; left; left &= left - 1) {
                 int k = __builtin_ctz(left), known = (o >> (4 + k)) & 1 ? KNOWN_M_HAT | KNOWN_SQUARE : KNOWN_M_HAT;
