@@ -33,6 +33,7 @@ int mg_adam_init(mg_arena *a, int64_t nparams) {
     }
     a->nparams = nparams;
     a->idle_moments = 0;
+    a->negative_moments = 0;
     return 0;
 }
 
@@ -277,14 +278,13 @@ __attribute__((target("avx2,fma"))) static int adam_simd(const adam_args *A_shar
     return 0;
 }
 
-// cannot_fail's scan of the gradients and second moments, four at a time
-__attribute__((target("avx2,fma"))) static int any_unsafe_simd(const double *g, const double *v, int64_t n4) {
+// cannot_fail's scan of the gradients, four at a time
+__attribute__((target("avx2,fma"))) static int any_unsafe_simd(const double *g, int64_t n4) {
     __m256d bad = _mm256_setzero_pd();
-    const __m256d big = splat(0x1p511), inf = splat(INFINITY), zero = _mm256_setzero_pd();
+    const __m256d big = splat(0x1p511), inf = splat(INFINITY);
     for (int64_t i = 0; i < n4; i += 4) {
         __m256d ag = abs4(_mm256_loadu_pd(g + i));
         bad = _mm256_or_pd(bad, _mm256_and_pd(_mm256_cmp_pd(ag, big, _CMP_GE_OQ), _mm256_cmp_pd(ag, inf, _CMP_NEQ_OQ)));
-        bad = _mm256_or_pd(bad, _mm256_cmp_pd(_mm256_loadu_pd(v + i), zero, _CMP_LT_OQ));
     }
     return _mm256_movemask_pd(bad) != 0;
 }
@@ -294,17 +294,24 @@ __attribute__((target("avx2,fma"))) static int any_unsafe_simd(const double *g, 
 #define HAVE_ADAM_SIMD() 0
 #endif
 
-// Whether any of g[0 .. n-1], v[0 .. n-1] rules out writing in place (see cannot_fail)
-static int any_unsafe(const double *g, const double *v, int64_t n) {
+// Whether any of g[0 .. n-1] rules out writing in place (see cannot_fail)
+static int any_unsafe(const double *g, int64_t n) {
     int64_t i = 0;
 #if MG_ADAM_SIMD
     if (HAVE_ADAM_SIMD()) {
         i = n - n % 4;
-        if (any_unsafe_simd(g, v, i)) return 1;
+        if (any_unsafe_simd(g, i)) return 1;
     }
 #endif
     for (; i < n; i++)
-        if ((fabs(g[i]) >= 0x1p511 && isfinite(g[i])) || v[i] < 0.0) return 1;
+        if (fabs(g[i]) >= 0x1p511 && isfinite(g[i])) return 1;
+    return 0;
+}
+
+// some second moment is < 0
+static int any_negative(const double *v, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (v[i] < 0.0) return 1;
     return 0;
 }
 
@@ -402,18 +409,21 @@ static void scan_part(void *ctx, int64_t part, int64_t nparts) {
     adam_job *j = ctx;
     int64_t first, end;
     part_of(j->n, part, nparts, &first, &end);
-    j->unsafe[part] = any_unsafe(j->A->grad + first, j->A->v + first, end - first);
+    j->unsafe[part] = any_unsafe(j->A->grad + first, end - first);
 }
 
 // Whether no parameter's update can fail, so that the step may write in place: the rate's
-// settings keep v >= 0 and den > 0, every v is >= 0 (or nan), and no finite gradient is large
-// enough for g**2 to overflow (inf and nan go through pow without an error). The scan of every
-// gradient and second moment is split over the pool as the step itself is.
-static int cannot_fail(const adam_args *A, int64_t n, mgi_pool *pool, int64_t min_share) {
-    if (!(A->eps > 0.0 && A->beta2 >= 0.0 && A->beta2 <= 1.0 && A->b2 > 0.0)) return 0;
+// settings keep v >= 0 and den > 0, every v is >= 0 (or nan: negative_moments is clear), and no
+// finite gradient is large enough for g**2 to overflow (inf and nan go through pow without an
+// error). The scan of every gradient is split over the pool as the step itself is. The second
+// moments need no scan: a step that writes in place keeps them >= 0 (beta2 v + c2 g**2 with
+// beta2 and c2 in [0, 1]), so only mg_adam_write and a committed step can make one negative,
+// and those set negative_moments.
+static int cannot_fail(const mg_arena *a, const adam_args *A, int64_t n, mgi_pool *pool, int64_t min_share) {
+    if (a->negative_moments || !(A->eps > 0.0 && A->beta2 >= 0.0 && A->beta2 <= 1.0 && A->b2 > 0.0)) return 0;
     int64_t parts = parts_for(pool, n, min_share);
     if (parts > MGI_MAX_THREADS) parts = MGI_MAX_THREADS;
-    if (parts < 2) return !any_unsafe(A->grad, A->v, n);
+    if (parts < 2) return !any_unsafe(A->grad, n);
     adam_job j = { .A = A, .n = n };
     mgi_pool_run(pool, scan_part, &j, parts);
     for (int64_t k = 0; k < parts; k++)
@@ -450,7 +460,7 @@ int mgi_adam_step(mg_arena *a, mgi_pool *pool, int64_t min_share, double lr_t, d
     int64_t n = a->nparams;
     if (MG_ADAM_SIMD && step % IDLE_RESCAN == 0) a->idle_moments = any_subnormal(a->adam_m, n);
     idle_lanes_possible(&A, a);
-    if (!A.err_b1 && !A.err_b2 && cannot_fail(&A, n, pool, min_share)) {
+    if (!A.err_b1 && !A.err_b2 && cannot_fail(a, &A, n, pool, min_share)) {
         mgi_values_change(a);
         A.next_m = a->adam_m, A.next_v = a->adam_v, A.next_p = a->data;   // each read before it is written
         A.in_place = 1;
@@ -461,6 +471,7 @@ int mgi_adam_step(mg_arena *a, mgi_pool *pool, int64_t min_share, double lr_t, d
     mgi_values_change(a);
     double *t = a->adam_m; a->adam_m = a->next_m; a->next_m = t;    // commit
     t = a->adam_v; a->adam_v = a->next_v; a->next_v = t;
+    a->negative_moments = any_negative(a->adam_v, n);      // this step's settings may allow one
     if (n > 0) {
         memcpy(a->data, a->next_p, (size_t)n * sizeof *a->data);
         memset(a->grad, 0, (size_t)n * sizeof *a->grad);
@@ -491,5 +502,6 @@ int mg_adam_write(mg_arena *a, const double *m, const double *v) {
         memcpy(a->adam_v, v, (size_t)a->nparams * sizeof *v);
     }
     a->idle_moments = MG_ADAM_SIMD && any_subnormal(a->adam_m, a->nparams);
+    a->negative_moments = any_negative(a->adam_v, a->nparams);
     return 0;
 }

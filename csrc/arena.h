@@ -91,6 +91,8 @@ struct mg_arena {
     double *next_v;         // (adam_cap) same, second moments
     double *next_p;         // (adam_cap) same, parameter values (copied into data)
     int idle_moments;       // some first moment was subnormal when adam.c last looked (idle lanes)
+    int negative_moments;   // some second moment may be < 0 (written so, or left by a step whose
+                            // settings allow it): a step may not write in place without looking
     // --- fused (DOT) nodes of the current step
     int64_t step_dots;      // DOT nodes alive that were made since the last reset
     int dot_changed;        // a value changed while DOT nodes lived: their backward would misread it

@@ -305,6 +305,81 @@ def test_a_failed_adam_step_changes_nothing(threads):
     assert list(m) == [0.0] * n and list(v) == [0.0] * n
 
 
+@pytest.mark.parametrize("threads", [None, 1, 2, 3])
+def test_a_negative_second_moment_fails_the_step_and_changes_nothing(threads):
+    """A second moment below 0 (only mg_adam_write can put one there) makes v_hat**0.5 complex
+    at its parameter, in the middle of the step: the step fails there and leaves every
+    parameter, moment and gradient as it was, before and after a step that succeeds. The step
+    does not scan the moments for it: the write notes it."""
+    from microgpt.native import Arena, check, ffi, lib, owned
+    n = 99
+    arena = Arena()
+    first = arena.leaves([0.1 * i for i in range(n)])
+    arena.keep()
+    check(lib.mg_adam_init(arena.ptr, n))
+    executor = None
+    if threads is not None:
+        executor = owned(lib.mg_dense_new(), lib.mg_dense_free, "a dense executor")
+        assert lib.mg_dense_set_threads(executor, threads, 1, 8) == threads
+
+    def step(k):
+        for i in range(n):
+            check(lib.mg_set_grad(arena.ptr, first + i, 0.001 * (i + 1)))
+        if executor is None:
+            return lib.mg_adam_step(arena.ptr, 0.01, BETA1, BETA2, EPS, k)
+        return lib.mg_dense_adam_step(executor, arena.ptr, 0.01, BETA1, BETA2, EPS, k)
+
+    def state():
+        m, v = ffi.new("double[]", n), ffi.new("double[]", n)
+        check(lib.mg_adam_read(arena.ptr, m, v))
+        return arena.read_data(0, n), arena.read_grad(0, n), list(m), list(v)
+
+    check(step(0))
+    m, v = ffi.new("double[]", n), ffi.new("double[]", n)
+    check(lib.mg_adam_read(arena.ptr, m, v))
+    v[50] = -1.0
+    check(lib.mg_adam_write(arena.ptr, m, v))
+    for k in (1, 2):                        # the second try finds the same moment
+        for i in range(n):
+            check(lib.mg_set_grad(arena.ptr, first + i, 0.001 * (i + 1)))
+        before = state()
+        with pytest.raises(ValueError, match="complex"):
+            check(step(k))
+        assert state() == before
+    v[50] = 0.5                             # written right again: the step succeeds
+    check(lib.mg_adam_write(arena.ptr, m, v))
+    check(step(1))
+    assert arena.read_grad(0, n) == [0.0] * n
+
+
+def test_a_step_that_leaves_a_negative_second_moment_is_noted():
+    """beta2 above 1 makes c2 negative, and a step can succeed with v < 0 (its b2 < 0 keeps
+    v_hat > 0): the next step, with the usual beta2, must not write in place. It fails at the
+    first parameter whose v_hat is negative, the 51st, and changes nothing."""
+    from microgpt.native import Arena, check, ffi, lib
+    n = 99
+    arena = Arena()
+    first = arena.leaves([0.1 * i for i in range(n)])
+    arena.keep()
+    check(lib.mg_adam_init(arena.ptr, n))
+
+    def set_grads(grads):
+        for i, g in enumerate(grads):
+            check(lib.mg_set_grad(arena.ptr, first + i, g))
+
+    set_grads([0.001 * (i + 1) for i in range(n)])
+    check(lib.mg_adam_step(arena.ptr, 0.01, BETA1, 1.5, EPS, 0))
+    m, v = ffi.new("double[]", n), ffi.new("double[]", n)
+    check(lib.mg_adam_read(arena.ptr, m, v))
+    assert all(x < 0 for x in v)
+    set_grads([1.0] * 50 + [0.001 * (i + 1) for i in range(50, n)])
+    before = (arena.read_data(0, n), arena.read_grad(0, n), list(m), list(v))
+    with pytest.raises(ValueError, match="complex"):
+        check(lib.mg_adam_step(arena.ptr, 0.01, BETA1, BETA2, EPS, 1))
+    check(lib.mg_adam_read(arena.ptr, m, v))
+    assert (arena.read_data(0, n), arena.read_grad(0, n), list(m), list(v)) == before
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_threads_give_the_same_bits(threads):
     """A step split over threads (each a run of parameters) gives every bit of one thread's, and
