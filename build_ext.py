@@ -54,8 +54,9 @@ def compiler_flags(compiler_type):
         link_args += sanitize
     elif os.environ.get("MICROGPT_SANITIZE") == "thread":
         # ThreadSanitizer (tests only, like the above): the worker threads of Adam and of the
-        # dense executor, and Values in several Python threads
-        compile_args += ["-fsanitize=thread", "-g"]
+        # dense executor, and Values in several Python threads; and Adam's four-lane path (AVX2)
+        # on a CPU that would take the eight-lane one (AVX-512), so that the tests cover both
+        compile_args += ["-fsanitize=thread", "-g", "-DMG_ADAM_LANES=4"]
         link_args += ["-fsanitize=thread"]
     return compile_args, link_args, ["m"]
 

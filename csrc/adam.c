@@ -4,7 +4,8 @@
  *
  * Every number is the expression CPython evaluates for the seed, in its order, with Python's
  * errors where C would make inf or nan. g**2 and v_hat**0.5 take pymath.h's exact shortcut
- * (pow()'s bits, proved there, faster).
+ * (pow()'s bits, proved there, faster). Where the CPU allows, four or eight parameters go at
+ * once (adam_lanes.h, included here once for each width).
  *
  * Not here: the gradients (backward.c), anything about which nodes are parameters beyond
  * "the first nparams", the worker threads an in-place step may be split over (pool.c; the dense
@@ -51,10 +52,10 @@ typedef struct {
 } adam_args;
 
 // Parameter i, exactly as the seed, with its errors in its order: 0 or the error code.
-// `known` says what adam_four already computed for it (adam_param: nothing): with KNOWN_M_HAT,
-// m_hat; with KNOWN_SQUARE too, that v from g*g is v from g**2 (the test passed, or pow()'s two
-// possible answers agree) and v_hat, whose root adam_four did not decide (or den was 0), so
-// pow() decides v_hat**0.5.
+// `known` says what the vector path (adam_lanes.h) already computed for it (adam_param:
+// nothing): with KNOWN_M_HAT, m_hat; with KNOWN_SQUARE too, that v from g*g is v from g**2 (the
+// test passed, or pow()'s two possible answers agree) and v_hat, whose root the vector path did
+// not decide (or den was 0), so pow() decides v_hat**0.5.
 enum { KNOWN_M_HAT = 1, KNOWN_SQUARE = 2 };
 
 // pow() alone, where no error is possible: in an in-place step (cannot_fail), |g| < 2^511, so
@@ -101,40 +102,20 @@ static inline int adam_param_known(const adam_args *A, int64_t i, int known, dou
 
 static inline int adam_param(const adam_args *A, int64_t i) { return adam_param_known(A, i, 0, 0.0, 0.0); }
 
-// Four parameters at once on a CPU with AVX2 and FMA (chosen at run time), where each lane is
-// what adam_param gives: the same expressions, lane by lane, and the shortcut for g**2 and
-// v_hat**0.5 decided by pymath.h's test, with the product errors computed exactly by FMA
-// instead of Dekker's split (both are exact, so the decisions are the same), or where it
-// refuses, by both of pow()'s possible answers giving the same bits. Where a lane is not
-// decided so (pow() decides it, or Python would raise), its new values are not written: the
-// bit of each lane that was is set in the result, and the caller runs adam_param_known on the
-// others. Built with GCC or Clang for x86-64 only.
+// Several parameters at once on a CPU with AVX2 and FMA, or AVX-512 (chosen at run time): four
+// or eight lanes, each what adam_param gives (adam_lanes.h, built once for each width).
+// Built with GCC or Clang for x86-64 only. MG_ADAM_LANES caps the width (a build that tests
+// the four-lane path on a CPU with AVX-512 sets it to 4).
 #if MG_POW_BOUND_KNOWN && defined(__x86_64__) && defined(__GNUC__) && !defined(MG_NO_SIMD)
 #define MG_ADAM_SIMD 1
 #include <immintrin.h>
-
-typedef int64_t mg_v4i __attribute__((vector_size(32)));
-
-__attribute__((target("avx2,fma"))) static inline __m256d splat(double x) { return _mm256_set1_pd(x); }
-
-// pymath.h's shortcut test (py_square, py_sqrt), four lanes at a time: the same ranges, the same
-// tolerances, only the product errors computed by FMA instead of Dekker's split (both exact
-// there). Anything it does not accept goes to pow() through adam_param_known, which is exact
-// whatever a lane's test said; this only chooses which lanes are fast.
-// The ULP of each lane, a mask of the lanes in [lowest, 2^1000) and not a power of two (with
-// lowest 2^-900, py_fast_ulp's range), and the lane's bound factor: near for s in [2^-64, 2^64),
-// else far (py_fast_tolerance's 0.47 and 0.4, times what the caller's test multiplies them by).
-__attribute__((target("avx2,fma"))) static inline __m256d ulp4(__m256d s, double lowest, mg_v4i *valid,
-                                                              __m256d *factor, double near, double far) {
-    mg_v4i bits = (mg_v4i)s;
-    *valid = (s >= splat(lowest)) & (s < splat(0x1p1000)) & ((bits & 0x000fffffffffffffLL) != 0);
-    *factor = _mm256_blendv_pd(splat(far), splat(near), (__m256d)((s >= splat(0x1p-64)) & (s < splat(0x1p64))));
-    return (__m256d)((bits & 0x7ff0000000000000LL) - (52LL << 52));
-}
-
-__attribute__((target("avx2,fma"))) static inline __m256d abs4(__m256d x) {
-    return (__m256d)((mg_v4i)x & 0x7fffffffffffffffLL);
-}
+#ifndef MG_ADAM_LANES                   // AVX-512's intrinsics here: GCC 7 and Clang 5 on
+#if (defined(__clang__) && __clang_major__ >= 5) || (!defined(__clang__) && __GNUC__ >= 7)
+#define MG_ADAM_LANES 8
+#else
+#define MG_ADAM_LANES 4
+#endif
+#endif
 
 // beta1*m + c1*g for an idle lane (g = +-0, m subnormal or +-0, beta1 = beta1_m 2^-53 in
 // [0.5, 1)), exactly, in integers: m = +-k 2^-1074, so beta1*m rounds to +-q 2^-1074 with q the
@@ -156,151 +137,77 @@ static inline double idle_first_moment(double m, double g, uint64_t beta1_m) {
     return r;
 }
 
-// Lanes i .. i+3. Returns the mask of lanes written (their gradients zeroed with zero_grads),
-// with the lanes whose v g*g decides (the test passed, or pow()'s two answers agree) in bits 4-7.
-// With idle (a constant: two versions), idle lanes are written too: g = +-0, m subnormal or
-// +-0, v >= 0 and |p| >= idle_p_min. Their first moment comes from idle_first_moment, their
-// value stays (p - lr_t m_hat / den is p: idle_lanes_possible), and their arithmetic here runs
-// on m = 0 instead: subnormal operands make every vector operation on them many times slower.
-__attribute__((target("avx2,fma"), always_inline)) static inline int adam_four(const adam_args *A, int64_t i,
-                                                                               int zero_grads, double *m_hat_out,
-                                                                               double *v_hat_out, int idle) {
-    __m256d g = _mm256_loadu_pd(A->grad + i), m = _mm256_loadu_pd(A->m + i), v = _mm256_loadu_pd(A->v + i);
-    __m256d p = _mm256_loadu_pd(A->data + i), m_used = m;
-    mg_v4i idle_lanes = { 0, 0, 0, 0 };
-    if (idle) {
-        idle_lanes = (g == splat(0.0)) & (abs4(m) < splat(0x1p-1022)) & (v >= splat(0.0)) &
-                     (abs4(p) >= splat(A->idle_p_min));
-        m_used = _mm256_andnot_pd((__m256d)idle_lanes, m);
-    }
-    __m256d mi = splat(A->beta1) * m_used + splat(A->c1) * g;
-    __m256d s = g * g;
-    __m256d s_err = _mm256_fmsub_pd(g, g, s);                       // g*g - s, exactly
-    __m256d vi = splat(A->beta2) * v + splat(A->c2) * s;
-    __m256d m_hat = mi / splat(A->b1), v_hat = vi / splat(A->b2);
-    __m256d r = _mm256_sqrt_pd(v_hat);
-    __m256d pr = r * r;
-    __m256d r_err = (v_hat - pr) - _mm256_fmsub_pd(r, r, pr);     // v_hat - r*r, exactly
-    __m256d den = r + splat(A->eps);
-    mg_v4i s_valid, r_valid;
-    __m256d s_tol, r_factor;
-    __m256d us = ulp4(s, 0x1p-900, &s_valid, &s_tol, 0.47, 0.4);
-    // py_sqrt's range is v_hat >= 2^-900: r = sqrt(v_hat) >= 2^-450 and not a power of two is r >
-    // 2^-450, which puts v_hat above 2^-900
-    __m256d ur = ulp4(r, 0x1p-450, &r_valid, &r_factor, 2.0 * 0.47 * (1.0 - 0x1p-40), 2.0 * 0.4 * (1.0 - 0x1p-40));
-    // pymath.h's bounds: |g*g - s| <= tol us, |v_hat - r*r| <= 2 tol (1 - 2^-40) r ur
-    mg_v4i s_ok = (s_valid & (abs4(s_err) <= s_tol * us)) | (g == splat(0.0));
-    mg_v4i r_ok = (r_valid & (abs4(r_err) <= r_factor * r * ur)) |
-                  (v_hat == splat(0.0));               // sqrt(-0.0) is -0.0, but den is eps either way
-    __m256d a = splat(A->lr_t) * m_hat, new_p = p - a / den;
-    // Where a test refuses s = g*g (the exact square within 0.03 ULP of a midpoint), pow()'s
-    // answer is s or s's neighbour on the exact value's side (s_err's sign): pow() rounds once
-    // from within 0.034 ULP of the exact value (pymath.h), which lies within half an ULP of s on
-    // that side. Where both give v the same bits, v does not depend on which pow() returns, and
-    // the lane is written; likewise for r = sqrt(v_hat) (r_err's sign) and p. A step of one ULP
-    // in g**2 moves c2 g**2 by 1% of an ULP of it, and one in r moves p's update by an ULP of
-    // the update: mostly too little to change the rounding of v or p, so pow() is rarely needed.
-    // Lanes out of range (where pow() could raise, or a step from 0 would make a subnormal, many
-    // times slower to compute with) take a step of 0 and are not written by this.
-    mg_v4i s_step = s_valid & (((s_err > splat(0.0)) & 2) - 1);
-    s_ok |= s_valid & ((mg_v4i)vi == (mg_v4i)(splat(A->beta2) * v + splat(A->c2) * (__m256d)((mg_v4i)s + s_step)));
-    if (A->eps > 0.0) {                        // no den of 0 either way
-        mg_v4i r_step = r_valid & (((r_err > splat(0.0)) & 2) - 1);
-        r_ok |= r_valid & ((mg_v4i)new_p == (mg_v4i)(p - a / ((__m256d)((mg_v4i)r + r_step) + splat(A->eps))));
-    }
-    mg_v4i ok = s_ok & r_ok & (den != splat(0.0));
-    if (idle) {
-        int lanes = _mm256_movemask_pd((__m256d)idle_lanes);
-        if (lanes) {
-            double ms[4], gs[4];
-            _mm256_storeu_pd(ms, m), _mm256_storeu_pd(gs, g);
-            for (int k = 0; k < 4; k++)
-                if (lanes >> k & 1) ms[k] = idle_first_moment(ms[k], gs[k], A->beta1_m);
-            mi = _mm256_blendv_pd(mi, _mm256_loadu_pd(ms), (__m256d)idle_lanes);
-            new_p = _mm256_blendv_pd(new_p, p, (__m256d)idle_lanes);
-            ok |= idle_lanes;
-        }
-    }
-    // A lane not written gets its old value back (a masked store is microcoded on AMD): in place,
-    // adam_param_known reads it later; otherwise it writes that lane's result over it.
-    __m256d okd = (__m256d)ok;
-    _mm256_storeu_pd(A->next_m + i, _mm256_blendv_pd(m, mi, okd));
-    _mm256_storeu_pd(A->next_v + i, _mm256_blendv_pd(v, vi, okd));
-    _mm256_storeu_pd(A->next_p + i, _mm256_blendv_pd(p, new_p, okd));
-    if (zero_grads) _mm256_storeu_pd(A->grad + i, _mm256_andnot_pd(okd, g));
-    _mm256_storeu_pd(m_hat_out, m_hat);
-    _mm256_storeu_pd(v_hat_out, v_hat);
-    return _mm256_movemask_pd(okd) | _mm256_movemask_pd((__m256d)s_ok) << 4;
-}
+#define ADAM_BLOCK 512                  // lanes a block: adam_simd's outcomes and saved m_hat, v_hat
 
-// Parameters 0 .. n4-1 (a multiple of 4), a block at a time: first every lane the shortcut
-// decides, four at a time and without a branch (a branch taken at random for one lane in ten
-// cost more than the arithmetic), noting each four's outcome; then the lanes it left, in order,
-// through adam_param_known (only those can fail, so the first error is still the first failing
-// parameter's). A lane left is untouched until then, its gradient included. One function, so
-// that the step's constants stay in registers: they are read from a local copy, which no store
-// through the arrays' pointers can change (through A_shared, the compiler must reload them after
-// every store). Outcomes are looked at eight fours at a time: a lane is left about once in a
-// thousand, so most eights have none.
-#define ADAM_BLOCK 512
-#define ALL_WRITTEN 0x0f0f0f0f0f0f0f0fULL     // eight outcomes, every lane of each written
-__attribute__((target("avx2,fma"))) static int adam_simd(const adam_args *A_shared, int64_t n4, int zero_grads) {
-    const adam_args local = *A_shared, *A = &local;
-    uint8_t outcome[ADAM_BLOCK / 4];        // adam_four's result for each four of the block
-    double m_hat[ADAM_BLOCK], v_hat[ADAM_BLOCK];    // and what it computed, for the lanes it left
-    for (int64_t start = 0; start < n4; start += ADAM_BLOCK) {
-        int64_t end = n4 - start < ADAM_BLOCK ? n4 : start + ADAM_BLOCK;
-        if (A->idle)
-            for (int64_t i = start; i < end; i += 4)
-                outcome[(i - start) / 4] = (uint8_t)adam_four(A, i, zero_grads, m_hat + (i - start), v_hat + (i - start), 1);
-        else
-            for (int64_t i = start; i < end; i += 4)
-                outcome[(i - start) / 4] = (uint8_t)adam_four(A, i, zero_grads, m_hat + (i - start), v_hat + (i - start), 0);
-        for (int64_t i = start; i < end; i += 4) {
-            if (((i - start) & 31) == 0 && end - i >= 32) {
-                uint64_t eight;
-                memcpy(&eight, outcome + (i - start) / 4, sizeof eight);
-                if ((eight & ALL_WRITTEN) == ALL_WRITTEN) {
-                    i += 28;
-                    continue;
-                }
-            }
-            int o = outcome[(i - start) / 4];
-            for (unsigned left = ~(unsigned)o & 15; left; left &= left - 1) {
-                int k = __builtin_ctz(left), known = (o >> (4 + k)) & 1 ? KNOWN_M_HAT | KNOWN_SQUARE : KNOWN_M_HAT;
-                int64_t j = i - start + k;
-                int rc = adam_param_known(A, i + k, known, m_hat[j], v_hat[j]);
-                if (rc) return rc;
-                if (zero_grads) A->grad[i + k] = 0.0;
-            }
-        }
-    }
+#define LANES 4
+#define LANES_TARGET "avx2,fma"
+#define LANES_NAME(name) name##4
+typedef double mg_vd4 __attribute__((vector_size(32)));
+typedef double mg_vd4u __attribute__((vector_size(32), aligned(8), __may_alias__));
+typedef int64_t mg_vi4 __attribute__((vector_size(32)));
+#define VD mg_vd4
+#define VDU mg_vd4u
+#define VI mg_vi4
+#define SPLAT(x) ((VD)_mm256_set1_pd(x))
+#define FMSUB(a, b, c) ((VD)_mm256_fmsub_pd((__m256d)(a), (__m256d)(b), (__m256d)(c)))
+#define SQRT(x) ((VD)_mm256_sqrt_pd((__m256d)(x)))
+#define LANE_BITS(mask) _mm256_movemask_pd((__m256d)(mask))
+#define SELECT(mask, a, b) ((VD)_mm256_blendv_pd((__m256d)(a), (__m256d)(b), (__m256d)(mask)))
+#include "adam_lanes.h"
+
+#if MG_ADAM_LANES >= 8
+#define LANES 8
+#define LANES_TARGET "avx512f,avx512dq,avx2,fma"
+#define LANES_NAME(name) name##8
+typedef double mg_vd8 __attribute__((vector_size(64)));
+typedef double mg_vd8u __attribute__((vector_size(64), aligned(8), __may_alias__));
+typedef int64_t mg_vi8 __attribute__((vector_size(64)));
+#define VD mg_vd8
+#define VDU mg_vd8u
+#define VI mg_vi8
+#define SPLAT(x) ((VD)_mm512_set1_pd(x))
+#define FMSUB(a, b, c) ((VD)_mm512_fmsub_pd((__m512d)(a), (__m512d)(b), (__m512d)(c)))
+#define SQRT(x) ((VD)_mm512_sqrt_pd((__m512d)(x)))
+#define LANE_BITS(mask) ((int)_mm512_movepi64_mask((__m512i)(mask)))
+#define SELECT(mask, a, b) ((VD)_mm512_mask_blend_pd(_mm512_movepi64_mask((__m512i)(mask)), (__m512d)(a), (__m512d)(b)))
+#include "adam_lanes.h"
+#endif
+
+// the widest vector path this CPU runs (0: none)
+static int simd_lanes(void) {
+    if (MG_ADAM_LANES >= 8 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) return 8;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 4;
     return 0;
 }
 
-// cannot_fail's scan of the gradients, four at a time
-__attribute__((target("avx2,fma"))) static int any_unsafe_simd(const double *g, int64_t n4) {
-    __m256d bad = _mm256_setzero_pd();
-    const __m256d big = splat(0x1p511), inf = splat(INFINITY);
-    for (int64_t i = 0; i < n4; i += 4) {
-        __m256d ag = abs4(_mm256_loadu_pd(g + i));
-        bad = _mm256_or_pd(bad, _mm256_and_pd(_mm256_cmp_pd(ag, big, _CMP_GE_OQ), _mm256_cmp_pd(ag, inf, _CMP_NEQ_OQ)));
-    }
-    return _mm256_movemask_pd(bad) != 0;
+// each path's entry points, by width
+static int adam_simd(int lanes, const adam_args *A, int64_t n, int zero_grads) {
+#if MG_ADAM_LANES >= 8
+    if (lanes == 8) return adam_simd8(A, n, zero_grads);
+#endif
+    (void)lanes;
+    return adam_simd4(A, n, zero_grads);
 }
-#define HAVE_ADAM_SIMD() (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+
+static int any_unsafe_simd(int lanes, const double *g, int64_t n) {
+#if MG_ADAM_LANES >= 8
+    if (lanes == 8) return any_unsafe_simd8(g, n);
+#endif
+    (void)lanes;
+    return any_unsafe_simd4(g, n);
+}
 #else
 #define MG_ADAM_SIMD 0
-#define HAVE_ADAM_SIMD() 0
 #endif
 
 // Whether any of g[0 .. n-1] rules out writing in place (see cannot_fail)
 static int any_unsafe(const double *g, int64_t n) {
     int64_t i = 0;
 #if MG_ADAM_SIMD
-    if (HAVE_ADAM_SIMD()) {
-        i = n - n % 4;
-        if (any_unsafe_simd(g, i)) return 1;
+    int lanes = simd_lanes();
+    if (lanes) {
+        i = n - n % lanes;
+        if (any_unsafe_simd(lanes, g, i)) return 1;
     }
 #endif
     for (; i < n; i++)
@@ -318,7 +225,7 @@ static int any_negative(const double *v, int64_t n) {
 // Idle lanes: a parameter that gets no gradient for thousands of steps (a dead ReLU unit's row,
 // say) keeps a first moment that decays into the subnormals and stays there (beta1 times the
 // least subnormal rounds back to it), and a vector operation on a subnormal is many times
-// slower. adam_four writes such lanes without that arithmetic where the step's constants allow
+// slower. The vector path writes such lanes without that arithmetic where the step's constants allow
 // it; it looks for them only while some first moment is subnormal (idle_moments: checked when
 // the moments are written and every IDLE_RESCAN steps), so that other steps pay nothing.
 #define IDLE_RESCAN 64
@@ -347,14 +254,15 @@ static void idle_lanes_possible(adam_args *A, const mg_arena *a) {
     A->idle = 1, A->idle_p_min = least, A->beta1_m = (uint64_t)(A->beta1 * 0x1p53);
 }
 
-// Every parameter, or the first error: four at a time where the CPU allows it (adam_simd).
-// Gradients are zeroed as they are used when zero_grads is set.
+// Every parameter, or the first error: four or eight at a time where the CPU allows it
+// (adam_simd). Gradients are zeroed as they are used when zero_grads is set.
 static int adam_run(const adam_args *A, int64_t n, int zero_grads) {
     int64_t i = 0;
 #if MG_ADAM_SIMD
-    if (!A->err_b1 && !A->err_b2 && HAVE_ADAM_SIMD()) {
-        i = n - n % 4;
-        int rc = adam_simd(A, i, zero_grads);
+    int lanes = simd_lanes();
+    if (!A->err_b1 && !A->err_b2 && lanes) {
+        i = n - n % lanes;
+        int rc = adam_simd(lanes, A, i, zero_grads);
         if (rc) return rc;
     }
 #endif
@@ -366,8 +274,9 @@ static int adam_run(const adam_args *A, int64_t n, int zero_grads) {
     return 0;
 }
 
-// --- an in-place step over a pool's threads: each part is a run of parameters (a multiple of 4
-// long), and no update can fail (cannot_fail), so the runs are independent
+// --- an in-place step over a pool's threads: each part is a run of parameters (a multiple of 8
+// long, so that each is whole vectors), and no update can fail (cannot_fail), so the runs are
+// independent
 
 static adam_args shifted(const adam_args *A, int64_t first) {
     adam_args B = *A;
@@ -383,9 +292,9 @@ static int64_t parts_for(mgi_pool *pool, int64_t n, int64_t min_share) {
     return parts;
 }
 
-// part `part` of nparts of n parameters: first .. end-1 (first a multiple of 4; empty: first = end)
+// part `part` of nparts of n parameters: first .. end-1 (first a multiple of 8; empty: first = end)
 static void part_of(int64_t n, int64_t part, int64_t nparts, int64_t *first, int64_t *end) {
-    int64_t chunk = (n / nparts + 3) & ~(int64_t)3;
+    int64_t chunk = (n / nparts + 7) & ~(int64_t)7;
     *first = part * chunk < n ? part * chunk : n;
     *end = part == nparts - 1 || *first + chunk > n ? n : *first + chunk;
 }

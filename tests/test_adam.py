@@ -119,7 +119,7 @@ def test_adam_matches_python_on_random_and_near_midpoint_numbers():
         assert not differ, f"{name} differs at {len(differ)} of {n}, first at {differ[:5]}"
 
 
-def test_adam_four_at_a_time_gives_python_bits_at_the_shortcuts_range_edges():
+def test_adam_lanes_give_python_bits_at_the_shortcuts_range_edges():
     """The vector path decides g**2 and v_hat**0.5 itself for results in [2^-900, 2^1000), with a
     wider tolerance in [2^-64, 2^64) (pymath.h's): lanes on both sides of each edge, mixed four to
     a group with ordinary ones and zeros."""
@@ -192,13 +192,15 @@ def test_adam_edge_gradients_give_python_bits(g):
 
 
 @pytest.mark.parametrize("g", [float("nan"), float("inf"), -float("inf"), 5e-324, -5e-324, 1e-170, -1e-170])
-def test_adam_edge_gradients_in_a_group_of_four_give_python_bits(g):
-    """The same gradients in each lane of a four that the vector path takes (each then goes to
-    pow() as a lane the shortcut left), beside near-midpoint squares of both signs."""
-    near = squares_near_midpoints(random.Random(3), 3)
-    for lane in range(4):
+def test_adam_edge_gradients_in_a_vector_give_python_bits(g):
+    """The same gradients in each lane of the eight the vector path takes at once (eight lanes,
+    or two fours: each then goes to pow() as a lane the shortcut left), beside near-midpoint
+    squares of both signs."""
+    near = squares_near_midpoints(random.Random(3), 7)
+    params = [0.5 * (-0.5) ** k for k in range(8)]
+    for lane in range(8):
         grads = near[:lane] + [g] + near[lane:]
-        c, p = adam_both_ways(grads, [0.0] * 4, [0.0] * 4, [0.5, -0.25, 0.125, 1.0], 0, 10)
+        c, p = adam_both_ways(grads, [0.0] * 8, [0.0] * 8, params, 0, 10)
         assert [list(map(repr, x)) for x in c] == [list(map(repr, x)) for x in p]
 
 
