@@ -56,7 +56,7 @@ typedef struct {
     int64_t x, y, w;        // locations of the inputs (embed: w = wte, y = wpe)
     int64_t n, nout;        // sizes: elements (linear: nin), rows (linear) or heads (attention)
     int64_t t, hd, pos;     // attention: positions and head size; embed: position
-    double c;               // scale: the constant
+    double c;               // scale: the constant; rmsnorm: 1/n; attention: the logits' scale, 1/hd**0.5
     int64_t aux;            // first entry in aux
     int64_t list;           // attention: t key then t value locations; mean: n loss locations
     int64_t ordinal;        // cross-entropy: its target is tokens[ordinal + 1]
@@ -331,8 +331,7 @@ static int forward_op(dense_run *r, const dense_op *o) {
     case MG_T_RMSNORM: {                          // aux: scale, its local gradient, 1/n
         const double *x = V(r, o->x);
         double *aux = r->aux + o->aux;
-        double inv_n = py_pow((double)o->n, -1.0, &err);
-        if (err) return err;
+        double inv_n = o->c;
         double ms = mgi_dot_chain(x, x, o->n) * inv_n, base = ms + 1e-5;
         double scale = py_pow(base, -0.5, &err);
         if (err) return err;
@@ -346,8 +345,7 @@ static int forward_op(dense_run *r, const dense_op *o) {
         int64_t t = o->t, hd = o->hd;
         const int64_t *keys = r->p->locs + o->list, *vals = keys + t;
         double *aux = r->aux + o->aux;
-        double c = py_pow(py_pow((double)hd, 0.5, &err), -1.0, &err);
-        if (err) return err;
+        double c = o->c;
         aux[0] = c;
         const double *q = V(r, o->x);
         double *logits = r->tmp;
@@ -1246,7 +1244,12 @@ static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, den
                 return refuse(d, "an unfused rmsnorm (only the fused graph compiles)", i);
             o->n = in->k.unary.n;
             o->x = vec_loc(a, pv, in->k.unary.x, o->n, &ok), o->out = vec_loc(a, pv, in->out, o->n, &ok);
-            if (in->op == MG_T_RMSNORM) p->naux += 3;
+            if (in->op == MG_T_RMSNORM) {
+                int err = 0;
+                o->c = py_pow((double)o->n, -1.0, &err);   // 1/n, the same every step
+                if (err) return refuse(d, "an rmsnorm of no elements", i);
+                p->naux += 3;
+            }
             break;
         case MG_T_LINEAR: {
             if (!in->k.linear.fused) return refuse(d, "an unfused linear layer (only the fused graph compiles)", i);
@@ -1266,6 +1269,9 @@ static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, den
             if (!in->k.attention.fused) return refuse(d, "an unfused attention (only the fused graph compiles)", i);
             int64_t t = in->k.attention.t, hd = in->k.attention.head_dim, h = in->k.attention.n_head;
             o->t = t, o->hd = hd, o->nout = h, o->n = h * hd, o->list = list;
+            int err = 0;
+            o->c = py_pow(py_pow((double)hd, 0.5, &err), -1.0, &err);   // the logits' scale, the same every step
+            if (err) return refuse(d, "an attention head of no elements", i);
             o->x = vec_loc(a, pv, in->k.attention.q, o->n, &ok), o->out = vec_loc(a, pv, in->out, o->n, &ok);
             for (int64_t s = 0; s < 2 * t; s++) p->locs[list++] = vec_loc(a, pv, pv->list[in->k.attention.list + s], o->n, &ok);
             p->naux += 1 + h * (2 * t + 2);
