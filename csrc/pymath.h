@@ -4,8 +4,9 @@
  * The seed computes with Python floats, so every number here must be the double CPython would
  * produce: py_pow mirrors float_pow (Objects/floatobject.c), py_exp and py_log mirror math_1 and
  * m_log (Modules/mathmodule.c), including how they read errno. Use py_pow wherever the seed writes
- * `**`: never sqrt(x) for x**0.5 nor 1/x for x**-1 (the libm pow does not always agree with them),
- * and never let the compiler make that substitution either (see py_pow).
+ * `**`: never sqrt(x) for x**0.5 nor 1/x for x**-1 (the libm pow does not always agree with them)
+ * except where this file proves they agree, and never let the compiler make that substitution
+ * either (see py_pow_positive).
  *
  * Rules: errors are reported by setting *err to an MG_ERR_* code (it is left alone on success),
  * never by raising or aborting. Include after <errno.h>, <math.h> and "microgpt.h".
@@ -36,39 +37,7 @@ static inline double py_pow_positive(double x, double y, int *err) {
     return r;
 }
 
-static inline double py_pow(double x, double y, int *err) {
-    if (y == 0.0) return 1.0;                        // x**0 is 1, even 0**0 and nan**0
-    if (isnan(x)) return x;
-    if (isnan(y)) return x == 1.0 ? 1.0 : y;
-    if (isinf(y)) {
-        double ax = fabs(x);
-        if (ax == 1.0) return 1.0;
-        if ((y > 0.0) == (ax > 1.0)) return fabs(y);  // inf
-        return 0.0;
-    }
-    if (isinf(x)) {
-        int odd = py_is_odd_integer(y);
-        if (y > 0.0) return odd ? x : fabs(x);
-        return odd ? copysign(0.0, x) : 0.0;
-    }
-    if (x == 0.0) {
-        if (y < 0.0) { *err = MG_ERR_ZERODIV; return 0.0; }
-        return py_is_odd_integer(y) ? x : 0.0;
-    }
-    int negate = 0;
-    if (x < 0.0) {
-        if (y != floor(y)) { *err = MG_ERR_COMPLEX; return 0.0; }
-        x = -x;
-        negate = py_is_odd_integer(y);
-    }
-    if (x == 1.0) return negate ? -1.0 : 1.0;
-    int e = 0;
-    double r = py_pow_positive(x, y, &e);
-    if (e) { *err = e; return 0.0; }
-    return negate ? -r : r;
-}
-
-// --- x**2 and x**0.5 without calling pow(), where that provably gives pow()'s bits
+// --- x**2, x**0.5 and x**-1 without calling pow(), where that provably gives pow()'s bits
 //
 // Adam evaluates g**2 and v_hat**0.5 for every parameter; pow() was 40% of a replayed step.
 // glibc's pow (since 2.28: Arm's optimized-routines code) states its error as 0.54 ULP at worst,
@@ -77,8 +46,9 @@ static inline double py_pow(double x, double y, int *err) {
 // exact x**y. Where the exact x**y lies farther than that from every midpoint between two
 // doubles, pow returns it correctly rounded, which x*x and sqrt(x) always are (IEEE 754).
 // How far the exact value lies from x*x or sqrt(x) is computable: x*x - RN(x*x) and
-// x - RN(sqrt(x))**2 are representable doubles (py_product_error computes them exactly).
-// For y = 2 and y = 0.5, |y ln x| = |ln result|: the error is under 0.0108 ULP for results in
+// x - RN(sqrt(x))**2 are representable doubles (py_product_error computes them exactly), as is
+// 1 - x*RN(1/x) (the remainder of a correctly rounded division).
+// For y = 2, 0.5 and -1, |y ln x| = |ln result|: the error is under 0.0108 ULP for results in
 // [2^-64, 2^64) and under 0.034 ULP for results in [2^-900, 2^1000). The fast answer is taken
 // when the exact value is within 0.47 and 0.4 ULP of it, respectively (0.03 and 0.1 ULP from a
 // midpoint: about 2.8 times those errors), not at a power of two (the ULP below it is half),
@@ -114,6 +84,62 @@ static inline double py_product_error(double a, double b, double p) {
     double ca = 134217729.0 * a, cb = 134217729.0 * b;           // 2^27 + 1
     double ah = ca - (ca - a), al = a - ah, bh = cb - (cb - b), bl = b - bh;
     return ((ah * bh - p) + ah * bl + al * bh) + al * bl;
+}
+
+
+// x**-1 for finite x > 0: 1/x where that is pow()'s answer (the exact 1/x within 0.47 ULP of the
+// rounded quotient q, which lies in [2^-64, 2^64) and is not a power of two), else 0.0 (not
+// decided: the caller calls pow()). 1 - x*q is exact: x*q = p + e exactly, 1 - p is exact
+// (Sterbenz: p is within 2^-51 of 1), and their difference is the representable remainder.
+// 1/x - q = (1 - x*q) / x, so |1 - x*q| <= 0.47 (1 - 2^-40) ulp(q) x puts 1/x within 0.47 ULP of q
+// (ulp(q) x is exact, a power of two times x; the (1 - 2^-40) covers the one rounding of the
+// product with 0.47 (1 - 2^-40)).
+static inline double py_fast_reciprocal(double x) {
+#if MG_POW_BOUND_KNOWN
+    double q = 1.0 / x, u = py_fast_ulp(q);
+    if (!(q >= 0x1p-64 && q < 0x1p64) || u == 0.0) return 0.0;
+    double p = q * x, r = (1.0 - p) - py_product_error(q, x, p);
+    if (fabs(r) <= 0.47 * (1.0 - 0x1p-40) * (u * x)) return q;
+#else
+    (void)x;
+#endif
+    return 0.0;
+}
+
+static inline double py_pow(double x, double y, int *err) {
+    if (y == 0.0) return 1.0;                        // x**0 is 1, even 0**0 and nan**0
+    if (isnan(x)) return x;
+    if (isnan(y)) return x == 1.0 ? 1.0 : y;
+    if (isinf(y)) {
+        double ax = fabs(x);
+        if (ax == 1.0) return 1.0;
+        if ((y > 0.0) == (ax > 1.0)) return fabs(y);  // inf
+        return 0.0;
+    }
+    if (isinf(x)) {
+        int odd = py_is_odd_integer(y);
+        if (y > 0.0) return odd ? x : fabs(x);
+        return odd ? copysign(0.0, x) : 0.0;
+    }
+    if (x == 0.0) {
+        if (y < 0.0) { *err = MG_ERR_ZERODIV; return 0.0; }
+        return py_is_odd_integer(y) ? x : 0.0;
+    }
+    int negate = 0;
+    if (x < 0.0) {
+        if (y != floor(y)) { *err = MG_ERR_COMPLEX; return 0.0; }
+        x = -x;
+        negate = py_is_odd_integer(y);
+    }
+    if (x == 1.0) return negate ? -1.0 : 1.0;
+    if (y == -1.0) {                                 // the seed's every division: a * b**-1
+        double q = py_fast_reciprocal(x);
+        if (q != 0.0) return negate ? -q : q;
+    }
+    int e = 0;
+    double r = py_pow_positive(x, y, &e);
+    if (e) { *err = e; return 0.0; }
+    return negate ? -r : r;
 }
 
 // A zero is exact everywhere: CPython's float_pow gives +0.0 for (+-0.0)**2 and for

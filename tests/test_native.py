@@ -289,3 +289,43 @@ def test_backward_that_ran_out_of_memory_can_be_retried():
     g.arena.set_limit(0)
     g.backward(loss)  # not a second backward: the first one did nothing
     assert any(x != 0.0 for x in g.arena.read_grad(0, g.nparams))
+
+
+def reciprocals_near_midpoints(rng, n):
+    """x whose exact 1/x lies 0.45 to 0.5 ULP from the rounded quotient 1/x."""
+    from fractions import Fraction
+    import math
+    out = []
+    while len(out) < n:
+        x = rng.uniform(0.5, 2.0) * 2.0 ** rng.randint(-70, 70)
+        q = 1 / x
+        if abs(float((1 / Fraction(x) - Fraction(q)) / Fraction(math.ulp(q)))) >= 0.45:
+            out.append(x)
+    return out
+
+
+def test_reciprocal_gives_pythons_bits():
+    """x**-1 (the seed divides by it) takes 1/x where pymath.h proves that is pow()'s answer and
+    calls pow() elsewhere: CPython's ** decides every bit, on quotients near a rounding midpoint
+    (where 1/x and pow() part), of both signs, at powers of two, and outside the range the
+    shortcut decides ([2^-64, 2^64))."""
+    import math
+    from microgpt.native import Arena, check, ffi, lib
+    rng = random.Random(13)
+    near = reciprocals_near_midpoints(rng, 3000)
+    xs = near + [-x for x in near[:500]]
+    xs += [rng.uniform(0.5, 2.0) * 2.0 ** rng.randint(-70, 70) for _ in range(3000)]
+    xs += [2.0 ** k for k in range(-80, 81, 7)] + [math.nextafter(2.0 ** k, 0) for k in range(-80, 81, 7)]
+    xs += [rng.uniform(1, 2) * 2.0 ** rng.choice((-400, -65, 64, 65, 400)) for _ in range(300)]   # (x**-2, the
+    # gradient each node keeps, must not overflow)
+    xs += [1.0, -1.0, math.inf, -math.inf]
+    assert sum(x ** -1 != 1 / x for x in xs) > 20     # the inputs do reach where they part
+    arena = Arena()
+    first = arena.leaves(xs)
+    err = ffi.new("int *")
+    got = []
+    for i in range(len(xs)):
+        got.append(lib.mg_get_data(arena.ptr, check(lib.mg_pow(arena.ptr, first + i, -1.0)), err))
+        assert err[0] == 0
+    differ = [x for x, c in zip(xs, got) if repr(c) != repr(x ** -1)]
+    assert not differ, f"{len(differ)} of {len(xs)} differ from CPython's x**-1, first {differ[:3]}"
