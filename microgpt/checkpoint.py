@@ -9,7 +9,6 @@ A checksum proves only that the file is the one written; load() also checks ever
 type, range, size and the sizes its config implies) before anything is built from it, so a
 hand-edited or foreign file is one clear error, never a traceback or a huge allocation.
 """
-import hashlib
 import json
 import math
 import re
@@ -17,6 +16,7 @@ from array import array
 from contextlib import contextmanager
 
 from . import atomic, limits
+from .digest import sha256
 from .model import Config, ConfigError
 
 MAGIC = "microgpt-checkpoint"
@@ -45,7 +45,7 @@ def save(path, *, config, chars, step, num_steps, seed, lr, data, params, adam_m
                        "num_steps": num_steps, "seed": seed, "lr": lr, "data": data}, allow_nan=False)
     tail = json.dumps({"random_state": [random_state[0], list(random_state[1]), random_state[2]]})
     prefix = f"{MAGIC} {VERSION} sha256=".encode("ascii")
-    digest = hashlib.sha256()
+    digest = sha256()
     with atomic.AtomicFile(path, "wb") as f:
         f.write(prefix + b"0" * digest.digest_size * 2 + b"\n")   # the digest's place, filled in last
 
@@ -129,7 +129,7 @@ def _read_whole(path):
         raise CheckpointError(f"{path} is not a microgpt checkpoint")
     if parts[1] != str(VERSION):
         raise CheckpointError(f"{path} is checkpoint format {parts[1]}; this microgpt reads {VERSION}")
-    if hashlib.sha256(body).hexdigest() != parts[2][len("sha256="):]:
+    if sha256(body).hexdigest() != parts[2][len("sha256="):]:
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated (checksum mismatch)")
     try:
         return json.loads(body, parse_float=_finite_float, parse_constant=_no_constant)
@@ -178,7 +178,7 @@ class _Body:
     """A checkpoint's body read from f a READ_BYTES chunk at a time, each hashed as it comes."""
 
     def __init__(self, f):
-        self.f, self.buf, self.sha = f, b"", hashlib.sha256()
+        self.f, self.buf, self.sha = f, b"", sha256()
 
     def more(self):
         chunk = self.f.read(READ_BYTES)

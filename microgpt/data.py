@@ -2,11 +2,11 @@
 
 The default is the first names shipped by the `names` package (US census lists, lower-cased),
 so `microgpt train` works on a fresh offline machine once the package is installed."""
-import hashlib
 import unicodedata
 from importlib import resources
 
 from . import limits
+from .digest import sha256
 
 BOM = "\ufeff"
 
@@ -75,4 +75,4 @@ def default_docs():
 
 def docs_sha256(docs):
     """Fingerprint of a document list (in file order), to tie a checkpoint to its data."""
-    return hashlib.sha256("\n".join(docs).encode("utf-8")).hexdigest()
+    return sha256("\n".join(docs).encode("utf-8")).hexdigest()

@@ -13,13 +13,14 @@ Exit status 0: identical; 1: a difference (the first one is named); 2: unusable 
 This module also owns reading the seed's output format, which `microgpt profile` uses too.
 """
 import argparse
-import hashlib
 import json
 import math
 import os
 import re
 import sys
 from dataclasses import dataclass, field
+
+from .digest import sha256
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "seed_names_1000steps.txt")
 PRINTED_DECIMALS = 4  # the seed prints f"{loss:.4f}"
@@ -121,7 +122,7 @@ def read_reference(path):
 def file_sha256(path):
     try:
         with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
+            return sha256(f.read()).hexdigest()
     except OSError as e:
         raise ParityError(f"cannot read data file {path}: {e.strerror}") from None
 

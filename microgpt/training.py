@@ -1,12 +1,12 @@
 """Training and sampling loops, as the seed runs them."""
 import gc
-import hashlib
 import math
 import sys
 import time
 from array import array
 from contextlib import contextmanager, nullcontext
 
+from .digest import sha256
 from .guard import MATH_ERRORS, TrainingFailed, describe, last_good_for, likely_cause
 from .optim import LEARNING_RATE
 
@@ -134,4 +134,4 @@ def params_sha256(values):
     if sys.byteorder != "little":
         doubles = array('d', doubles)
         doubles.byteswap()
-    return hashlib.sha256(doubles.tobytes()).hexdigest()
+    return sha256(doubles.tobytes()).hexdigest()

@@ -289,3 +289,36 @@ def test_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
         atomic.write_bytes(path, b"new" * 1000)
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["ck"]
+
+
+def test_the_package_digest_is_sha256():
+    """microgpt.digest (CPython's own SHA-256 where it has one) gives hashlib's digests, whole and
+    fed in pieces, for empty, short and multi-block inputs."""
+    from microgpt.digest import sha256
+    rng = random.Random(17)
+    for n in (0, 1, 55, 56, 64, 1000, 300_000):
+        data = rng.randbytes(n)
+        assert sha256(data).hexdigest() == hashlib.sha256(data).hexdigest()
+        pieces = sha256()
+        for k in range(0, n, 777):
+            pieces.update(data[k:k + 777])
+        assert pieces.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_training_does_not_load_openssl(tmp_path):
+    """hashlib's OpenSSL costs a process 3.7 MB of resident memory; where CPython has its own
+    SHA-256, a training run with a checkpoint and metrics does without it."""
+    import importlib.util
+    import subprocess
+    import sys
+    if not (importlib.util.find_spec("_sha256") or importlib.util.find_spec("_sha2")):
+        pytest.skip("this Python has no SHA-256 of its own")
+    code = ("import sys, runpy; sys.argv = ['microgpt', 'train', '--steps', '3', '--samples', '1', "
+            "'--save', sys.argv[1], '--metrics', sys.argv[2]]\n"
+            "try:\n    runpy.run_module('microgpt', run_name='__main__')\n"
+            "except SystemExit as e:\n    assert not e.code, e.code\n"
+            "assert '_hashlib' not in sys.modules and 'hashlib' not in sys.modules, 'OpenSSL loaded'\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ck"), str(tmp_path / "m.jsonl")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "ck").exists() and len((tmp_path / "m.jsonl").read_text().splitlines()) == 4
