@@ -142,12 +142,6 @@ static inline double idle_first_moment(double m, double g, uint64_t beta1_m) {
 #define LANES 4
 #define LANES_TARGET "avx2,fma"
 #define LANES_NAME(name) name##4
-typedef double mg_vd4 __attribute__((vector_size(32)));
-typedef double mg_vd4u __attribute__((vector_size(32), aligned(8), __may_alias__));
-typedef int64_t mg_vi4 __attribute__((vector_size(32)));
-#define VD mg_vd4
-#define VDU mg_vd4u
-#define VI mg_vi4
 #define SPLAT(x) ((VD)_mm256_set1_pd(x))
 #define FMSUB(a, b, c) ((VD)_mm256_fmsub_pd((__m256d)(a), (__m256d)(b), (__m256d)(c)))
 #define SQRT(x) ((VD)_mm256_sqrt_pd((__m256d)(x)))
@@ -159,12 +153,6 @@ typedef int64_t mg_vi4 __attribute__((vector_size(32)));
 #define LANES 8
 #define LANES_TARGET "avx512f,avx512dq,avx2,fma"
 #define LANES_NAME(name) name##8
-typedef double mg_vd8 __attribute__((vector_size(64)));
-typedef double mg_vd8u __attribute__((vector_size(64), aligned(8), __may_alias__));
-typedef int64_t mg_vi8 __attribute__((vector_size(64)));
-#define VD mg_vd8
-#define VDU mg_vd8u
-#define VI mg_vi8
 #define SPLAT(x) ((VD)_mm512_set1_pd(x))
 #define FMSUB(a, b, c) ((VD)_mm512_fmsub_pd((__m512d)(a), (__m512d)(b), (__m512d)(c)))
 #define SQRT(x) ((VD)_mm512_sqrt_pd((__m512d)(x)))

@@ -2,7 +2,6 @@
  * adam_lanes.h -- Adam's vector path, LANES parameters at a time: included by adam.c once for
  * each width (four lanes with AVX2 and FMA, eight with AVX-512), which defines first
  *   LANES, LANES_TARGET (the target attribute), LANES_NAME(name) (name with the width appended),
- *   VD, VDU, VI (vectors of LANES doubles, the same unaligned, LANES int64),
  *   SPLAT(x), FMSUB(a, b, c) (a*b - c, one rounding), SQRT(x), LANE_BITS(mask) (a bit a lane),
  *   SELECT(mask, a, b) (each lane: b where the mask's lane is set, else a),
  * and undefines them at the end. Every lane is what adam_param gives: the same expressions,
@@ -17,6 +16,14 @@
  */
 
 #define LANES_ALL ((1 << LANES) - 1)
+
+// LANES doubles; the same where an array's doubles are read or written (any alignment); LANES int64
+typedef double LANES_NAME(mg_vd) __attribute__((vector_size(8 * LANES)));
+typedef double LANES_NAME(mg_vdu) __attribute__((vector_size(8 * LANES), aligned(8), __may_alias__));
+typedef int64_t LANES_NAME(mg_vi) __attribute__((vector_size(8 * LANES)));
+#define VD LANES_NAME(mg_vd)
+#define VDU LANES_NAME(mg_vdu)
+#define VI LANES_NAME(mg_vi)
 
 __attribute__((target(LANES_TARGET))) static inline VD LANES_NAME(abs)(VD x) {
     return (VD)((VI)x & 0x7fffffffffffffffLL);
