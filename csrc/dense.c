@@ -472,7 +472,7 @@ static void backward_op(dense_run *r, int64_t opi) {
         const double *x = V(r, o->x);
         double *gx = G(r, o->x);
         for (int64_t i = 0; i < o->n; i++)
-            TERM(gx[i], (x[i] > 0.0 ? 1.0 : 0.0) * g[i], node_of(tr, o->x, i), b + i, 0);
+            TERM(gx[i], (double)(x[i] > 0.0) * g[i], node_of(tr, o->x, i), b + i, 0);   // 1.0 or 0.0, no branch
         return;
     }
     case MG_T_LINEAR:
@@ -511,13 +511,18 @@ static void backward_op(dense_run *r, int64_t opi) {
             int64_t hs = h * hd, hb = b + h * per_head, sb = hb + 2 * t, ob = sb + 5 * t;
             const double *e = aux + 1 + h * (2 * t + 2), *w = e + t, inv = w[t], lg_inv = w[t + 1];
             for (int64_t s = 0; s < t; s++) gw[s] = ge[s] = 0.0;
-            // out_j = sum(w_s * v_s[j]), one DOT node: its pairs last to first
-            for (int64_t j = hs + hd - 1; j >= hs; j--) {
-                int64_t dot = ob + (j - hs);
-                for (int64_t s = t - 1; s >= 0; s--) {
-                    TERM(gw[s], V(r, vals[s])[j] * g[j], sb + 3 * t + 2 * s + 1, dot, 2 * s);
-                    TERM(G(r, vals[s])[j], w[s] * g[j], node_of(tr, vals[s], j), dot, 2 * s + 1);
+            // out_j = sum(w_s * v_s[j]), one DOT node: its pairs last to first. Each w_s gets its
+            // terms in descending j, each v_s[j] its one term here: positions outer, so that each
+            // position's vectors are found once
+            for (int64_t s = t - 1; s >= 0; s--) {
+                const double *v = V(r, vals[s]);
+                double *gv = G(r, vals[s]), gws = gw[s];
+                for (int64_t j = hs + hd - 1; j >= hs; j--) {
+                    int64_t dot = ob + (j - hs);
+                    TERM(gws, v[j] * g[j], sb + 3 * t + 2 * s + 1, dot, 2 * s);
+                    TERM(gv[j], w[s] * g[j], node_of(tr, vals[s], j), dot, 2 * s + 1);
                 }
+                gw[s] = gws;
             }
             // w_s = e_s * inv_s, inv_s = total**-1 (one node each), in descending s
             double gt = 0.0;
