@@ -44,7 +44,6 @@ __attribute__((target(LANES_TARGET))) static inline VD LANES_NAME(ulp)(VD s, dou
     return (VD)((bits & 0x7ff0000000000000LL) - (52LL << 52));
 }
 
-
 // Lanes i .. i+LANES-1. Returns the bits of the lanes written (their gradients zeroed with
 // zero_grads), with the bits of the lanes whose v g*g decides (the test passed, or pow()'s two
 // answers agree) shifted 8 up. With idle (a constant: two versions), idle lanes are written too:
