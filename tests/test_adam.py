@@ -309,7 +309,7 @@ def test_a_failed_adam_step_changes_nothing(threads):
 
 @pytest.mark.parametrize("threads", [None, 1, 2, 3])
 def test_a_negative_second_moment_fails_the_step_and_changes_nothing(threads):
-    """A second moment below 0 (only mg_adam_write can put one there) makes v_hat**0.5 complex
+    """A second moment below 0 (mg_adam_write can put one there) makes v_hat**0.5 complex
     at its parameter, in the middle of the step: the step fails there and leaves every
     parameter, moment and gradient as it was, before and after a step that succeeds. The step
     does not scan the moments for it: the write notes it."""
@@ -357,7 +357,8 @@ def test_a_negative_second_moment_fails_the_step_and_changes_nothing(threads):
 def test_a_step_that_leaves_a_negative_second_moment_is_noted():
     """beta2 above 1 makes c2 negative, and a step can succeed with v < 0 (its b2 < 0 keeps
     v_hat > 0): the next step, with the usual beta2, must not write in place. It fails at the
-    first parameter whose v_hat is negative, the 51st, and changes nothing."""
+    first parameter whose v_hat is negative (the first 50 get gradients large enough to keep
+    theirs positive), and changes nothing."""
     from microgpt.native import Arena, check, ffi, lib
     n = 99
     arena = Arena()
