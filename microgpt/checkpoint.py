@@ -82,6 +82,9 @@ def _no_constant(name):
     raise ValueError(f"{name} is not a number a checkpoint may hold")
 
 
+JSON_HOOKS = dict(parse_float=_finite_float, parse_constant=_no_constant)   # every json.loads of a checkpoint
+
+
 @contextmanager
 def _reading(path):
     """Errors reading the checkpoint at path as one-line CheckpointErrors."""
@@ -132,7 +135,7 @@ def _read_whole(path):
     if sha256(body).hexdigest() != parts[2][len("sha256="):]:
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated (checksum mismatch)")
     try:
-        return json.loads(body, parse_float=_finite_float, parse_constant=_no_constant)
+        return json.loads(body, **JSON_HOOKS)
     except RecursionError:
         raise CheckpointError(f"checkpoint {path} is malformed: its JSON is nested too deeply") from None
     except ValueError as e:  # also UnicodeDecodeError and the parse hooks' errors
@@ -149,23 +152,22 @@ def _read_as_saved(path):
     55 MB, and its lists as float objects 80 MB more). None where anything differs (the header,
     the layout, a value that is not a float, the checksum), for load() to read the whole file and
     refuse it, or read it, as before."""
-    hooks = dict(parse_float=_finite_float, parse_constant=_no_constant)
     try:
         with open(path, "rb") as f:
             parts = f.readline(200).decode("ascii", "replace").rstrip("\n").split(" ")
             if len(parts) != 3 or parts[0] != MAGIC or parts[1] != str(VERSION) or not parts[2].startswith("sha256="):
                 return None
             body = _Body(f)
-            ck = json.loads(body.until(b', "params": [') + b"}", **hooks)
+            ck = json.loads(body.until(b', "params": [') + b"}", **JSON_HOOKS)
             config = Config(**{k: ck["config"][k] for k in CONFIG_KEYS})
             n = limits.num_params(config)
             for k, name in enumerate(LISTS):
                 if k and body.until(f', "{name}": ['.encode()) != b"":
                     return None
                 ck[name] = body.floats(n)
-            if body.until(b', "random_state": ') != b"" or set(ck) & {"random_state"}:
+            if body.until(b', "random_state": ') != b"" or "random_state" in ck:
                 return None
-            tail = json.loads(b'{"random_state": ' + body.rest(), **hooks)
+            tail = json.loads(b'{"random_state": ' + body.rest(), **JSON_HOOKS)
             if body.sha.hexdigest() != parts[2][len("sha256="):]:
                 return None
     except (OSError, ValueError, TypeError, KeyError, RecursionError, ConfigError):
@@ -205,7 +207,7 @@ class _Body:
             if cut > 0 or end == 0:
                 if end == 0 and after_comma:     # "1.0, ]": json.loads refuses it, and so does this
                     raise ValueError("a comma before the end")
-                xs = json.loads(b"[" + self.buf[:cut] + b"]", parse_float=_finite_float, parse_constant=_no_constant)
+                xs = json.loads(b"[" + self.buf[:cut] + b"]", **JSON_HOOKS)
                 if any(type(x) is not float for x in xs) or len(out) + len(xs) > limit:
                     raise ValueError("not a checkpoint's list")
                 out.extend(xs)
@@ -241,7 +243,7 @@ def _short(x):
 
 def _floats(ck, name, n, minimum=None):
     xs = ck[name]
-    if type(xs) is array:                         # _float_array's: floats, each checked as read
+    if type(xs) is array:                         # _Body.floats's: floats, each checked as read
         if len(xs) != n:
             raise ValueError(f"field {name!r} has {len(xs)} numbers; its config needs {n}")
         if minimum is not None and xs and min(xs) < minimum:
