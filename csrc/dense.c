@@ -1380,12 +1380,17 @@ static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, den
         }
         if (o->sched == p->nsched) p->nsched += n;
     }
+    scratch_drop(c, c->pairs, 3 * rows_total, sizeof *c->pairs);  // gone before the larger scratch comes
+    c->pairs = NULL;
     int64_t *fit = realloc(p->sched, (size_t)(2 * p->nsched + 1) * sizeof *p->sched);
     if (fit) {                                    // (else the larger array stays, counted)
         p->sched = fit;
         p->bytes -= 2 * (rows_total - p->nsched) * (int64_t)sizeof *p->sched;
     }
-    return sequence(p, c);
+    int rc = sequence(p, c);
+    scratch_drop(c, c->producer, p->nval, sizeof *c->producer);
+    c->producer = NULL;
+    return rc;
 }
 
 // the parameters that get terms, numbered (see param_states): those the order's nodes give terms

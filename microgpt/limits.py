@@ -181,12 +181,15 @@ def _dense_bytes(config, positions, step_nodes):
     # the parameters the order check keeps a record of: each weight row's first (the rows read
     # as runs), attention's output matrices whole (its input is not a run), the embeddings' rows
     params_with_terms = L * (n * n + 8 * n) + V + n * (V + P)
-    # producer, the pairs, the parameters' gradients: 8 bytes an entry; node_of and topo: 4; the
-    # order check's record of a node (16 bytes), where step runs end (4), the bitmap numbering
-    # the parameters (12 bytes per 64) and a run's reach (4)
-    compile_scratch = ((values + 3 * (rows + V) * P + num_params(c)) * 8 + (values + step_nodes) * 4
-                       + (step_nodes + 1) * (16 + 4) + (num_params(c) // 64 + 2) * 12
-                       + (params_with_terms + 1) * (16 + 4))
+    # node_of and topo (4 bytes an entry) live through the compile; beside them first the rows'
+    # (key, instruction, row) triples, then the producer of each value (8), then the order
+    # check's record of a node (16 bytes), where step runs end (4), the bitmap numbering the
+    # parameters (12 bytes per 64), a run's reach (4) and the parameters' gradients (8)
+    throughout = (values + step_nodes) * 4
+    structure = max(24 * (rows + V) * P, 8 * values)
+    check = ((step_nodes + 1) * (16 + 4) + (num_params(c) // 64 + 2) * 12 + (params_with_terms + 1) * (16 + 4)
+             + num_params(c) * 8)
+    compile_scratch = throughout + max(structure, check)
     return buffers + plans + compile_scratch
 
 
