@@ -267,13 +267,16 @@ typedef struct {
     int64_t min_work;       // see mg_dense
     int simd;               // the AVX2 kernels (same bits): every run, the compile's traced one too, so
                             // that its values check tests the code every later step runs
-    double *pdata, *pgrad;  // the parameters' values and gradients (node indexed)
+    double *pdata, *pgrad;  // the parameters' values and gradients: node v's at [v], [v - pfirst]
+    int64_t pfirst;         // 0; the compile's check holds the gradients of a window of parameters
     const int64_t *tokens;
     tracer *tr;             // NULL, or the order check's record
 } dense_run;
 
 static inline double *V(const dense_run *r, int64_t loc) { return loc >= 0 ? r->val + loc : r->pdata + (-1 - loc); }
-static inline double *G(const dense_run *r, int64_t loc) { return loc >= 0 ? r->grad + loc : r->pgrad + (-1 - loc); }
+static inline double *G(const dense_run *r, int64_t loc) {
+    return loc >= 0 ? r->grad + loc : r->pgrad + (-1 - loc - r->pfirst);
+}
 
 // --- forward: each kernel's values, as kernels.c computes them
 
@@ -1022,12 +1025,16 @@ static int run_forward(dense_run *r) {
     return 0;
 }
 
-static void run_backward(dense_run *r) {
+static void backward_start(dense_run *r) {
     if (r->tr) r->pool = NULL;
     memset(r->grad, 0, (size_t)r->p->nval * sizeof *r->grad);
     r->grad[r->p->loss] = 1.0;                   // the root's, as the chain rule sets it
+}
+
+// the backward's instructions sequence[from], sequence[from - 1], ..., sequence[to]
+static void backward_span(dense_run *r, int64_t from, int64_t to) {
     const dense_plan *p = r->p;
-    for (int64_t s = p->nops - 1; s >= 0; s--) {
+    for (int64_t s = from; s >= to; s--) {
         int64_t i = p->sequence[s];
         if (p->T && i < p->nops - 1 && (p->batch[i % p->K] & BATCH_BACKWARD)) {
             if (i / p->K == p->T - 1) backward_group_batch(r, i % p->K);  // the last position's turn
@@ -1037,7 +1044,17 @@ static void run_backward(dense_run *r) {
     }
 }
 
+static void run_backward(dense_run *r) {
+    backward_start(r);
+    backward_span(r, r->p->nops - 1, 0);
+}
+
 // --- compiling a program
+
+// Parameters lo .. hi-1, which only the instructions of class cls give gradient terms to. A
+// class is an instruction of every position (k: instructions k, K + k, 2K + k, ...; the mean is
+// class K): a layer-by-layer plan's backward runs each class's instructions one after another.
+typedef struct { int64_t lo, hi, cls; } param_span;
 
 // the compile's temporary arrays, and their bytes
 typedef struct {
@@ -1048,7 +1065,11 @@ typedef struct {
     param_states params;    // and of parameters
     int64_t *pairs;         // (3 * rows) a group's (key, instruction, row) before sorting
     int64_t *producer;      // (nval) location -> the instruction that makes it
-    double *pgrad;          // (keep) the parameters' gradients of the plan's run
+    double *pgrad;          // the parameters' gradients of the plan's run: all of them (keep), or
+                            // one class's window at a time (see param_windows)
+    param_span *spans;      // (nspans) the parameters each class's instructions give terms to, by node
+    int64_t nspans;         // 0: the gradients are compared all at once
+    int64_t *hull;          // (2 (K + 1)) each class's first and past-last parameter node in spans
 } compile_scratch;
 
 // a scratch array of n elements, counted; NULL when out of memory
@@ -1069,7 +1090,7 @@ static void scratch_drop(compile_scratch *c, void *p, int64_t n, size_t size) {
 static void scratch_free(compile_scratch *c) {
     free(c->node_of), free(c->topo), free(c->steps);
     free(c->params.bits), free(c->params.before), free(c->params.run), free(c->params.state);
-    free(c->pairs), free(c->pgrad), free(c->producer);
+    free(c->pairs), free(c->pgrad), free(c->producer), free(c->spans), free(c->hull);
 }
 
 // no plan: why (instr: the instruction it concerns, or -1)
@@ -1502,6 +1523,129 @@ static int64_t terms_differ(const tracer *tr) {
     return -1;
 }
 
+// --- the parameters' gradients, checked a class at a time
+//
+// The check compares the plan's parameter gradients with the graph's, so it must hold both. A
+// layer-by-layer plan gives each parameter all its terms in one class's turn of the backward
+// (a weight matrix is read by one instruction of each position), so the check holds only that
+// class's window of parameters and compares it when the class is done: at d128 the largest
+// window is one MLP matrix, 0.5 MB, where all the gradients are 6.4 MB.
+
+// the class whose turn of the backward adds instruction i's terms: a linear layer's rows run
+// with its group's leader
+static int64_t class_of(const dense_plan *p, int64_t i) {
+    if (i == p->nops - 1) return p->K;
+    const dense_op *o = &p->ops[i];
+    return (o->op == MG_T_LINEAR ? o->leader : i) % p->K;
+}
+
+// a parameter span for location loc of len entries, if loc is a parameter; sp NULL: counted only
+static int64_t span_of(param_span *sp, int64_t n, int64_t loc, int64_t len, int64_t cls) {
+    if (loc >= 0 || len <= 0) return n;
+    if (sp) sp[n] = (param_span){ -1 - loc, -1 - loc + len, cls };
+    return n + 1;
+}
+
+// the spans instruction i's backward may add terms to (every location it takes a gradient of),
+// after the n already in sp
+static int64_t op_spans(const dense_plan *p, int64_t i, param_span *sp, int64_t n) {
+    const dense_op *o = &p->ops[i];
+    int64_t cls = class_of(p, i);
+    switch (o->op) {
+    case MG_T_EMBED:
+        return span_of(sp, span_of(sp, n, o->w, o->nout * o->n, cls), o->y, o->n, cls);
+    case MG_T_ADD:
+        return span_of(sp, span_of(sp, n, o->x, o->n, cls), o->y, o->n, cls);
+    case MG_T_LINEAR:
+        return span_of(sp, span_of(sp, n, o->x, o->n, cls), o->w, o->nout * o->n, cls);
+    case MG_T_ATTENTION:
+        for (int64_t s = 0; s < 2 * o->t; s++) n = span_of(sp, n, p->locs[o->list + s], o->n, cls);
+        return span_of(sp, n, o->x, o->n, cls);
+    case MG_T_MEAN:
+        for (int64_t k = 0; k < o->n; k++) n = span_of(sp, n, p->locs[o->list + k], 1, cls);
+        return n;
+    default:                                      // scale, relu, rmsnorm, cross-entropy: the input
+        return span_of(sp, n, o->x, o->n, cls);
+    }
+}
+
+static int by_first_node(const void *x, const void *y) {
+    int64_t a = ((const param_span *)x)->lo, b = ((const param_span *)y)->lo;
+    return a < b ? -1 : a > b;
+}
+
+// Each class's spans, sorted and merged, and the window that holds any class's: c->pgrad. A plan
+// that is not layer by layer, or whose classes share a parameter, is checked all at once.
+static int param_windows(const dense_plan *p, int64_t keep, compile_scratch *c) {
+    int64_t n = 0, window = 0;
+    for (int64_t i = 0; p->T && i < p->nops; i++) n = op_spans(p, i, NULL, n);
+    if (n > 0) {
+        if (!(c->spans = scratch(c, n, sizeof *c->spans, 0))) return MG_ERR_NOMEM;
+        for (int64_t i = 0, k = 0; i < p->nops; i++) k = op_spans(p, i, c->spans, k);
+        qsort(c->spans, (size_t)n, sizeof *c->spans, by_first_node);
+        int64_t m = 0;                            // merged: spans of one class that overlap or touch
+        for (int64_t k = 0; k < n && m >= 0; k++) {
+            param_span s = c->spans[k], *last = m ? &c->spans[m - 1] : NULL;
+            if (last && s.lo < last->hi && s.cls != last->cls) m = -1;    // shared: all at once
+            else if (last && s.lo <= last->hi && s.cls == last->cls) last->hi = s.hi > last->hi ? s.hi : last->hi;
+            else c->spans[m++] = s;
+        }
+        c->nspans = m > 0 ? m : 0;
+    }
+    if (c->nspans) {
+        int64_t classes = p->K + 1;
+        if (!(c->hull = scratch(c, 2 * classes, sizeof *c->hull, 0))) return MG_ERR_NOMEM;
+        for (int64_t k = 0; k < classes; k++) c->hull[2 * k] = INT64_MAX, c->hull[2 * k + 1] = 0;
+        for (int64_t k = 0; k < c->nspans; k++) {
+            const param_span *s = &c->spans[k];
+            int64_t *h = c->hull + 2 * s->cls;
+            if (s->lo < h[0]) h[0] = s->lo;
+            if (s->hi > h[1]) h[1] = s->hi;
+            if (h[1] - h[0] > window) window = h[1] - h[0];
+        }
+    }
+    if (!c->nspans) window = keep;
+    return (c->pgrad = scratch(c, window, sizeof *c->pgrad, 1)) ? 0 : MG_ERR_NOMEM;
+}
+
+// the plan's parameter gradients in the window (first node lo) equal the graph's over nodes from .. to-1
+static int same_grads(const double *window, int64_t lo, const double *grad, int64_t from, int64_t to) {
+    for (int64_t v = from; v < to; v++)
+        if (!same_bits(window[v - lo], grad[v])) return 0;
+    return 1;
+}
+
+// The traced run's backward, each parameter's gradient compared with the graph's (in a) once it
+// is complete: *differ = 1 when one is not the same
+static void checked_backward(dense_run *r, const mg_arena *a, const compile_scratch *c, int *differ) {
+    const dense_plan *p = r->p;
+    backward_start(r);
+    r->pgrad = c->pgrad;
+    if (!c->nspans) {
+        r->pfirst = 0;
+        backward_span(r, p->nops - 1, 0);
+        *differ = !same_grads(c->pgrad, 0, a->grad, 0, p->keep);
+        return;
+    }
+    int64_t next = 0;                             // the spans of parameters no class gives a term to
+    *differ = 0;
+    for (int64_t k = p->K; k >= 0; k--) {         // the mean, then instruction K - 1 of every position, ...
+        int64_t lo = c->hull[2 * k], hi = c->hull[2 * k + 1];
+        if (hi > lo) memset(c->pgrad, 0, (size_t)(hi - lo) * sizeof *c->pgrad);
+        r->pfirst = hi > lo ? lo : 0;
+        backward_span(r, k == p->K ? p->nops - 1 : k * p->T + p->T - 1, k == p->K ? p->nops - 1 : k * p->T);
+        for (int64_t j = 0; j < c->nspans; j++)
+            if (c->spans[j].cls == k && !same_grads(c->pgrad, lo, a->grad, c->spans[j].lo, c->spans[j].hi))
+                *differ = 1;
+    }
+    for (int64_t j = 0; j <= c->nspans; j++) {
+        int64_t to = j < c->nspans ? c->spans[j].lo : p->keep;
+        for (int64_t v = next; v < to; v++)
+            if (!same_bits(0.0, a->grad[v])) *differ = 1;   // what the plan leaves a parameter it never reads
+        if (j < c->nspans) next = c->spans[j].hi;
+    }
+}
+
 int64_t mg_dense_compile(mg_dense *d, mg_tape *t, mg_arena *a, int64_t program) {
     mgi_count_call(a);
     if (!d || !t || !a) return MG_ERR_ARG;
@@ -1529,19 +1673,19 @@ int64_t mg_dense_compile(mg_dense *d, mg_tape *t, mg_arena *a, int64_t program) 
     }
     d->forward_plan = -1, d->sample_plan = -1;  // the buffers are the check's now
     if (!result) result = buffers_for(d, &p);
-    if (!result && !(c.pgrad = scratch(&c, pv.keep, sizeof *c.pgrad, 1))) result = MG_ERR_NOMEM;
+    if (!result) result = param_windows(&p, pv.keep, &c);
     if (!result) {
         // one run with the recorded tokens, its terms traced, its gradients apart from the arena's
         memset(d->val, 0, (size_t)p.nval * sizeof *d->val);
         memset(d->aux, 0, (size_t)p.naux * sizeof *d->aux);
         dense_run r = run_of(d, &p, a, pv.tokens);
-        r.pgrad = c.pgrad;
         r.tr = &tr;
         result = run_forward(&r);
+        int params_differ = 0;
         if (result) {
             result = refuse(d, "the plan's forward fails where the graph's did not", -1);
         } else {
-            run_backward(&r);
+            checked_backward(&r, a, &c, &params_differ);
             int64_t v = terms_differ(&tr);
             if (v >= 0) {
                 char why[sizeof d->why];
@@ -1554,9 +1698,7 @@ int64_t mg_dense_compile(mg_dense *d, mg_tape *t, mg_arena *a, int64_t program) 
             if (c.node_of[i] != ALIAS &&
                 (!same_bits(d->val[i], a->data[c.node_of[i]]) || !same_bits(d->grad[i], a->grad[c.node_of[i]])))
                 result = refuse(d, "a value or gradient of the plan differs from the graph's", -1);
-        for (int64_t i = 0; !result && i < pv.keep; i++)
-            if (!same_bits(c.pgrad[i], a->grad[i]))
-                result = refuse(d, "a parameter's gradient differs from the graph's", -1);
+        if (!result && params_differ) result = refuse(d, "a parameter's gradient differs from the graph's", -1);
     }
     if (d->mem.bytes + p.bytes + c.peak > d->peak) d->peak = d->mem.bytes + p.bytes + c.peak;
     scratch_free(&c);

@@ -198,6 +198,105 @@ def test_a_program_the_plan_cannot_follow_stays_on_replay(model_class, why):
     assert all(why in reason for reason in status.values()), status
 
 
+class AttentionOnly:
+    """A block with attention and no MLP: the MLP's parameters get no gradient terms at all."""
+
+    def __new__(cls, config, graph):
+        from microgpt.model import GPT
+
+        class Model(GPT):
+            def forward(self, token_id, pos_id, keys, values):
+                g, sd = self.graph.layers, self.state_dict
+                x = g.rmsnorm(g.embed(sd['wte'], sd['wpe'], token_id, pos_id))
+                q, k, v = (g.linear(g.rmsnorm(x), sd[f'layer0.attn_w{w}']) for w in "qkv")
+                keys[0].append(k)
+                values[0].append(v)
+                att = g.linear(g.attention(q, keys[0], values[0], self.config.n_head), sd['layer0.attn_wo'])
+                return g.linear(g.add(att, x), sd['lm_head'])
+        return Model(config, graph)
+
+
+class FirstPositionScaled:
+    """An instruction at position 0 only: the positions' instructions differ, so the plan runs in
+    the recorded order, not layer by layer, and the check compares all parameter gradients at once."""
+
+    def __new__(cls, config, graph):
+        from microgpt.model import GPT
+
+        class Model(GPT):
+            def forward(self, token_id, pos_id, keys, values):
+                g, sd = self.graph.layers, self.state_dict
+                x = g.embed(sd['wte'], sd['wpe'], token_id, pos_id)
+                if pos_id == 0:
+                    x = g.scale(x, 0.5)
+                q, k, v = (g.linear(g.rmsnorm(x), sd[f'layer0.attn_w{w}']) for w in "qkv")
+                keys[0].append(k)
+                values[0].append(v)
+                return g.linear(g.attention(q, keys[0], values[0], self.config.n_head), sd['lm_head'])
+        return Model(config, graph)
+
+
+SMALL = dict(vocab_size=5, n_embd=4, n_head=2, block_size=4, n_layer=1)
+
+
+@pytest.mark.parametrize("model_class", [AttentionOnly, FirstPositionScaled])
+def test_programs_checked_by_window_or_whole_run_dense_with_replays_bits(model_class):
+    docs = docs_for(5, 4, 3, random.Random(3)) * 2
+    dense, model = history("c", "dense", SMALL, docs, model_class=model_class)
+    assert dense == history("c", "replay", SMALL, docs, model_class=model_class)[0]
+    assert model.graph.dense.plans and not model.graph.dense.refused, model.graph.dense.status()
+
+
+def param_node(model, name, k):
+    """The node of entry k of parameter matrix `name`: parameters are the arena's first nodes, in
+    the state dict's order."""
+    first = 0
+    for key, (_, rows, cols) in model.state_dict.items():
+        if key == name:
+            return first + k
+        first += rows * cols
+    raise KeyError(name)
+
+
+@pytest.mark.parametrize("model_class,name,k", [(None, "layer0.attn_wk", 5), (None, "wpe", 0),
+                                                (None, "lm_head", -1), (None, "layer0.mlp_fc2", 17),
+                                                (AttentionOnly, "layer0.mlp_fc1", 3),
+                                                (FirstPositionScaled, "layer0.attn_wv", 2),
+                                                (FirstPositionScaled, "layer0.mlp_fc1", 0)],
+                         ids=["window-wk", "window-wpe", "window-lm_head", "window-fc2", "unread-fc1",
+                              "whole-wv", "whole-unread-fc1"])
+def test_the_check_refuses_a_parameter_gradient_the_graph_did_not_give(monkeypatch, model_class, name, k):
+    """The graph's gradient of one parameter, changed between its backward and the compile: the
+    plan's gradients, checked a class's window at a time (or all at once), must differ there."""
+    from microgpt.dense import Dense
+    from microgpt.native import ffi, lib
+    compile_plan, nodes = Dense._compile, []
+
+    def compile_against_a_changed_gradient(self, n, program):
+        node = nodes[0]
+        err = ffi.new("int *")
+        grad = lib.mg_get_grad(self.arena.ptr, node, err)
+        assert err[0] == 0 and lib.mg_set_grad(self.arena.ptr, node, grad + 0.25) == 0
+        compile_plan(self, n, program)
+        assert lib.mg_set_grad(self.arena.ptr, node, grad) == 0
+
+    monkeypatch.setattr(Dense, "_compile", compile_against_a_changed_gradient)
+
+    class Victim:
+        def __new__(cls, config, graph):
+            from microgpt.model import GPT
+            model = (model_class or GPT)(config, graph)
+            rows, cols = model.state_dict[name][1:]
+            nodes.append(param_node(model, name, k % (rows * cols)))
+            return model
+
+    docs = docs_for(5, 4, 3, random.Random(3))
+    _, model = history("c", "dense", SMALL, docs, model_class=Victim)
+    status = model.graph.dense.status()
+    assert status and not model.graph.dense.plans, status
+    assert all("a parameter's gradient differs from the graph's" in why for why in status.values()), status
+
+
 def test_a_length_with_a_plan_frees_its_recording(monkeypatch):
     from microgpt.native import lib
     from microgpt.replay import Tape
