@@ -76,12 +76,11 @@ static int grow_edges(mg_arena *a, int64_t need) {
     return rc;
 }
 
-// one int64 array: the vec entries, the kernels' scratch
-static int grow_ids(mg_arena *a, int64_t **ids, int64_t *cap, int64_t need, int64_t max) {
-    void *p[] = { *ids };
-    const size_t size[] = { sizeof **ids };
-    int rc = mgi_grow(&a->mem, p, size, 1, 0, cap, need, max);
-    *ids = p[0];
+// one array of elements of `size` bytes: the vec entries, the kernels' scratch
+static int grow_one(mg_arena *a, void **array, size_t size, int64_t *cap, int64_t need, int64_t max) {
+    void *p[] = { *array };
+    int rc = mgi_grow(&a->mem, p, &size, 1, 0, cap, need, max);
+    *array = p[0];
     return rc;
 }
 
@@ -90,8 +89,11 @@ int mgi_reserve(mg_arena *a, int64_t nodes, int64_t edges, int64_t vecs, int64_t
     if (nodes > MG_IDX_LIMIT || edges > MG_ELEM_LIMIT || vecs > MG_IDX_LIMIT) return MG_ERR_NOMEM;
     int rc = grow_nodes(a, a->count + nodes);
     if (!rc) rc = grow_edges(a, a->nedges + edges);
-    if (!rc) rc = grow_ids(a, &a->vec_ids, &a->vec_cap, a->vcount + vecs, MG_IDX_LIMIT);
-    if (!rc) rc = grow_ids(a, &a->scratch, &a->scratch_cap, scratch, MG_ELEM_LIMIT);
+    void *ids = a->vec_ids, *kernel_scratch = a->scratch;
+    if (!rc) rc = grow_one(a, &ids, sizeof *a->vec_ids, &a->vec_cap, a->vcount + vecs, MG_IDX_LIMIT);
+    a->vec_ids = ids;
+    if (!rc) rc = grow_one(a, &kernel_scratch, sizeof *a->scratch, &a->scratch_cap, scratch, MG_ELEM_LIMIT);
+    a->scratch = kernel_scratch;
     return rc;
 }
 
@@ -146,7 +148,7 @@ int64_t mg_arena_keep(mg_arena *a) {
     if (a->generation != 0) return MG_ERR_ARG;   // after a reset, old handles could name kept nodes
     if (a->step_dots) return MG_ERR_ARG;      // DOT nodes read values that Adam changes: never kept
     int64_t nruns = 0;                           // see run_start (arena.h)
-    for (int64_t k = 0; k < a->vcount; k++) nruns += k == 0 || a->vec_ids[k] != a->vec_ids[k - 1] + 1;
+    for (int64_t k = 0; k < a->vcount; k++) nruns += k == 0 || a->vec_ids[k] != (int64_t)a->vec_ids[k - 1] + 1;
     void *run[] = { a->run_start };
     const size_t size[] = { sizeof *a->run_start };
     int rc = mgi_grow(&a->mem, run, size, 1, 0, &a->run_cap, nruns, MG_IDX_LIMIT);
@@ -154,7 +156,7 @@ int64_t mg_arena_keep(mg_arena *a) {
     if (rc) return rc;
     a->nruns = 0;
     for (int64_t k = 0; k < a->vcount; k++)
-        if (k == 0 || a->vec_ids[k] != a->vec_ids[k - 1] + 1) a->run_start[a->nruns++] = k;
+        if (k == 0 || a->vec_ids[k] != (int64_t)a->vec_ids[k - 1] + 1) a->run_start[a->nruns++] = k;
     while (a->leaves_below < a->count && a->op[a->leaves_below] == MG_OP_LEAF) a->leaves_below++;
     a->keep = a->count;
     a->edges_keep = a->nedges;
@@ -418,7 +420,8 @@ static int compact(mg_arena *a) {
     int64_t n = a->count;
     int rc = mgi_reserve_search(a, n);           // order[] becomes the map: old index -> new, or -1
     if (rc) return rc;
-    int64_t *map = a->order, *eb = a->edge_begin, *child = a->edge_child;
+    int64_t *map = a->order, *eb = a->edge_begin;
+    mgi_id *child = a->edge_child;
     for (int64_t i = 0; i < n; i++) map[i] = -1;
     for (int64_t s = 0; s < a->slot_count; s++)
         if (a->slot_node[s] >= 0) map[a->slot_node[s]] = 0;
@@ -440,7 +443,7 @@ static int compact(mg_arena *a) {
             a->op[m] = a->op[i];
             a->node_label[m] = a->node_label[i];
             for (int64_t e = begin; e < end; e++, ne++) {
-                child[ne] = map[child[e]];       // a child has been moved already: it is below
+                child[ne] = (mgi_id)map[child[e]];   // a child has been moved already: it is below
                 a->edge_lgrad[ne] = a->edge_lgrad[e];
             }
             eb[m + 1] = ne;
@@ -679,8 +682,9 @@ int64_t mg_vec_range(mg_arena *a, int64_t first, int64_t n) {
     if (n < 0 || n > a->count - i) return MG_ERR_ARG;          // every node in it is alive
     mgi_note_change(a);
     if ((rc = mgi_reserve(a, 0, 0, n, 0))) return rc;
-    int64_t off = a->vcount, *out = a->vec_ids + off;
-    for (int64_t k = 0; k < n; k++) out[k] = i + k;
+    int64_t off = a->vcount;
+    mgi_id *out = a->vec_ids + off;
+    for (int64_t k = 0; k < n; k++) out[k] = (mgi_id)(i + k);
     a->vcount += n;
     return off | (a->generation << 32);
 }
@@ -691,9 +695,11 @@ int64_t mg_vec_of(mg_arena *a, const int64_t *nodes, int64_t n) {
     mgi_note_change(a);
     int rc = mgi_reserve(a, 0, 0, n, 0);
     if (rc) return rc;
-    int64_t off = a->vcount, *out = a->vec_ids + off;
-    for (int64_t k = 0; k < n; k++)             // written past vcount: kept only if all are valid
-        if ((rc = mgi_node_check(a, nodes[k], &out[k]))) return rc;
+    int64_t off = a->vcount, node = 0;
+    for (int64_t k = 0; k < n; k++) {           // written past vcount: kept only if all are valid
+        if ((rc = mgi_node_check(a, nodes[k], &node))) return rc;
+        a->vec_ids[off + k] = (mgi_id)node;
+    }
     a->vcount += n;
     return off | (a->generation << 32);
 }

@@ -32,6 +32,11 @@
                                       // so that handles stay >= 0
 #define MG_ELEM_LIMIT  (1LL << 40)    // sanity bound on edges, scratch and any other array
 
+// A node index or a vec offset as the arena stores one, in vec_ids and edge_child: both are below
+// MG_IDX_LIMIT, so 32 bits hold them (half of int64's room: 3.2 MB less at d128's parameters).
+// Widen to int64_t before any arithmetic that could go below 0 or past 2^32.
+typedef uint32_t mgi_id;
+
 // Memory an owner holds, counted by mgi_grow: the bytes of every array at its capacity (and
 // of the owner's struct), and a cap on them (0: none).
 typedef struct {
@@ -54,12 +59,12 @@ struct mg_arena {
     // --- edges
     int64_t nedges;         // edges alive
     int64_t edge_cap;       // edges allocated
-    int64_t *edge_child;    // (edge_cap) the child's node index
+    mgi_id *edge_child;     // (edge_cap) the child's node index (a DOT node's: see MG_DOT_EDGES)
     double *edge_lgrad;     // (edge_cap) local gradient d node / d child (not written for DOT nodes)
     // --- vecs: runs of node indices
     int64_t vcount;         // entries alive
     int64_t vec_cap;        // entries allocated
-    int64_t *vec_ids;       // (vec_cap) node indices
+    mgi_id *vec_ids;        // (vec_cap) node indices
     // --- persistence: everything below these counts survives mg_arena_reset
     int64_t keep;           // persistent nodes
     int64_t leaves_below;   // nodes 0 .. leaves_below-1 are all leaves (persistent: set by keep)
@@ -278,7 +283,7 @@ static inline int64_t mgi_child_count(const mg_arena *a, int64_t v) {
     uint8_t op = a->op[v];
     if (op == MG_OP_LEAF) return 0;              // (mg_leaves writes no edge_begin entry for its leaves)
     int64_t b = a->edge_begin[v];
-    return op == MG_OP_DOT ? 2 * a->edge_child[b + 2] : a->edge_begin[v + 1] - b;
+    return op == MG_OP_DOT ? 2 * (int64_t)a->edge_child[b + 2] : a->edge_begin[v + 1] - b;
 }
 
 static inline int64_t mgi_child(const mg_arena *a, int64_t v, int64_t p) {
@@ -291,7 +296,7 @@ static inline int64_t mgi_child(const mg_arena *a, int64_t v, int64_t p) {
 // exactly as its chain of products and sums rounds it: 0 + w0*x0, then + w1*x1, ...
 static inline double dot_value(const mg_arena *a, int64_t w, int64_t x, int64_t n) {
     const double *d = a->data;
-    const int64_t *wv = a->vec_ids + w, *xv = a->vec_ids + x;
+    const mgi_id *wv = a->vec_ids + w, *xv = a->vec_ids + x;
     double acc = d[wv[0]] * d[xv[0]] + 0.0;
     for (int64_t j = 1; j < n; j++) acc = acc + d[wv[j]] * d[xv[j]];
     return acc;
@@ -310,9 +315,9 @@ static inline int64_t mgi_run_end(const mg_arena *a, int64_t off) {
 // vec entries off .. off+n-1 name n consecutive nodes (known at once for persistent entries)
 static inline int mgi_vec_is_range(const mg_arena *a, int64_t off, int64_t n) {
     if (off + n <= a->vecs_keep) return off + n <= mgi_run_end(a, off);
-    const int64_t *ids = a->vec_ids + off;
+    const mgi_id *ids = a->vec_ids + off;
     for (int64_t k = 1; k < n; k++)
-        if (ids[k] != ids[0] + k) return 0;
+        if (ids[k] != (int64_t)ids[0] + k) return 0;
     return 1;
 }
 

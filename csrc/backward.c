@@ -21,7 +21,8 @@
 static inline int leaf_weighted_dot(const mg_arena *a, int64_t v, int64_t *x0, int64_t *n) {
     if (a->op[v] != MG_OP_DOT) return 0;
     int64_t b = a->edge_begin[v];
-    if (a->edge_lgrad[b] == 0.0 || a->vec_ids[a->edge_child[b]] + a->edge_child[b + 2] > a->leaves_below) return 0;
+    if (a->edge_lgrad[b] == 0.0 || (int64_t)a->vec_ids[a->edge_child[b]] + a->edge_child[b + 2] > a->leaves_below)
+        return 0;
     *x0 = a->vec_ids[a->edge_child[b + 1]], *n = a->edge_child[b + 2];
     return 1;
 }
@@ -98,7 +99,8 @@ int mgi_chain_rule(mg_arena *a, int64_t root, const int64_t *order, int64_t n) {
     int rc = mgi_backward_refused(a);
     if (rc) return rc;
     a->differentiated = 1;
-    const int64_t *eb = a->edge_begin, *child = a->edge_child, *ids = a->vec_ids;
+    const int64_t *eb = a->edge_begin;
+    const mgi_id *child = a->edge_child, *ids = a->vec_ids;
     const double *lgrad = a->edge_lgrad, *data = a->data;
     const uint8_t *op = a->op;
     double *grad = a->grad;
@@ -112,13 +114,13 @@ int mgi_chain_rule(mg_arena *a, int64_t root, const int64_t *order, int64_t n) {
             // gradient 0.0 + g, and the chain hands them out from the last pair to the first;
             // each child's local gradient is its partner's value (unchanged: dot_changed)
             double gn = 0.0 + g;
-            const int64_t *wv = ids + child[b], *xv = ids + child[b + 1];
+            const mgi_id *wv = ids + child[b], *xv = ids + child[b + 1];
             if (lgrad[b] != 0.0) {               // two runs of nodes (arena.h, nd_dot_of), apart: each
                                                  // node gets its one term, in any order of the j (dot.h)
                 MGI_DOT_TERMS(simd, grad + wv[0], grad + xv[0], data + wv[0], data + xv[0], child[b + 2], gn);
                 continue;
             }
-            for (int64_t j = child[b + 2] - 1; j >= 0; j--) {
+            for (int64_t j = (int64_t)child[b + 2] - 1; j >= 0; j--) {
                 int64_t w = wv[j], x = xv[j];
                 grad[w] += data[x] * gn;
                 grad[x] += data[w] * gn;

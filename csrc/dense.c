@@ -1106,7 +1106,7 @@ static int64_t refuse(mg_dense *d, const char *why, int64_t instr) {
 // must be runs of nodes; step vecs lie within the step)
 static int64_t vec_loc(const mg_arena *a, const mgi_program_view *pv, int64_t off, int64_t n, int *ok) {
     if (off >= pv->vecs_keep && off + n <= pv->vcount) return off - pv->vecs_keep;
-    if (off >= 0 && off + n <= pv->vecs_keep && off + n <= mgi_run_end(a, off)) return -1 - a->vec_ids[off];
+    if (off >= 0 && off + n <= pv->vecs_keep && off + n <= mgi_run_end(a, off)) return -1 - (int64_t)a->vec_ids[off];
     *ok = 0;
     return 0;
 }

@@ -43,7 +43,7 @@ static int64_t vec_commit(mg_arena *a, int64_t n) {
 }
 
 // the seed's sum(u_j * v_j for j): p0 = u0*v0, s = p0 + 0 (the seed's constant), s = s + u_j*v_j
-static int64_t dot_chain(mg_arena *a, const int64_t *u, const int64_t *v, int64_t n) {
+static int64_t dot_chain(mg_arena *a, const mgi_id *u, const mgi_id *v, int64_t n) {
     int64_t s = nd_addc(a, nd_mul(a, u[0], v[0]), 0.0);
     for (int64_t j = 1; j < n; j++) s = nd_add(a, s, nd_mul(a, u[j], v[j]));
     return s;
@@ -76,14 +76,20 @@ static int softmax_nodes(mg_arena *a, const int64_t *xs, int64_t n, int64_t *exp
     return 0;
 }
 
+// the n node indices of a vec as the int64 list softmax_nodes reads (copied into dst)
+static const int64_t *node_list(int64_t *dst, const mgi_id *ids, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = ids[i];
+    return dst;
+}
+
 // --- the bodies
 
 // out_i = wte[token][i] + wpe[pos][i]: the seed's tok_emb + pos_emb, node for node
 int64_t mgi_k_embed(mg_arena *a, int64_t wte, int64_t wpe, int64_t n, int64_t token, int64_t pos) {
     int rc = mgi_reserve(a, n, 2 * n, n, 0);
     if (rc) return rc;
-    const int64_t *ts = a->vec_ids + wte + token * n, *ps = a->vec_ids + wpe + pos * n;
-    int64_t *out = a->vec_ids + a->vcount;
+    const mgi_id *ts = a->vec_ids + wte + token * n, *ps = a->vec_ids + wpe + pos * n;
+    mgi_id *out = a->vec_ids + a->vcount;
     for (int64_t i = 0; i < n; i++) out[i] = nd_add(a, ts[i], ps[i]);
     return vec_commit(a, n);
 }
@@ -91,8 +97,8 @@ int64_t mgi_k_embed(mg_arena *a, int64_t wte, int64_t wpe, int64_t n, int64_t to
 int64_t mgi_k_add(mg_arena *a, int64_t x, int64_t y, int64_t n) {
     int rc = mgi_reserve(a, n, 2 * n, n, 0);
     if (rc) return rc;
-    const int64_t *xs = a->vec_ids + x, *ys = a->vec_ids + y;
-    int64_t *out = a->vec_ids + a->vcount;
+    const mgi_id *xs = a->vec_ids + x, *ys = a->vec_ids + y;
+    mgi_id *out = a->vec_ids + a->vcount;
     for (int64_t i = 0; i < n; i++) out[i] = nd_add(a, xs[i], ys[i]);
     return vec_commit(a, n);
 }
@@ -100,8 +106,8 @@ int64_t mgi_k_add(mg_arena *a, int64_t x, int64_t y, int64_t n) {
 int64_t mgi_k_scale(mg_arena *a, int64_t x, int64_t n, double c) {
     int rc = mgi_reserve(a, n, n, n, 0);
     if (rc) return rc;
-    const int64_t *xs = a->vec_ids + x;
-    int64_t *out = a->vec_ids + a->vcount;
+    const mgi_id *xs = a->vec_ids + x;
+    mgi_id *out = a->vec_ids + a->vcount;
     for (int64_t i = 0; i < n; i++) out[i] = nd_mulc(a, xs[i], c);
     return vec_commit(a, n);
 }
@@ -109,8 +115,8 @@ int64_t mgi_k_scale(mg_arena *a, int64_t x, int64_t n, double c) {
 int64_t mgi_k_relu(mg_arena *a, int64_t x, int64_t n) {
     int rc = mgi_reserve(a, n, n, n, 0);
     if (rc) return rc;
-    const int64_t *xs = a->vec_ids + x;
-    int64_t *out = a->vec_ids + a->vcount;
+    const mgi_id *xs = a->vec_ids + x;
+    mgi_id *out = a->vec_ids + a->vcount;
     for (int64_t i = 0; i < n; i++) out[i] = nd_relu(a, xs[i]);
     return vec_commit(a, n);
 }
@@ -119,7 +125,7 @@ int64_t mgi_k_relu(mg_arena *a, int64_t x, int64_t n) {
 // chains, so the additions overlap instead of each waiting for the one before.
 static void dot_values4(const mg_arena *a, int64_t w, int64_t x, int64_t nin, double out[4]) {
     const double *d = a->data;
-    const int64_t *xv = a->vec_ids + x, *w0 = a->vec_ids + w, *w1 = w0 + nin, *w2 = w1 + nin, *w3 = w2 + nin;
+    const mgi_id *xv = a->vec_ids + x, *w0 = a->vec_ids + w, *w1 = w0 + nin, *w2 = w1 + nin, *w3 = w2 + nin;
     double x0 = d[xv[0]];
     double s0 = d[w0[0]] * x0 + 0.0, s1 = d[w1[0]] * x0 + 0.0, s2 = d[w2[0]] * x0 + 0.0, s3 = d[w3[0]] * x0 + 0.0;
     for (int64_t j = 1; j < nin; j++) {
@@ -137,8 +143,9 @@ int64_t mgi_k_linear(mg_arena *a, int64_t x, int64_t nin, int64_t w, int64_t nou
     int64_t nodes = fused ? nout : 2 * nin * nout;
     int rc = mgi_reserve(a, nodes, fused ? MG_DOT_EDGES * nout : 2 * nodes, nout, 0);
     if (rc) return rc;
-    const int64_t *xs = a->vec_ids + x, *ws = a->vec_ids + w;
-    int64_t *out = a->vec_ids + a->vcount, r = 0;
+    const mgi_id *xs = a->vec_ids + x, *ws = a->vec_ids + w;
+    mgi_id *out = a->vec_ids + a->vcount;
+    int64_t r = 0;
     if (fused) {
         // the weights and inputs as two runs of nodes that do not meet: the backward's fast path
         int64_t w0 = ws[0], x0 = xs[0];
@@ -169,13 +176,13 @@ static int64_t rmsnorm_body(mg_arena *a, int64_t x, int64_t n, int fused) {
     int err = 0;
     double inv_n = py_pow((double)n, -1.0, &err);   // the seed's len(x)**-1, a Python float
     if (err) return err;
-    const int64_t *xs = a->vec_ids + x;
+    const mgi_id *xs = a->vec_ids + x;
     int64_t sum = fused ? nd_dot_of(a, x, x, n, dot_value(a, x, x, n), 0) : dot_chain(a, xs, xs, n);
     int64_t ms = nd_mulc(a, sum, inv_n);
     int64_t scale = nd_pow(a, nd_addc(a, ms, 1e-5), -0.5);
     if (scale < 0) return undo_to(a, u, scale);
-    int64_t *out = a->vec_ids + a->vcount;
-    for (int64_t i = 0; i < n; i++) out[i] = nd_mul(a, xs[i], scale);
+    mgi_id *out = a->vec_ids + a->vcount;
+    for (int64_t i = 0; i < n; i++) out[i] = (mgi_id)nd_mul(a, xs[i], scale);
     return vec_commit(a, n);
 }
 
@@ -183,11 +190,13 @@ int64_t mgi_k_rmsnorm(mg_arena *a, int64_t x, int64_t n) { return rmsnorm_body(a
 int64_t mgi_k_rmsnorm_fused(mg_arena *a, int64_t x, int64_t n) { return rmsnorm_body(a, x, n, 1); }
 
 int64_t mgi_k_softmax(mg_arena *a, int64_t x, int64_t n) {
-    int rc = mgi_reserve(a, 5 * n, 10 * n, n, n);
+    int rc = mgi_reserve(a, 5 * n, 10 * n, n, 3 * n);
     if (rc) return rc;
     undo_point u = undo_point_here(a);
-    rc = softmax_nodes(a, a->vec_ids + x, n, a->scratch, a->vec_ids + a->vcount, -1);
+    int64_t *exps = a->scratch + n, *out = exps + n;
+    rc = softmax_nodes(a, node_list(a->scratch, a->vec_ids + x, n), n, exps, out, -1);
     if (rc) return undo_to(a, u, rc);
+    for (int64_t i = 0; i < n; i++) a->vec_ids[a->vcount + i] = (mgi_id)out[i];
     return vec_commit(a, n);
 }
 
@@ -213,8 +222,9 @@ int64_t mgi_k_attention(mg_arena *a, int64_t q, const int64_t *keys, const int64
     if (err) return err;
     undo_point u = undo_point_here(a);
     int64_t *logits = a->scratch, *exps = logits + t, *wts = exps + t;   // reused by each head
-    const int64_t *ids = a->vec_ids;
-    int64_t off = a->vcount, *out = a->vec_ids + off;
+    const mgi_id *ids = a->vec_ids;
+    int64_t off = a->vcount;
+    mgi_id *out = a->vec_ids + off;
     if (fused) vec_commit(a, n);                 // written head by head below
     for (int64_t hs = 0; hs < n; hs += hd) {
         for (int64_t s = 0; s < t; s++) {
@@ -231,7 +241,7 @@ int64_t mgi_k_attention(mg_arena *a, int64_t q, const int64_t *keys, const int64
         if ((rc = softmax_nodes(a, logits, t, exps, wts, -1))) return undo_to(a, u, rc);
         if (fused) {
             int64_t wv = a->vcount;
-            for (int64_t s = 0; s < t; s++) a->vec_ids[wv + s] = wts[s];
+            for (int64_t s = 0; s < t; s++) a->vec_ids[wv + s] = (mgi_id)wts[s];
             vec_commit(a, t);
             for (int64_t j = hs; j < hs + hd; j++) {
                 int64_t xv = a->vcount;
@@ -253,11 +263,11 @@ int64_t mgi_k_attention(mg_arena *a, int64_t q, const int64_t *keys, const int64
 // -log(softmax(logits)[target]): the loss node. Fused, only the target's probability is made.
 // Node layout: softmax_nodes's, then log and * -1; fused, the last four are at 3n .. 3n+3.
 int64_t mgi_k_cross_entropy(mg_arena *a, int64_t logits, int64_t n, int64_t target, int fused) {
-    int rc = mgi_reserve(a, 5 * n + 2, 2 * (5 * n + 2), 0, 2 * n);
+    int rc = mgi_reserve(a, 5 * n + 2, 2 * (5 * n + 2), 0, 3 * n);
     if (rc) return rc;
     undo_point u = undo_point_here(a);
-    int64_t *exps = a->scratch, *probs = exps + n;
-    rc = softmax_nodes(a, a->vec_ids + logits, n, exps, probs, fused ? target : -1);
+    int64_t *exps = a->scratch + n, *probs = exps + n;
+    rc = softmax_nodes(a, node_list(a->scratch, a->vec_ids + logits, n), n, exps, probs, fused ? target : -1);
     if (rc) return undo_to(a, u, rc);
     int64_t l = nd_log(a, probs[target]);
     if (l < 0) return undo_to(a, u, l);
@@ -272,7 +282,7 @@ int64_t mgi_k_cross_entropy(mg_arena *a, int64_t logits, int64_t n, int64_t targ
 // the probability, log and * -1.
 void mgi_k_cross_entropy_order(const mg_arena *a, int64_t logits, int64_t n, int64_t base,
                                int64_t target, int64_t *dst) {
-    const int64_t *logit = a->vec_ids + logits;
+    const mgi_id *logit = a->vec_ids + logits;
     int64_t k = 0;
     dst[k++] = logit[target];
     dst[k++] = base + 2 * target;                // logit - max

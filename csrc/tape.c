@@ -376,7 +376,7 @@ static int order_is_target_free(const mg_arena *a, const mg_program *p) {
             return 0;
         if (in->op != MG_T_CROSS_ENTROPY) continue;
         if (!in->k.cross_entropy.fused) return 0;
-        const int64_t *logit = a->vec_ids + in->k.cross_entropy.logits;
+        const mgi_id *logit = a->vec_ids + in->k.cross_entropy.logits;
         for (int64_t k = 0; k < in->k.cross_entropy.n; k++)
             if (a->op[logit[k]] == MG_OP_LEAF || !same_inner_children(a, logit[0], logit[k])) return 0;
     }

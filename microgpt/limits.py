@@ -131,9 +131,10 @@ def num_params(config):
 
 # --- bytes
 
-# the C arena (csrc/arena.c): data, grad, op, seen, edge_begin per node; child and local gradient
-# per link; the backward's stack and order per node; Adam's m, v and the step's m, v, p
-C_NODE_BYTES, C_LINK_BYTES, C_SCRATCH_BYTES, C_ADAM_BYTES = 8 + 8 + 1 + 4 + 8, 8 + 8, 3 * 8, 5 * 8
+# the C arena (csrc/arena.c): data, grad, op, seen, edge_begin per node; child (32 bits) and local
+# gradient per link; a vec entry (32 bits); the backward's stack and order per node; Adam's m, v
+# and the step's m, v, p
+C_NODE_BYTES, C_LINK_BYTES, C_VEC_BYTES, C_SCRATCH_BYTES, C_ADAM_BYTES = 8 + 8 + 1 + 4 + 8, 4 + 8, 4, 3 * 8, 5 * 8
 C_INSTR_BYTES = 96  # one recorded kernel call (mg_instr)
 C_PROGRAM_BYTES = 200  # a recorded program's own record (mg_program)
 C_DENSE_OP_BYTES, C_DENSE_PLAN_BYTES = 152, 152  # a compiled instruction and plan (csrc/dense.c)
@@ -203,7 +204,7 @@ def _c_arena_bytes(config, mode, positions):
              + _capacity(P + nodes) * C_SCRATCH_BYTES + _capacity(P) * C_ADAM_BYTES)
     if mode != "seed":  # the vecs, and where runs of consecutive nodes begin among the persistent
         # ones (run_start): the model's weight vecs name its parameters in order, one run
-        total += _capacity(P + vector_entries(config, positions, fused)) * 8 + _capacity(1) * 8
+        total += _capacity(P + vector_entries(config, positions, fused)) * C_VEC_BYTES + _capacity(1) * 8
     if mode in ("replay", "dense"):
         # a recording per document length: each keeps its kernel calls, their operand lists
         # (attention's key and value offsets, the mean's losses) and its backward order
@@ -222,8 +223,8 @@ def _c_arena_bytes(config, mode, positions):
                   + _capacity(positions) * C_PROGRAM_BYTES)
     if mode == "dense":
         total += _dense_bytes(config, positions, nodes)
-    # the kernels' scratch (attention: 3 per position, cross-entropy: 2 per logit) and the arena itself
-    kernel_scratch = 3 * positions if mode == "seed" else max(3 * positions, 2 * config.vocab_size)
+    # the kernels' scratch (attention: 3 per position, cross-entropy: 3 per logit) and the arena itself
+    kernel_scratch = 3 * positions if mode == "seed" else max(3 * positions, 3 * config.vocab_size)
     return total + _capacity(kernel_scratch) * 8 + C_FIXED_BYTES
 
 
