@@ -168,7 +168,7 @@ class Model:
 
     def params_sha256(self):
         with self.gpt.graph.lock:
-            return params_sha256(self.gpt.graph.param_array())
+            return params_sha256(self.gpt.graph.param_chunks())
 
     # --- using it
     def train(self, steps=None, *, on_step=None, should_stop=None):

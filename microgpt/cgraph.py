@@ -168,6 +168,15 @@ class CGraph(Graph):
         check(lib.mg_read_data(self.arena.ptr, 0, self.nparams, ffi.from_buffer("double[]", out)))
         return out
 
+    def param_chunks(self, size=65536):
+        # one 512 KB array refilled: a d128 model's whole parameters would be 6.4 MB more at the
+        # run's end, where its digest is taken
+        chunk = array('d', [0.0]) * min(size, self.nparams)
+        for first in range(0, self.nparams, size):
+            n = min(size, self.nparams - first)
+            check(lib.mg_read_data(self.arena.ptr, first, n, ffi.from_buffer("double[]", chunk)))
+            yield chunk if n == len(chunk) else chunk[:n]
+
     def state_arrays(self, into=None):
         # straight from the arena into the arrays: no float objects on the way
         into = into or tuple(array('d', [0.0]) * self.nparams for _ in range(3))

@@ -147,6 +147,11 @@ class Graph(ABC):
         """param_data as an array of doubles (see state_arrays)."""
         return array('d', self.param_data())
 
+    def param_chunks(self):
+        """The parameters in order, as arrays of doubles, each used before the next is asked for
+        (a backend may refill one array: see CGraph's)."""
+        yield self.param_array()
+
     def state_arrays(self, into=None):
         """(parameters, first moments, second moments) as arrays of doubles, 8 bytes a number (a
         list holds a 24-byte float object for each, and a pointer): new ones, or `into`'s filled in

@@ -172,7 +172,7 @@ def run_rung(rung, docs, steps, rounds=DEFAULT_ROUNDS):
     token_lists = [tokenizer.document(docs[step % len(docs)]) for step in range(steps)]
     initial_params, initial_moments = graph.param_data(), graph.adam_state()
     _, warmup_losses, _ = run_steps(model, token_lists, rung)
-    warmup_sha = params_sha256(graph.param_data())
+    warmup_sha = params_sha256(graph.param_chunks())
 
     result = Result(rung.name, rung.what, steps, gc_paused=rung.gc_paused)
     for _ in range(rounds):
@@ -184,7 +184,7 @@ def run_rung(rung, docs, steps, rounds=DEFAULT_ROUNDS):
             timer, losses, nodes = run_steps(model, token_lists, rung)
         forward, backward, adam = (timer.seconds[phase] for phase in PHASES)
         total = forward + backward + adam
-        sha = params_sha256(graph.param_data())
+        sha = params_sha256(graph.param_chunks())
         if not result.rounds:
             result.losses, result.params_sha256, first_nodes = losses, sha, nodes
             if calls_start is not None:

@@ -128,10 +128,14 @@ class Batches:
         return losses, failure
 
 
-def params_sha256(values):
-    """sha256 of every parameter as a little-endian double, state_dict order, row by row."""
-    doubles = values if isinstance(values, array) and values.typecode == 'd' else array('d', values)
-    if sys.byteorder != "little":
-        doubles = array('d', doubles)
-        doubles.byteswap()
-    return sha256(doubles.tobytes()).hexdigest()
+def params_sha256(chunks):
+    """sha256 of every parameter as a little-endian double, state_dict order, row by row: chunks
+    are the parameters in that order, in pieces (arrays of doubles, or sequences of floats)."""
+    digest = sha256()
+    for values in chunks:
+        doubles = values if isinstance(values, array) and values.typecode == 'd' else array('d', values)
+        if sys.byteorder != "little":
+            doubles = array('d', doubles)
+            doubles.byteswap()
+        digest.update(doubles)  # the array's own bytes: no copy of them
+    return digest.hexdigest()

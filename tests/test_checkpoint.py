@@ -305,6 +305,25 @@ def test_the_package_digest_is_sha256():
         assert pieces.hexdigest() == hashlib.sha256(data).hexdigest()
 
 
+@pytest.mark.parametrize("backend", ["python", "c"])
+def test_the_parameters_digest_is_the_same_in_pieces(backend):
+    """params_sha256 over a graph's parameter chunks (the c graph's refill one array) is sha256 of
+    all the parameters as little-endian doubles, whatever the chunks' size."""
+    from array import array
+    from conftest import require
+    from microgpt.model import GPT, Config
+    from microgpt.modes import new_graph
+    from microgpt.training import params_sha256
+    require(backend)
+    random.seed(5)
+    graph = GPT(Config(vocab_size=7, n_embd=8, block_size=4), new_graph(backend, "fused")).graph
+    whole = hashlib.sha256(array('d', graph.param_data()).tobytes()).hexdigest()
+    assert params_sha256(graph.param_chunks()) == params_sha256([graph.param_data()]) == whole
+    if backend == "c":
+        for size in (1, 100, 1000):  # 912 parameters: pieces, a last piece shorter than the rest, one piece
+            assert params_sha256(graph.param_chunks(size)) == whole
+
+
 def test_training_does_not_load_openssl(tmp_path):
     """hashlib's OpenSSL costs a process 3.7 MB of resident memory; where CPython has its own
     SHA-256, a training run with a checkpoint and metrics does without it."""
