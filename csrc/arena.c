@@ -418,11 +418,11 @@ static inline int64_t slot_of_new(mg_arena *a, int64_t node) {
 // Keep the nodes a slot reaches, slid down in order; every slot and open scope follows its node.
 static int compact(mg_arena *a) {
     int64_t n = a->count;
-    int rc = mgi_reserve_search(a, n);           // order[] becomes the map: old index -> new, or -1
+    int rc = mgi_reserve_search(a, n);           // order[] becomes the map: old index -> new, or MGI_NO_ID
     if (rc) return rc;
-    int64_t *map = a->order, *eb = a->edge_begin;
-    mgi_id *child = a->edge_child;
-    for (int64_t i = 0; i < n; i++) map[i] = -1;
+    int64_t *eb = a->edge_begin;
+    mgi_id *map = a->order, *child = a->edge_child;
+    for (int64_t i = 0; i < n; i++) map[i] = MGI_NO_ID;
     for (int64_t s = 0; s < a->slot_count; s++)
         if (a->slot_node[s] >= 0) map[a->slot_node[s]] = 0;
     // children have smaller indices than their parents: one sweep down marks all they reach
@@ -437,13 +437,13 @@ static int compact(mg_arena *a) {
         while (d < a->scope_depth && a->scope_start[d] == i) a->scope_start[d++] = m;
         int64_t end = eb[i + 1];
         if (map[i] == 0) {
-            map[i] = m;
+            map[i] = (mgi_id)m;
             a->data[m] = a->data[i];
             a->grad[m] = a->grad[i];
             a->op[m] = a->op[i];
             a->node_label[m] = a->node_label[i];
             for (int64_t e = begin; e < end; e++, ne++) {
-                child[ne] = (mgi_id)map[child[e]];   // a child has been moved already: it is below
+                child[ne] = map[child[e]];       // a child has been moved already: it is below
                 a->edge_lgrad[ne] = a->edge_lgrad[e];
             }
             eb[m + 1] = ne;

@@ -36,6 +36,7 @@
 // MG_IDX_LIMIT, so 32 bits hold them (half of int64's room: 3.2 MB less at d128's parameters).
 // Widen to int64_t before any arithmetic that could go below 0 or past 2^32.
 typedef uint32_t mgi_id;
+#define MGI_NO_ID UINT32_MAX          // no node: above every index
 
 // Memory an owner holds, counted by mgi_grow: the bytes of every array at its capacity (and
 // of the owner's struct), and a cap on them (0: none).
@@ -83,7 +84,7 @@ struct mg_arena {
     int64_t search_cap;     // entries allocated in each of the three arrays below
     int64_t *stack_node;    // (search_cap) depth-first stack: node
     int64_t *stack_edge;    // (search_cap) depth-first stack: the node's next edge to follow
-    int64_t *order;         // (search_cap) nodes with children, in topological (post-)order
+    mgi_id *order;          // (search_cap) nodes with children, in topological (post-)order
     // --- the kernels' scratch (kernels.c, layers.c)
     int64_t scratch_cap;    // entries allocated
     int64_t *scratch;       // (scratch_cap) kernels' intermediate node indices and offsets

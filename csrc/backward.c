@@ -49,7 +49,8 @@ int64_t mgi_search_order(mg_arena *a, int64_t root) {
     if (root + 1 > a->seen_clean) a->seen_clean = root + 1;
     const uint32_t stamp = a->search_stamp;
     uint32_t *seen = a->seen;
-    int64_t *stack_node = a->stack_node, *stack_child = a->stack_edge, *order = a->order;
+    int64_t *stack_node = a->stack_node, *stack_child = a->stack_edge;
+    mgi_id *order = a->order;
     int64_t sp = 0, n = 0;
     int64_t done_x0 = 0, done_n = 0;             // an x run all marked: a leaf-weighted DOT's, appended
     seen[root] = stamp;
@@ -66,7 +67,7 @@ int64_t mgi_search_order(mg_arena *a, int64_t root) {
             if (op[k] == MG_OP_LEAF) continue;   // a leaf is done at once
             if (leaf_weighted_dot(a, k, &x0, &nx)) {
                 if (x0 >= done_x0 && x0 + nx <= done_x0 + done_n) {
-                    order[n++] = k;              // every child marked already
+                    order[n++] = (mgi_id)k;      // every child marked already
                     continue;
                 }
             }
@@ -76,7 +77,7 @@ int64_t mgi_search_order(mg_arena *a, int64_t root) {
             v = k, p = 0, step = 1, end = mgi_child_count(a, k);
             if (leaf_weighted_dot(a, v, &x0, &nx)) p = 1, step = 2;
         } else {                                 // all of v's children are done
-            order[n++] = v;
+            order[n++] = (mgi_id)v;
             if (leaf_weighted_dot(a, v, &x0, &nx)) done_x0 = x0, done_n = nx;
             if (sp == 0) break;
             sp--;
@@ -95,7 +96,7 @@ int mgi_backward_refused(const mg_arena *a) {
     return 0;
 }
 
-int mgi_chain_rule(mg_arena *a, int64_t root, const int64_t *order, int64_t n) {
+int mgi_chain_rule(mg_arena *a, int64_t root, const mgi_id *order, int64_t n) {
     int rc = mgi_backward_refused(a);
     if (rc) return rc;
     a->differentiated = 1;

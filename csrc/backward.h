@@ -17,6 +17,6 @@ int mgi_backward_refused(const mg_arena *a);
 // The chain rule from root (index, validated) over order[0..n-1], a topological order of the
 // nodes with children below root, taken in reverse. Refuses what a fused graph cannot do
 // (mgi_backward_refused) before changing anything.
-int mgi_chain_rule(mg_arena *a, int64_t root, const int64_t *order, int64_t n);
+int mgi_chain_rule(mg_arena *a, int64_t root, const mgi_id *order, int64_t n);
 
 #endif

@@ -281,7 +281,7 @@ int64_t mgi_k_cross_entropy(mg_arena *a, int64_t logits, int64_t n, int64_t targ
 // yet listed brings its logit_i and (logit_i - max) along, and total_i follows. Last come inv,
 // the probability, log and * -1.
 void mgi_k_cross_entropy_order(const mg_arena *a, int64_t logits, int64_t n, int64_t base,
-                               int64_t target, int64_t *dst) {
+                               int64_t target, mgi_id *dst) {
     const mgi_id *logit = a->vec_ids + logits;
     int64_t k = 0;
     dst[k++] = logit[target];

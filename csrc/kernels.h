@@ -27,6 +27,6 @@ int64_t mgi_k_mean(mg_arena *a, const int64_t *nodes, int64_t n);   // nodes: in
 // first node the call made, logits the input vec's offset. (tape.c says where the stretch sits.)
 #define MGI_CE_ORDER_LEN(n) (4 * (n) + 4)
 void mgi_k_cross_entropy_order(const mg_arena *a, int64_t logits, int64_t n, int64_t base,
-                               int64_t target, int64_t *dst);
+                               int64_t target, mgi_id *dst);
 
 #endif

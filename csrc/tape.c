@@ -59,7 +59,7 @@ typedef struct {
     int order_state;        // ORDER_*
     int dropped;            // mg_tape_drop freed it: its id names nothing any more
     int64_t norder;         // entries in order
-    int64_t *order;         // (norder) the backward order of the tokens' graph (ORDER_CACHED)
+    mgi_id *order;          // (norder) the backward order of the tokens' graph (ORDER_CACHED)
     int64_t nce;            // cross-entropy instructions
     int64_t *ce_at;         // (nce) where each one's stretch starts in order
 } mg_program;
@@ -386,12 +386,12 @@ static int order_is_target_free(const mg_arena *a, const mg_program *p) {
 // each cross-entropy's stretch of order, written for the program's current tokens (into dst),
 // or compared with what is there (returns 0 on the first difference). scratch: room for the
 // longest stretch.
-static int ce_stretches(const mg_arena *a, const mg_program *p, int64_t *order, int64_t *scratch, int check) {
+static int ce_stretches(const mg_arena *a, const mg_program *p, mgi_id *order, mgi_id *scratch, int check) {
     for (int64_t i = 0, j = 0; i < p->ninstr; i++) {
         const mg_instr *in = &p->instr[i];
         if (in->op != MG_T_CROSS_ENTROPY) continue;
         int64_t n = in->k.cross_entropy.n, target = p->tokens[in->k.cross_entropy.ordinal + 1];
-        int64_t *dst = check ? scratch : order + p->ce_at[j];
+        mgi_id *dst = check ? scratch : order + p->ce_at[j];
         mgi_k_cross_entropy_order(a, in->k.cross_entropy.logits, n, in->base, target, dst);
         if (check && memcmp(dst, order + p->ce_at[j], (size_t)MGI_CE_ORDER_LEN(n) * sizeof *dst)) return 0;
         j++;
@@ -401,7 +401,7 @@ static int ce_stretches(const mg_arena *a, const mg_program *p, int64_t *order, 
 
 // After a search of the program's current graph: cache the order, with each cross-entropy's
 // stretch found and checked, or mark the program as one that never caches.
-static void cache_order(mg_tape *t, const mg_arena *a, mg_program *p, const int64_t *order, int64_t n) {
+static void cache_order(mg_tape *t, const mg_arena *a, mg_program *p, const mgi_id *order, int64_t n) {
     p->order_state = ORDER_UNCACHEABLE;
     if (!order_is_target_free(a, p)) return;
     int64_t longest = 0, k = 0, j = 0;
@@ -415,7 +415,7 @@ static void cache_order(mg_tape *t, const mg_arena *a, mg_program *p, const int6
         if (len > longest) longest = len;
         k++;
     }
-    int64_t *copy = array_of(t, order, n, sizeof *copy), *scratch = array_of(t, NULL, longest, sizeof *scratch);
+    mgi_id *copy = array_of(t, order, n, sizeof *copy), *scratch = array_of(t, NULL, longest, sizeof *scratch);
     if (copy && scratch && ce_stretches(a, p, copy, scratch, 1)) {
         p->order = copy;
         p->norder = n;

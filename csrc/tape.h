@@ -46,7 +46,7 @@ typedef struct {
     int64_t keep, vecs_keep;        // the persistent counts it starts from
     int64_t count, vcount;          // the counts its step ends at
     int64_t loss;           // the loss node
-    const int64_t *order;   // (norder) the backward order of the latest graph, or NULL: not cached
+    const mgi_id *order;    // (norder) the backward order of the latest graph, or NULL: not cached
     int64_t norder;
     int live;               // the arena holds this program's latest graph, differentiated
 } mgi_program_view;

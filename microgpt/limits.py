@@ -132,9 +132,9 @@ def num_params(config):
 # --- bytes
 
 # the C arena (csrc/arena.c): data, grad, op, seen, edge_begin per node; child (32 bits) and local
-# gradient per link; a vec entry (32 bits); the backward's stack and order per node; Adam's m, v
+# gradient per link; a vec entry (32 bits); the backward's stack and order (32 bits) per node; Adam's m, v
 # and the step's m, v, p
-C_NODE_BYTES, C_LINK_BYTES, C_VEC_BYTES, C_SCRATCH_BYTES, C_ADAM_BYTES = 8 + 8 + 1 + 4 + 8, 4 + 8, 4, 3 * 8, 5 * 8
+C_NODE_BYTES, C_LINK_BYTES, C_VEC_BYTES, C_SCRATCH_BYTES, C_ADAM_BYTES = 8 + 8 + 1 + 4 + 8, 4 + 8, 4, 8 + 8 + 4, 5 * 8
 C_INSTR_BYTES = 96  # one recorded kernel call (mg_instr)
 C_PROGRAM_BYTES = 200  # a recorded program's own record (mg_program)
 C_DENSE_OP_BYTES, C_DENSE_PLAN_BYTES = 152, 152  # a compiled instruction and plan (csrc/dense.c)
@@ -211,8 +211,8 @@ def _c_arena_bytes(config, mode, positions):
         L = config.n_layer
         calls, lists = 4 + 12 * L, lambda length: L * length * (length + 1) + length
 
-        def program(length, length_nodes):  # its order, calls, lists, tokens and loss positions
-            return (length_nodes + lists(length) + 2 * length + 1) * 8 + (length * calls + 1) * C_INSTR_BYTES
+        def program(length, length_nodes):  # its order (32 bits a node), calls, lists, tokens and loss positions
+            return length_nodes * 4 + (lists(length) + 2 * length + 1) * 8 + (length * calls + 1) * C_INSTR_BYTES
         if positions <= 256:
             for length in range(1, positions + 1):
                 total += program(length, step_graph(config, length, True, True)[0])
