@@ -156,8 +156,6 @@ typedef struct {
 #define TOO_MANY_TERMS (-1000)      // graph_terms: a graph too large for 32-bit term counts (refused)
 #define NO_PLACE UINT32_MAX         // topo: a node the backward's order does not hold (node indices,
                                     // and so places, are below MG_IDX_LIMIT = UINT32_MAX)
-#define ALIAS UINT32_MAX            // node_of: a location that names another's node (attention's
-                                    // vecs for its DOT nodes): no value of its own
 enum { RUN_TERM = 1, NODE_TERM = 2, TWO_TERMS = 4, GOT_TERM = 8 };  // kinds: see graph_terms
 #define W_RUN (-1)                  // the slots of a DOT node's terms to its runs (see below)
 #define X_RUN (-2)
@@ -1065,6 +1063,7 @@ typedef struct {
     param_states params;    // and of parameters
     int64_t *pairs;         // (3 * rows) a group's (key, instruction, row) before sorting
     int64_t *producer;      // (nval) location -> the instruction that makes it
+    int64_t *blocks;        // loc_map's
     double *pgrad;          // the parameters' gradients of the plan's run: all of them (keep), or
                             // one class's window at a time (see param_windows)
     param_span *spans;      // (nspans) the parameters each class's instructions give terms to, by node
@@ -1090,7 +1089,7 @@ static void scratch_drop(compile_scratch *c, void *p, int64_t n, size_t size) {
 static void scratch_free(compile_scratch *c) {
     free(c->node_of), free(c->topo), free(c->steps);
     free(c->params.bits), free(c->params.before), free(c->params.run), free(c->params.state);
-    free(c->pairs), free(c->pgrad), free(c->producer), free(c->spans), free(c->hull);
+    free(c->pairs), free(c->pgrad), free(c->producer), free(c->spans), free(c->hull), free(c->blocks);
 }
 
 // no plan: why (instr: the instruction it concerns, or -1)
@@ -1102,11 +1101,56 @@ static int64_t refuse(mg_dense *d, const char *why, int64_t instr) {
     return MG_ERR_PLAN;
 }
 
+// Where a recorded step's vec entries go in the plan's values. A fused attention's output is
+// followed by the vecs its DOT nodes read (the weights, and each output's values: h t (1 + hd)
+// entries, kernels.c), which name other nodes and have no value of their own: those get no
+// location, and the step's other entries are numbered in order without them (a third of the
+// values at d128's longest name).
+typedef struct {
+    const mg_arena *a;
+    const mgi_program_view *pv;
+    int64_t nblocks;
+    int64_t *blocks;        // (3 nblocks) each such stretch's first offset, length and the entries of
+                            // the stretches before it, in offset order
+} loc_map;
+
+// The stretches of the recorded step's attentions, or MG_ERR_PLAN when they do not follow one
+// another as the kernels make them; *skipped: their entries
+static int alias_blocks(loc_map *m, compile_scratch *c, int64_t *skipped) {
+    const mgi_program_view *pv = m->pv;
+    int64_t n = 0, before = 0, end = pv->vecs_keep;
+    for (int64_t i = 0; i < pv->ninstr; i++) n += pv->instr[i].op == MG_T_ATTENTION && pv->instr[i].k.attention.fused;
+    if (!(m->blocks = scratch(c, 3 * n, sizeof *m->blocks, 0))) return MG_ERR_NOMEM;
+    for (int64_t i = 0; i < pv->ninstr; i++) {
+        const mg_instr *in = &pv->instr[i];
+        if (in->op != MG_T_ATTENTION || !in->k.attention.fused) continue;
+        int64_t h = in->k.attention.n_head, hd = in->k.attention.head_dim, t = in->k.attention.t;
+        int64_t first = in->out + h * hd, len = h * t * (1 + hd);
+        if (first < end || first + len > pv->vcount) return MG_ERR_PLAN;
+        int64_t *b = m->blocks + 3 * m->nblocks++;
+        b[0] = first, b[1] = len, b[2] = before;
+        before += len, end = first + len;
+    }
+    *skipped = before;
+    return 0;
+}
+
 // a vec operand of n entries at offset off: its location, or -1 with *ok = 0 (parameter vecs
-// must be runs of nodes; step vecs lie within the step)
-static int64_t vec_loc(const mg_arena *a, const mgi_program_view *pv, int64_t off, int64_t n, int *ok) {
-    if (off >= pv->vecs_keep && off + n <= pv->vcount) return off - pv->vecs_keep;
-    if (off >= 0 && off + n <= pv->vecs_keep && off + n <= mgi_run_end(a, off)) return -1 - (int64_t)a->vec_ids[off];
+// must be runs of nodes; step vecs lie within the step, outside attention's stretches)
+static int64_t vec_loc(const loc_map *m, int64_t off, int64_t n, int *ok) {
+    const mgi_program_view *pv = m->pv;
+    if (off >= pv->vecs_keep && off + n <= pv->vcount) {
+        int64_t lo = 0, hi = m->nblocks;            // the stretches before lo begin at or below off
+        while (lo < hi) {
+            int64_t mid = lo + (hi - lo) / 2;
+            if (m->blocks[3 * mid] <= off) lo = mid + 1; else hi = mid;
+        }
+        const int64_t *prev = lo > 0 ? m->blocks + 3 * (lo - 1) : NULL, *next = lo < m->nblocks ? m->blocks + 3 * lo : NULL;
+        if ((!prev || off >= prev[0] + prev[1]) && (!next || off + n <= next[0]))
+            return off - pv->vecs_keep - (prev ? prev[2] + prev[1] : 0);
+    } else if (off >= 0 && off + n <= pv->vecs_keep && off + n <= mgi_run_end(m->a, off)) {
+        return -1 - (int64_t)m->a->vec_ids[off];
+    }
     *ok = 0;
     return 0;
 }
@@ -1219,7 +1263,14 @@ static int sequence(dense_plan *p, compile_scratch *c) {
 }
 
 static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, dense_plan *p, compile_scratch *c) {
-    int64_t nvec = pv->vcount - pv->vecs_keep, nscalar = 0, nlocs = 0, nsteps = pv->count - pv->keep;
+    if (pv->ninstr < 0 || pv->ninstr > MG_ELEM_LIMIT) return MG_ERR_ARG;   // (a tape's counts: never)
+    loc_map lm = { .a = a, .pv = pv };
+    int64_t skipped = 0;
+    int rc = alias_blocks(&lm, c, &skipped);
+    c->blocks = lm.blocks;
+    if (rc == MG_ERR_PLAN) return refuse(d, "an attention's vecs are not where its kernel makes them", -1);
+    if (rc) return rc;
+    int64_t nvec = pv->vcount - pv->vecs_keep - skipped, nscalar = 0, nlocs = 0, nsteps = pv->count - pv->keep;
     for (int64_t i = 0; i < pv->ninstr; i++) {
         const mg_instr *in = &pv->instr[i];
         if (in->op == MG_T_CROSS_ENTROPY || in->op == MG_T_MEAN) nscalar++;
@@ -1234,7 +1285,14 @@ static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, den
     c->topo = scratch(c, nsteps, sizeof *c->topo, 0);
     if (!p->ops || !p->locs || !c->node_of || !c->topo) return MG_ERR_NOMEM;
     p->bytes += p->nops * (int64_t)sizeof *p->ops + nlocs * (int64_t)sizeof *p->locs;
-    for (int64_t i = 0; i < nvec; i++) c->node_of[i] = (uint32_t)a->vec_ids[pv->vecs_keep + i];
+    for (int64_t off = pv->vecs_keep, k = 0, loc = 0; off < pv->vcount; off++) {
+        if (k < lm.nblocks && off == lm.blocks[3 * k]) {   // a stretch: past it
+            off += lm.blocks[3 * k + 1] - 1;
+            k++;
+            continue;
+        }
+        c->node_of[loc++] = (uint32_t)a->vec_ids[off];
+    }
     for (int64_t i = 0; i < nsteps; i++) c->topo[i] = NO_PLACE;
     for (int64_t k = 0; k < pv->norder; k++)
         if (pv->order[k] >= pv->keep) c->topo[pv->order[k] - pv->keep] = (uint32_t)k;
@@ -1250,26 +1308,26 @@ static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, den
         case MG_T_EMBED: {
             int64_t n = in->k.embed.n_embd;
             o->n = n, o->nout = in->k.embed.wte_rows, o->pos = in->k.embed.pos;
-            o->w = vec_loc(a, pv, in->k.embed.wte, in->k.embed.wte_rows * n, &ok);
-            o->y = loc_at(vec_loc(a, pv, in->k.embed.wpe, in->k.embed.wpe_rows * n, &ok), o->pos * n);
-            o->out = vec_loc(a, pv, in->out, n, &ok);
+            o->w = vec_loc(&lm, in->k.embed.wte, in->k.embed.wte_rows * n, &ok);
+            o->y = loc_at(vec_loc(&lm, in->k.embed.wpe, in->k.embed.wpe_rows * n, &ok), o->pos * n);
+            o->out = vec_loc(&lm, in->out, n, &ok);
             break;
         }
         case MG_T_ADD:
             o->n = in->k.add.n;
-            o->x = vec_loc(a, pv, in->k.add.x, o->n, &ok), o->y = vec_loc(a, pv, in->k.add.y, o->n, &ok);
-            o->out = vec_loc(a, pv, in->out, o->n, &ok);
+            o->x = vec_loc(&lm, in->k.add.x, o->n, &ok), o->y = vec_loc(&lm, in->k.add.y, o->n, &ok);
+            o->out = vec_loc(&lm, in->out, o->n, &ok);
             break;
         case MG_T_SCALE:
             o->n = in->k.scale.n, o->c = in->k.scale.c;
-            o->x = vec_loc(a, pv, in->k.scale.x, o->n, &ok), o->out = vec_loc(a, pv, in->out, o->n, &ok);
+            o->x = vec_loc(&lm, in->k.scale.x, o->n, &ok), o->out = vec_loc(&lm, in->out, o->n, &ok);
             break;
         case MG_T_RELU:
         case MG_T_RMSNORM:
             if (in->op == MG_T_RMSNORM && !in->k.unary.fused)
                 return refuse(d, "an unfused rmsnorm (only the fused graph compiles)", i);
             o->n = in->k.unary.n;
-            o->x = vec_loc(a, pv, in->k.unary.x, o->n, &ok), o->out = vec_loc(a, pv, in->out, o->n, &ok);
+            o->x = vec_loc(&lm, in->k.unary.x, o->n, &ok), o->out = vec_loc(&lm, in->out, o->n, &ok);
             if (in->op == MG_T_RMSNORM) {
                 int err = 0;
                 o->c = py_pow((double)o->n, -1.0, &err);   // 1/n, the same every step
@@ -1282,8 +1340,8 @@ static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, den
             int64_t nin = in->k.linear.nin, nout = in->k.linear.nout;
             if (nin >= (int64_t)1 << 30) return refuse(d, "a linear layer too wide for the order check", i);
             o->n = nin, o->nout = nout;
-            o->x = vec_loc(a, pv, in->k.linear.x, nin, &ok), o->w = vec_loc(a, pv, in->k.linear.w, nin * nout, &ok);
-            o->out = vec_loc(a, pv, in->out, nout, &ok);
+            o->x = vec_loc(&lm, in->k.linear.x, nin, &ok), o->w = vec_loc(&lm, in->k.linear.w, nin * nout, &ok);
+            o->out = vec_loc(&lm, in->out, nout, &ok);
             if (ok && o->w >= 0) return refuse(d, "a linear layer whose weights are not parameters", i);
             if (ok && o->x < 0 && -1 - o->x < -1 - o->w + nin * nout && -1 - o->w < -1 - o->x + nin)
                 return refuse(d, "a linear layer whose input overlaps its weights", i);
@@ -1298,19 +1356,16 @@ static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, den
             int err = 0;
             o->c = py_pow(py_pow((double)hd, 0.5, &err), -1.0, &err);   // the logits' scale, the same every step
             if (err) return refuse(d, "an attention head of no elements", i);
-            o->x = vec_loc(a, pv, in->k.attention.q, o->n, &ok), o->out = vec_loc(a, pv, in->out, o->n, &ok);
-            for (int64_t s = 0; s < 2 * t; s++) p->locs[list++] = vec_loc(a, pv, pv->list[in->k.attention.list + s], o->n, &ok);
+            o->x = vec_loc(&lm, in->k.attention.q, o->n, &ok), o->out = vec_loc(&lm, in->out, o->n, &ok);
+            for (int64_t s = 0; s < 2 * t; s++) p->locs[list++] = vec_loc(&lm, pv->list[in->k.attention.list + s], o->n, &ok);
             p->naux += 1 + h * (2 * t + 2);
             if (3 * t > p->ntmp) p->ntmp = 3 * t;
-            if (ok)                                 // its outputs' two vecs each: only the DOT nodes read them
-                for (int64_t k = o->out + o->n; k < o->out + o->n + h * t * (1 + hd) && k < nvec; k++)
-                    c->node_of[k] = ALIAS;
             break;
         }
         case MG_T_CROSS_ENTROPY:
             if (!in->k.cross_entropy.fused) return refuse(d, "an unfused cross-entropy (only the fused graph compiles)", i);
             o->n = in->k.cross_entropy.n, o->ordinal = in->k.cross_entropy.ordinal;
-            o->x = vec_loc(a, pv, in->k.cross_entropy.logits, o->n, &ok);
+            o->x = vec_loc(&lm, in->k.cross_entropy.logits, o->n, &ok);
             o->out = scalar, c->node_of[scalar++] = (uint32_t)in->out;
             p->naux += o->n + 3;
             if (2 * o->n > p->ntmp) p->ntmp = 2 * o->n;
@@ -1408,7 +1463,7 @@ static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, den
         p->sched = fit;
         p->bytes -= 2 * (rows_total - p->nsched) * (int64_t)sizeof *p->sched;
     }
-    int rc = sequence(p, c);
+    rc = sequence(p, c);
     scratch_drop(c, c->producer, p->nval, sizeof *c->producer);
     c->producer = NULL;
     return rc;
@@ -1695,8 +1750,7 @@ int64_t mg_dense_compile(mg_dense *d, mg_tape *t, mg_arena *a, int64_t program) 
             }
         }
         for (int64_t i = 0; !result && i < p.nval; i++)
-            if (c.node_of[i] != ALIAS &&
-                (!same_bits(d->val[i], a->data[c.node_of[i]]) || !same_bits(d->grad[i], a->grad[c.node_of[i]])))
+            if (!same_bits(d->val[i], a->data[c.node_of[i]]) || !same_bits(d->grad[i], a->grad[c.node_of[i]]))
                 result = refuse(d, "a value or gradient of the plan differs from the graph's", -1);
         if (!result && params_differ) result = refuse(d, "a parameter's gradient differs from the graph's", -1);
     }

@@ -166,7 +166,7 @@ def _dense_bytes(config, positions, step_nodes):
     (values and gradients of its vec entries and losses, the kernels' aux and scratch), a plan per
     document length, and the scratch of the longest one's compile (its order check's counts)."""
     c, P, L, H, V = config, positions, config.n_layer, config.n_head, config.vocab_size
-    values = vector_entries(c, P) + P + 1
+    values = vector_entries(c, P, fused=False) + P + 1  # attention's vecs for its dots get no value
     aux = P * (3 * (1 + 2 * L) + V + 3) + L * (P + H * (P * (P + 1) + 2 * P))  # rmsnorms, losses, attention
     n, T4 = c.n_embd, (P + 3) // 4 * 4
     # scratch: attention's and the softmaxes', and the inputs of a linear layer for every position
