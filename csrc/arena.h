@@ -61,7 +61,7 @@ struct mg_arena {
     int64_t nedges;         // edges alive
     int64_t edge_cap;       // edges allocated
     mgi_id *edge_child;     // (edge_cap) the child's node index (a DOT node's: see MG_DOT_EDGES)
-    double *edge_lgrad;     // (edge_cap) local gradient d node / d child (not written for DOT nodes)
+    double *edge_lgrad;     // (edge_cap) local gradient d node / d child (a DOT node's: see MG_DOT_EDGES)
     // --- vecs: runs of node indices
     int64_t vcount;         // entries alive
     int64_t vec_cap;        // entries allocated
@@ -274,17 +274,23 @@ static inline int64_t nd_relu(mg_arena *a, int64_t x) {
     return nd_make(a, MG_OP_RELU, dx > 0.0 ? dx : 0.0, 1, x, dx > 0.0 ? 1.0 : 0.0, 0, 0.0);
 }
 
-// A DOT node holds three edge entries instead of its 2n children: the vec offsets of its
-// weights and of its inputs, and n. Its children are (w0, x0, w1, x1, ...) with
-// w_j = vec_ids[weights + j] and x_j = vec_ids[inputs + j] (vecs never change while they live).
-#define MG_DOT_EDGES 3
+// A DOT node holds two edge entries instead of its 2n children: the vec offsets of its weights
+// and of its inputs (edge_child), and its ranges flag and n (edge_lgrad: a DOT node has no local
+// gradients of its own; n < 2^32 is exact in a double). Its children are (w0, x0, w1, x1, ...)
+// with w_j = vec_ids[weights + j] and x_j = vec_ids[inputs + j] (vecs never change while they live).
+#define MG_DOT_EDGES 2
+
+// a DOT node's n, from its first edge entry b
+static inline int64_t mgi_dot_n(const mg_arena *a, int64_t b) {
+    return (int64_t)a->edge_lgrad[b + 1];
+}
 
 // node v's number of children, and its p-th child (a DOT node's read from its vecs)
 static inline int64_t mgi_child_count(const mg_arena *a, int64_t v) {
     uint8_t op = a->op[v];
     if (op == MG_OP_LEAF) return 0;              // (mg_leaves writes no edge_begin entry for its leaves)
     int64_t b = a->edge_begin[v];
-    return op == MG_OP_DOT ? 2 * (int64_t)a->edge_child[b + 2] : a->edge_begin[v + 1] - b;
+    return op == MG_OP_DOT ? 2 * mgi_dot_n(a, b) : a->edge_begin[v + 1] - b;
 }
 
 static inline int64_t mgi_child(const mg_arena *a, int64_t v, int64_t p) {
@@ -325,13 +331,13 @@ static inline int mgi_vec_is_range(const mg_arena *a, int64_t off, int64_t n) {
 // That sum as one DOT node whose value (dot_value's) is given. Each child's local gradient, the
 // value of its partner, is read by the backward.
 // ranges: both vecs name runs of consecutive nodes, apart from each other (the backward then
-// reads them as arrays); kept in the otherwise unused edge_lgrad of the first entry.
+// reads them as arrays); kept in the edge_lgrad of the first entry.
 static inline int64_t nd_dot_of(mg_arena *a, int64_t w, int64_t x, int64_t n, double value, int ranges) {
     int64_t i = a->count, e = a->nedges;
     a->edge_child[e] = w;
     a->edge_child[e + 1] = x;
-    a->edge_child[e + 2] = n;
     a->edge_lgrad[e] = ranges ? 1.0 : 0.0;
+    a->edge_lgrad[e + 1] = (double)n;
     a->step_dots++;
     a->data[i] = value;
     a->grad[i] = 0.0;

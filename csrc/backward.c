@@ -21,9 +21,8 @@
 static inline int leaf_weighted_dot(const mg_arena *a, int64_t v, int64_t *x0, int64_t *n) {
     if (a->op[v] != MG_OP_DOT) return 0;
     int64_t b = a->edge_begin[v];
-    if (a->edge_lgrad[b] == 0.0 || (int64_t)a->vec_ids[a->edge_child[b]] + a->edge_child[b + 2] > a->leaves_below)
-        return 0;
-    *x0 = a->vec_ids[a->edge_child[b + 1]], *n = a->edge_child[b + 2];
+    if (a->edge_lgrad[b] == 0.0 || a->vec_ids[a->edge_child[b]] + mgi_dot_n(a, b) > a->leaves_below) return 0;
+    *x0 = a->vec_ids[a->edge_child[b + 1]], *n = mgi_dot_n(a, b);
     return 1;
 }
 
@@ -118,10 +117,10 @@ int mgi_chain_rule(mg_arena *a, int64_t root, const mgi_id *order, int64_t n) {
             const mgi_id *wv = ids + child[b], *xv = ids + child[b + 1];
             if (lgrad[b] != 0.0) {               // two runs of nodes (arena.h, nd_dot_of), apart: each
                                                  // node gets its one term, in any order of the j (dot.h)
-                MGI_DOT_TERMS(simd, grad + wv[0], grad + xv[0], data + wv[0], data + xv[0], child[b + 2], gn);
+                MGI_DOT_TERMS(simd, grad + wv[0], grad + xv[0], data + wv[0], data + xv[0], (int64_t)lgrad[b + 1], gn);
                 continue;
             }
-            for (int64_t j = (int64_t)child[b + 2] - 1; j >= 0; j--) {
+            for (int64_t j = (int64_t)lgrad[b + 1] - 1; j >= 0; j--) {   // (mgi_dot_n)
                 int64_t w = wv[j], x = xv[j];
                 grad[w] += data[x] * gn;
                 grad[x] += data[w] * gn;

@@ -31,8 +31,8 @@ class MemoryLimitError(ValueError):
 # --- the graph of one training step, counted
 
 # edge entries of a fused dot node in the C arena: it names its children through two vecs
-# (csrc/arena.h, nd_dot) where the python backend's node holds all 2n of them
-C_DOT_EDGES = 3
+# (csrc/arena.h, nd_dot_of) where the python backend's node holds all 2n of them
+C_DOT_EDGES = 2
 
 
 def _linear(nin, nout, fused, compact=False):
