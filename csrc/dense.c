@@ -124,10 +124,12 @@ struct mg_dense {
 // per node the terms still to come, the last key and a few flags.
 
 // the order check's record of a node the graph gives terms to
+// (12 bytes: one for each of d128's 184k step nodes)
 typedef struct {
-    uint64_t last;          // the key of the last term the plan gave it
-    uint32_t left;          // how many of the terms the graph gives it the plan has not given
-    uint8_t kinds;          // graph_terms' flags: TWO_TERMS; GOT_TERM once the plan gave one
+    uint32_t last_place;    // the key of the last term the plan gave it (trace_term): its parent's
+    uint32_t last_slot;     // place from the order's end, and the term's among the parent's
+    unsigned left : 28;     // how many of the terms the graph gives it the plan has not given
+    unsigned kinds : 4;     // graph_terms' flags: TWO_TERMS; GOT_TERM once the plan gave one
 } term_state;
 
 // The parameters that get terms are a few in each row (a weight row's first node, for its run;
@@ -153,7 +155,7 @@ typedef struct {
     int64_t bad;            // the first node whose terms differ from the graph's, or -1
 } tracer;
 
-#define TOO_MANY_TERMS (-1000)      // graph_terms: a graph too large for 32-bit term counts (refused)
+#define TOO_MANY_TERMS (-1000)      // graph_terms: a graph too large for its term counts (refused)
 #define NO_PLACE UINT32_MAX         // topo: a node the backward's order does not hold (node indices,
                                     // and so places, are below MG_IDX_LIMIT = UINT32_MAX)
 enum { RUN_TERM = 1, NODE_TERM = 2, TWO_TERMS = 4, GOT_TERM = 8 };  // kinds: see graph_terms
@@ -224,12 +226,13 @@ static void trace_term(tracer *tr, int64_t recv, int64_t src, int64_t slot) {
         tr->bad = recv;
         return;
     }
-    uint64_t key = (uint64_t)(tr->norder - 1 - at) << 32 | (uint64_t)term_place(a, src, slot);
-    if (st->kinds & GOT_TERM && (st->kinds & TWO_TERMS ? key == st->last : key <= st->last)) {
+    uint64_t key = (uint64_t)(tr->norder - 1 - at) << 32 | (uint32_t)term_place(a, src, slot);
+    uint64_t last = (uint64_t)st->last_place << 32 | st->last_slot;
+    if (st->kinds & GOT_TERM && (st->kinds & TWO_TERMS ? key == last : key <= last)) {
         tr->bad = recv;
         return;
     }
-    st->last = key;
+    st->last_place = (uint32_t)(key >> 32), st->last_slot = (uint32_t)key;
     st->left--;
     st->kinds |= GOT_TERM;
 }
@@ -1503,15 +1506,17 @@ static term_state *record_of(compile_scratch *c, int64_t keep, int64_t v, int64_
 }
 
 // A run's term, to its first node v0, for n nodes: the later ones are marked, in `ends` (where
-// runs over step nodes begin and end) or by `run` (how far one from a parameter reaches)
-static void run_term(compile_scratch *c, uint32_t *ends, int64_t keep, int64_t v0, int64_t n) {
+// runs over step nodes begin and end) or by `run` (how far one from a parameter reaches). 0, or
+// TOO_MANY_TERMS when v0 has 2^28 terms
+static int run_term(compile_scratch *c, uint32_t *ends, int64_t keep, int64_t v0, int64_t n) {
     int64_t k;
     term_state *st = record_of(c, keep, v0, &k);
-    st->left++;
+    if (++st->left == 0) return TOO_MANY_TERMS;   // (the count wrapped)
     st->kinds |= RUN_TERM;
     if (k >= 0 && (uint32_t)n > c->params.run[k]) c->params.run[k] = (uint32_t)n;
     int64_t lo = v0 + 1 > keep ? v0 + 1 : keep, hi = v0 + n;   // its later step nodes
     if (lo < hi) ends[lo - keep]++, ends[hi - keep]--;
+    return 0;
 }
 
 // A node's check once all terms are counted: a run's later node gets no term of its own, and no
@@ -1534,13 +1539,14 @@ static int graph_terms(const mg_arena *a, const mgi_program_view *pv, compile_sc
     for (int64_t k = 0; !rc && k < pv->norder; k++) {
         int64_t v = pv->order[k], nc = mgi_child_count(a, v), p;
         if (dot_over_runs(a, v)) {              // children w0 + j and x0 + j (nd_dot_of's runs)
-            run_term(c, ends, keep, mgi_child(a, v, 0), nc / 2);
-            run_term(c, ends, keep, mgi_child(a, v, 1), nc / 2);
+            rc = run_term(c, ends, keep, mgi_child(a, v, 0), nc / 2);
+            if (!rc) rc = run_term(c, ends, keep, mgi_child(a, v, 1), nc / 2);
             continue;
         }
-        for (int64_t q = 0; q < nc; q++) {
+        for (int64_t q = 0; !rc && q < nc; q++) {
             term_state *st = record_of(c, keep, mgi_child(a, v, q), &p);
-            st->left++, st->kinds |= NODE_TERM;
+            if (++st->left == 0) rc = TOO_MANY_TERMS;
+            st->kinds |= NODE_TERM;
         }
     }
     uint32_t later = 0;                         // runs that a step node is a later node of (mod 2^32)
@@ -1724,7 +1730,8 @@ int64_t mg_dense_compile(mg_dense *d, mg_tape *t, mg_arena *a, int64_t program) 
         if (result == MG_ERR_PLAN)
             result = refuse(d, "a fused row's weights or input also get gradient terms from elsewhere", -1);
         else if (result == TOO_MANY_TERMS)
-            result = refuse(d, "the step's graph has 2^32 gradient terms or more, more than the order check counts", -1);
+            result = refuse(d, "the step's graph has 2^32 gradient terms or more (or 2^28 to one node), more than the "
+                            "order check counts", -1);
     }
     d->forward_plan = -1, d->sample_plan = -1;  // the buffers are the check's now
     if (!result) result = buffers_for(d, &p);

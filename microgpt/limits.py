@@ -184,13 +184,13 @@ def _dense_bytes(config, positions, step_nodes):
     params_with_terms = L * (n * n + 8 * n) + V + n * (V + P)
     # node_of and topo (4 bytes an entry) live through the compile; beside them first the rows'
     # (key, instruction, row) triples, then the producer of each value (8), then the order
-    # check's record of a node (16 bytes), where step runs end (4), the bitmap numbering the
+    # check's record of a node (12 bytes), where step runs end (4), the bitmap numbering the
     # parameters (12 bytes per 64), a run's reach (4) and the gradients (8) of the parameters
     # one instruction of every position reads: an MLP matrix, q k v together, or the embeddings
     throughout = (values + step_nodes) * 4
     structure = max(24 * (rows + V) * P, 8 * values)
     window = max(4 * n * n, 3 * n * n, (V + c.block_size) * n)
-    check = ((step_nodes + 1) * (16 + 4) + (num_params(c) // 64 + 2) * 12 + (params_with_terms + 1) * (16 + 4)
+    check = ((step_nodes + 1) * (12 + 4) + (num_params(c) // 64 + 2) * 12 + (params_with_terms + 1) * (12 + 4)
              + window * 8)
     compile_scratch = throughout + max(structure, check)
     return buffers + plans + compile_scratch
