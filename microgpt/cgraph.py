@@ -25,10 +25,9 @@ class KernelLayers(Layers):
         self.ptr = graph.arena.ptr
         self.tape = ffi.NULL
 
-    def matrix(self, rows):
-        nrows, ncols = len(rows), len(rows[0])
-        first = self.graph.new_params([x for row in rows for x in row])
-        return (check(lib.mg_vec_range(self.ptr, first, nrows * ncols)), nrows, ncols)
+    def matrix(self, values, nout, nin):
+        first = self.graph.new_params(values)
+        return (check(lib.mg_vec_range(self.ptr, first, nout * nin)), nout, nin)
 
     def embed(self, wte, wpe, token_id, pos_id):
         if not (0 <= token_id < wte[1] and 0 <= pos_id < wpe[1]):

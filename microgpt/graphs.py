@@ -24,8 +24,9 @@ class Layers(ABC):
     """The layers the model calls, over the graph's own representation of vectors."""
 
     @abstractmethod
-    def matrix(self, rows):
-        """A parameter matrix from rows of floats (each becomes a parameter, row by row)."""
+    def matrix(self, values, nout, nin):
+        """A parameter matrix of nout rows of nin from values, row by row (an array of doubles:
+        each becomes a parameter)."""
 
     @abstractmethod
     def embed(self, wte, wpe, token_id, pos_id): """wte[token_id] + wpe[pos_id]"""
@@ -76,8 +77,8 @@ class ScalarLayers(Layers):
         self._attention = layers.attention_fused if fused else layers.attention
         self._rmsnorm = layers.rmsnorm_fused if fused else layers.rmsnorm
 
-    def matrix(self, rows):
-        return [[self.new_param(x) for x in row] for row in rows]
+    def matrix(self, values, nout, nin):
+        return [[self.new_param(values[r * nin + j]) for j in range(nin)] for r in range(nout)]
 
     def embed(self, wte, wpe, token_id, pos_id):
         return layers.embed(wte, wpe, token_id, pos_id)

@@ -1,6 +1,7 @@
 """The seed's GPT: token and position embeddings, rmsnorm, multi-head attention with a KV cache,
 a ReLU MLP, no biases. Written once against a graph (graphs.py), which supplies the layers."""
 import random
+from array import array
 from dataclasses import asdict, dataclass
 
 
@@ -53,11 +54,12 @@ class GPT:
 
     def __init__(self, config, graph, std=0.08):
         self.config, self.graph = config, graph
-        # one random.gauss per parameter, state_dict order, row by row, exactly as the seed
+        # one random.gauss per parameter, state_dict order, row by row, exactly as the seed; drawn
+        # straight into an array of doubles (a list of float objects leaves 4 MB behind at d128)
         self.state_dict = {}
         for name, (nout, nin) in parameter_shapes(config).items():
-            rows = [[random.gauss(0, std) for _ in range(nin)] for _ in range(nout)]
-            self.state_dict[name] = graph.layers.matrix(rows)
+            values = array('d', (random.gauss(0, std) for _ in range(nout * nin)))
+            self.state_dict[name] = graph.layers.matrix(values, nout, nin)
         self.num_params = config.num_params
         graph.finish_params()
 

@@ -135,8 +135,11 @@ class Arena:
         return lib.mg_arena_calls(self.ptr)
 
     def leaves(self, values):
-        """len(values) new nodes at once: the first one's handle (the rest follow it)."""
-        return check(lib.mg_leaves(self.ptr, ffi.new("double[]", values), len(values)))
+        """len(values) new nodes at once (floats, or an array of doubles, read in place): the first
+        one's handle (the rest follow it)."""
+        in_place = isinstance(values, array) and values.typecode == 'd'
+        doubles = ffi.from_buffer("double[]", values) if in_place else ffi.new("double[]", values)
+        return check(lib.mg_leaves(self.ptr, doubles, len(values)))
 
     def get(self, getter, handle):
         x = getter(self.ptr, handle, self._err)
