@@ -20,6 +20,22 @@ def parse_docs(text):
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+def _read_whole(f, size, limit):
+    """The file's bytes, or limit + 1 of them if it has more: size (stat's) and one byte more at
+    first, then a MiB at a time only if it grew since. (read(n) sets n bytes aside before it reads
+    a byte: read(limit + 1) would ask for 256 MiB to read a 228 KB file, which fails under a
+    memory limit such as ulimit -v.)"""
+    chunks = [f.read(min(size, limit) + 1)]
+    total = len(chunks[0])
+    while total > size and total <= limit:
+        chunk = f.read(min(1 << 20, limit + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
 def load_docs(path, note=None):
     """The documents of a UTF-8 file. A leading byte order mark is dropped; control characters
     are kept (they are characters of the vocabulary) but note(message) is told about them."""
@@ -30,7 +46,7 @@ def load_docs(path, note=None):
                             f"{limits.format_bytes(limits.MAX_DATA_BYTES)} (this model reads it whole, one "
                             f"document a line)")
         with open(path, "rb") as f:
-            raw = f.read(limits.MAX_DATA_BYTES + 1)  # the file may have grown since stat
+            raw = _read_whole(f, size, limits.MAX_DATA_BYTES)
     except FileNotFoundError:
         raise DataError(f"data file not found: {path}") from None
     except OSError as e:

@@ -64,6 +64,42 @@ def test_non_utf8_data_file(tmp_path):
     assert_clean_error(microgpt("train", "--data", path, "--steps", "1"), "not UTF-8")
 
 
+def test_data_file_reads_within_a_tight_address_space_limit(tmp_path):
+    """A 228 KB-sized data file loads in a process whose address space may grow by only 64 MiB
+    more (ulimit -v): the reader asks for the file's size, not for the 256 MiB limit up front."""
+    import subprocess
+    import sys
+    path = tmp_path / "names.txt"
+    path.write_text("\n".join(f"name{i}" for i in range(25_000)) + "\n")
+    code = ("import resource, sys\n"
+            "from microgpt.data import load_docs\n"
+            "size = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize()\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (size + 64 * 2**20, resource.RLIM_INFINITY))\n"
+            "print(len(load_docs(sys.argv[1])))\n")
+    if not os.path.exists("/proc/self/statm"):
+        pytest.skip("needs /proc to size the address space")
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.split() == ["25000"], result.stderr
+
+
+def test_data_file_that_grows_past_the_limit_while_read(tmp_path, monkeypatch):
+    """stat says the file fits; the read finds more than the limit: a clear error, whatever size
+    stat gave, and the reader never holds more than the limit and one byte."""
+    from microgpt import data, limits
+    path = tmp_path / "growing.txt"
+    path.write_bytes(b"anna\n" * 1000)                       # 5,000 bytes
+    monkeypatch.setattr(limits, "MAX_DATA_BYTES", 3000)
+    for stat_size in (10, 2999, 3000):                      # the size it had when stat looked
+        monkeypatch.setattr(limits, "regular_file_size", lambda p, what, n=stat_size: n)
+        with pytest.raises(data.DataError, match="grew past the limit"):
+            data.load_docs(path)
+        with open(path, "rb") as f:
+            assert len(data._read_whole(f, stat_size, 3000)) == 3001
+    monkeypatch.setattr(limits, "MAX_DATA_BYTES", 5000)
+    monkeypatch.setattr(limits, "regular_file_size", lambda p, what: 10)   # grew, and fits
+    assert data.load_docs(path) == ["anna"] * 1000
+
+
 def test_missing_data_file(tmp_path):
     assert_clean_error(microgpt("train", "--data", tmp_path / "nope.txt"), "not found")
 
