@@ -6,7 +6,13 @@ folder fsync'ed: a crash, a full disk or a signal at any moment leaves either th
 new one under the real name, never half of one. check_output_path() tries this in advance, so a
 path that cannot be written fails before a long run rather than after it."""
 import os
-import tempfile
+
+
+def _mkstemp(**where):
+    # tempfile is imported only by a run that writes a file: with shutil, bz2 and lzma it is a
+    # fifth of the package's import memory
+    import tempfile
+    return tempfile.mkstemp(**where)
 
 
 class OutputPathError(ValueError):
@@ -30,7 +36,7 @@ def check_output_path(path, flag):
     if not os.path.isdir(folder):
         raise OutputPathError(f"{flag} {path}: the folder {folder} does not exist")
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".microgpt-check-")
+        fd, tmp = _mkstemp(dir=folder, prefix=".microgpt-check-")
     except OSError as e:
         raise OutputPathError(f"{flag} {path}: cannot write in {folder} ({e.strerror})") from None
     os.close(fd)
@@ -58,8 +64,7 @@ class AtomicFile:
 
     def __init__(self, path, mode="w"):
         self.path = os.fspath(path)
-        fd, self.tmp = tempfile.mkstemp(dir=_folder(self.path),
-                                        prefix=f".{os.path.basename(self.path)}.", suffix=".tmp")
+        fd, self.tmp = _mkstemp(dir=_folder(self.path), prefix=f".{os.path.basename(self.path)}.", suffix=".tmp")
         os.chmod(self.tmp, 0o666 & ~_umask())  # as open() would create it, not mkstemp's 0600
         self.file = os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
         _pending.add(self)

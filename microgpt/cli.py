@@ -59,8 +59,7 @@ def add_backend_flags(p):
 
 
 def build_parser():
-    from .modes import RUNG_NAMES
-    from .profile import SEED_SCRIPT_RUNG
+    from .modes import RUNG_NAMES, SEED_SCRIPT_RUNG   # (profile.py imports what only profiling needs)
     D = TRAIN_DEFAULTS
     parser = Parser(prog="microgpt", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

@@ -3,7 +3,6 @@
 The default is the first names shipped by the `names` package (US census lists, lower-cased),
 so `microgpt train` works on a fresh offline machine once the package is installed."""
 import unicodedata
-from importlib import resources
 
 from . import limits
 from .digest import sha256
@@ -77,6 +76,7 @@ def load_docs(path, note=None):
 
 def default_docs():
     """First names from the `names` package's census lists, lower-cased, first occurrence kept."""
+    from importlib import resources  # 2 MB of imports that a run on a data file does without
     docs, seen = [], set()
     for name in ("dist.female.first", "dist.male.first"):
         text = resources.files("names").joinpath(name).read_text(encoding="ascii")

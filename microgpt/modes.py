@@ -52,6 +52,7 @@ RUNGS = (
     Rung("c-dense", "c", "dense", True, "c-replay's recording compiled into dense kernels: no graph per step"),
 )
 RUNG_NAMES = tuple(r.name for r in RUNGS)
+SEED_SCRIPT_RUNG = "seed-script"   # the first rung when the seed's own script is given: no build of ours
 # every (backend, mode) this package can build, in ladder order
 BUILDS = tuple(dict.fromkeys((r.backend, r.mode) for r in RUNGS))
 

@@ -25,14 +25,13 @@ from dataclasses import asdict, dataclass, field
 from .backend import c_status
 from .data import default_docs, load_docs
 from .model import GPT, Config
-from .modes import RUNGS, new_graph
+from .modes import RUNGS, SEED_SCRIPT_RUNG, new_graph
 from .optim import LEARNING_RATE
 from .parity import PRINTED_DECIMALS, parse_seed_output, printed_loss
 from .tokenizer import Tokenizer
 from .training import params_sha256, step_loss, train, train_step
 
 
-SEED_SCRIPT_RUNG = "seed-script"
 DEFAULT_ROUNDS = 5
 SPREAD_LIMIT = 0.10  # a rung whose rounds' totals spread more than this share of their median is marked
 SPREAD_MARK = "!"

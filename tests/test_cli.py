@@ -393,3 +393,18 @@ def test_plot_errors(tmp_path):
     assert_clean_error(microgpt("plot", "/dev/zero", tmp_path / "o.png"), "not a regular file")
     assert_clean_error(microgpt("plot", tmp_path / "junk.jsonl", tmp_path), "directory")
     assert not (tmp_path / "o.png").exists()
+
+
+def test_a_run_that_writes_no_file_imports_no_tempfile_nor_package_resources(small_data):
+    """tempfile (with shutil, bz2 and lzma) and importlib.resources are 1.2 MB of resident memory:
+    only a run that writes a file, or trains on the embedded names, imports them."""
+    import subprocess
+    import sys
+    code = ("import sys, runpy; sys.argv = ['microgpt', 'train', '--data', sys.argv[1], '--steps', '2', "
+            "'--samples', '1']\n"
+            "try:\n    runpy.run_module('microgpt', run_name='__main__')\n"
+            "except SystemExit as e:\n    assert not e.code, e.code\n"
+            "print(sorted(m for m in ('tempfile', 'importlib.resources') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code, str(small_data)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
