@@ -1148,7 +1148,8 @@ static int64_t vec_loc(const loc_map *m, int64_t off, int64_t n, int *ok) {
             int64_t mid = lo + (hi - lo) / 2;
             if (m->blocks[3 * mid] <= off) lo = mid + 1; else hi = mid;
         }
-        const int64_t *prev = lo > 0 ? m->blocks + 3 * (lo - 1) : NULL, *next = lo < m->nblocks ? m->blocks + 3 * lo : NULL;
+        const int64_t *prev = lo > 0 ? m->blocks + 3 * (lo - 1) : NULL;
+        const int64_t *next = lo < m->nblocks ? m->blocks + 3 * lo : NULL;
         if ((!prev || off >= prev[0] + prev[1]) && (!next || off + n <= next[0]))
             return off - pv->vecs_keep - (prev ? prev[2] + prev[1] : 0);
     } else if (off >= 0 && off + n <= pv->vecs_keep && off + n <= mgi_run_end(m->a, off)) {
@@ -1360,7 +1361,8 @@ static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, den
             o->c = py_pow(py_pow((double)hd, 0.5, &err), -1.0, &err);   // the logits' scale, the same every step
             if (err) return refuse(d, "an attention head of no elements", i);
             o->x = vec_loc(&lm, in->k.attention.q, o->n, &ok), o->out = vec_loc(&lm, in->out, o->n, &ok);
-            for (int64_t s = 0; s < 2 * t; s++) p->locs[list++] = vec_loc(&lm, pv->list[in->k.attention.list + s], o->n, &ok);
+            for (int64_t s = 0; s < 2 * t; s++)
+                p->locs[list++] = vec_loc(&lm, pv->list[in->k.attention.list + s], o->n, &ok);
             p->naux += 1 + h * (2 * t + 2);
             if (3 * t > p->ntmp) p->ntmp = 3 * t;
             break;
