@@ -132,25 +132,26 @@ typedef struct {
     unsigned kinds : 4;     // graph_terms' flags: TWO_TERMS; GOT_TERM once the plan gave one
 } term_state;
 
-// The parameters that get terms are a few in each row (a weight row's first node, for its run;
-// each node of a row read without a run; an embedding's nodes): their records are numbered in
-// node order by a bitmap of them, with each word's count of set bits before it, and kept by
-// that number, not in arrays over every parameter.
+// Records only for the nodes that get terms: of the parameters a few in each row (a weight row's
+// first node, for its run; each node of a row read without a run; an embedding's nodes), of the
+// step's nodes those not inside a run (118k of 184k at d128's longest name). They are numbered
+// in node order by a bitmap of the nodes, with each word's count of set bits before it, and kept
+// by that number, not in arrays over every node.
 typedef struct {
-    uint64_t *bits;         // (words) bit v % 64 of word v / 64: parameter v gets terms
-    uint32_t *before;       // (words) the parameters before word w that get terms
+    int64_t first;          // the node bit 0 stands for: 0 (parameters) or keep (the step's nodes)
+    uint64_t *bits;         // (words) bit i % 64 of word i / 64: node first + i gets terms
+    uint32_t *before;       // (words) the nodes before word w that get terms
     int64_t words, count;
-    uint32_t *run;          // (count) the most nodes of a run that begins at the parameter (0: none)
+    uint32_t *run;          // parameters': (count) the most nodes of a run that begins at it (0: none)
     term_state *state;      // (count)
-} param_states;
+} term_records;
 
 typedef struct {
     const mg_arena *a;      // the arena holding the recorded step
     const uint32_t *node_of;// location (>= 0) -> node, for the recorded step
     const uint32_t *topo;   // (nnodes - keep) a step node's place in the order, or NO_PLACE
     int64_t norder, keep;
-    term_state *steps;      // (nnodes - keep) each step node's record
-    const param_states *params;
+    const term_records *params, *steps;
     int64_t nnodes;
     int64_t bad;            // the first node whose terms differ from the graph's, or -1
 } tracer;
@@ -183,17 +184,18 @@ static int lowest(uint64_t x) {
     return ones((x & (~x + 1)) - 1);
 }
 
-// parameter v's number among those that get terms, or -1 when it gets none
-static int64_t param_number(const param_states *ps, int64_t v) {
-    uint64_t word = ps->bits[v >> 6], bit = (uint64_t)1 << (v & 63);
-    return word & bit ? (int64_t)ps->before[v >> 6] + ones(word & (bit - 1)) : -1;
+// node v's number among those of r that get terms, or -1 when it gets none
+static int64_t record_number(const term_records *r, int64_t v) {
+    int64_t i = v - r->first;
+    uint64_t word = r->bits[i >> 6], bit = (uint64_t)1 << (i & 63);
+    return word & bit ? (int64_t)r->before[i >> 6] + ones(word & (bit - 1)) : -1;
 }
 
 // node v's record, or NULL when the graph gives it no term
 static term_state *state_of(const tracer *tr, int64_t v) {
-    if (v >= tr->keep) return &tr->steps[v - tr->keep];
-    int64_t k = param_number(tr->params, v);
-    return k >= 0 ? &tr->params->state[k] : NULL;
+    const term_records *r = v >= tr->keep ? tr->steps : tr->params;
+    int64_t k = record_number(r, v);
+    return k >= 0 ? &r->state[k] : NULL;
 }
 
 // Where parent v's child number q (or its run, slot W_RUN or X_RUN) comes among the terms v
@@ -1062,8 +1064,7 @@ typedef struct {
     int64_t bytes, peak;    // held now; the most held at once
     uint32_t *node_of;      // (nval) location -> node of the recorded step
     uint32_t *topo;         // (count - keep) a step node's place in the order, or NO_PLACE
-    term_state *steps;      // (count - keep) the tracer's records of step nodes
-    param_states params;    // and of parameters
+    term_records params, steps;     // the tracer's records of parameters and of step nodes
     int64_t *pairs;         // (3 * rows) a group's (key, instruction, row) before sorting
     int64_t *producer;      // (nval) location -> the instruction that makes it
     int64_t *blocks;        // loc_map's
@@ -1090,8 +1091,9 @@ static void scratch_drop(compile_scratch *c, void *p, int64_t n, size_t size) {
 }
 
 static void scratch_free(compile_scratch *c) {
-    free(c->node_of), free(c->topo), free(c->steps);
-    free(c->params.bits), free(c->params.before), free(c->params.run), free(c->params.state);
+    free(c->node_of), free(c->topo);
+    const term_records *both[] = { &c->params, &c->steps };
+    for (int k = 0; k < 2; k++) free(both[k]->bits), free(both[k]->before), free(both[k]->run), free(both[k]->state);
     free(c->pairs), free(c->pgrad), free(c->producer), free(c->spans), free(c->hull), free(c->blocks);
 }
 
@@ -1474,37 +1476,51 @@ static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, den
     return rc;
 }
 
-// the parameters that get terms, numbered (see param_states): those the order's nodes give terms
-// to; or TOO_MANY_TERMS
-static int number_params(const mg_arena *a, const mgi_program_view *pv, compile_scratch *c) {
-    param_states *ps = &c->params;
+// r's bitmap for n nodes from first on
+static int records_bits(compile_scratch *c, term_records *r, int64_t first, int64_t n) {
+    r->first = first, r->words = n / 64 + 1;
+    r->bits = scratch(c, r->words, sizeof *r->bits, 1);
+    r->before = scratch(c, r->words, sizeof *r->before, 0);
+    return r->bits && r->before ? 0 : MG_ERR_NOMEM;
+}
+
+// r's numbering and records, once its bitmap is set
+static int records_numbered(compile_scratch *c, term_records *r) {
+    for (int64_t w = 0; w < r->words; w++) {
+        r->before[w] = (uint32_t)r->count;
+        r->count += ones(r->bits[w]);
+    }
+    r->state = scratch(c, r->count, sizeof *r->state, 1);
+    return r->state ? 0 : MG_ERR_NOMEM;
+}
+
+// the nodes that get terms, numbered (see term_records): those the order's nodes give terms to;
+// or TOO_MANY_TERMS
+static int number_nodes(const mg_arena *a, const mgi_program_view *pv, compile_scratch *c) {
     int64_t keep = pv->keep;
-    ps->words = keep / 64 + 1;
-    ps->bits = scratch(c, ps->words, sizeof *ps->bits, 1);
-    ps->before = scratch(c, ps->words, sizeof *ps->before, 0);
-    if (!ps->bits || !ps->before) return MG_ERR_NOMEM;
+    int rc = records_bits(c, &c->params, 0, keep);
+    if (!rc) rc = records_bits(c, &c->steps, keep, pv->count - keep);
+    if (rc) return rc;
     int64_t terms = 0;                          // all of them: below 2^32, every count and place fits
     for (int64_t k = 0; k < pv->norder; k++) {
         int64_t v = pv->order[k], nc = dot_over_runs(a, v) ? 2 : mgi_child_count(a, v);
         if ((terms += nc) >= (int64_t)UINT32_MAX) return TOO_MANY_TERMS;
         for (int64_t q = 0; q < nc; q++) {       // a run's first node (children 0 and 1), or each child
-            int64_t child = mgi_child(a, v, q);
-            if (child < keep) ps->bits[child >> 6] |= (uint64_t)1 << (child & 63);
+            int64_t child = mgi_child(a, v, q), i = child < keep ? child : child - keep;
+            (child < keep ? &c->params : &c->steps)->bits[i >> 6] |= (uint64_t)1 << (i & 63);
         }
     }
-    for (int64_t w = 0; w < ps->words; w++) {
-        ps->before[w] = (uint32_t)ps->count;
-        ps->count += ones(ps->bits[w]);
-    }
-    ps->run = scratch(c, ps->count, sizeof *ps->run, 1);
-    ps->state = scratch(c, ps->count, sizeof *ps->state, 1);
-    return ps->run && ps->state ? 0 : MG_ERR_NOMEM;
+    if ((rc = records_numbered(c, &c->params)) || (rc = records_numbered(c, &c->steps))) return rc;
+    c->params.run = scratch(c, c->params.count, sizeof *c->params.run, 1);
+    return c->params.run ? 0 : MG_ERR_NOMEM;
 }
 
-// node v's record in the making; *k: a parameter's number, else -1
+// node v's record in the making (number_nodes marked it); *k: a parameter's number, else -1
 static term_state *record_of(compile_scratch *c, int64_t keep, int64_t v, int64_t *k) {
-    *k = v >= keep ? -1 : param_number(&c->params, v);
-    return v >= keep ? &c->steps[v - keep] : &c->params.state[*k];
+    term_records *r = v >= keep ? &c->steps : &c->params;
+    int64_t number = record_number(r, v);
+    *k = v >= keep ? -1 : number;
+    return &r->state[number];
 }
 
 // A run's term, to its first node v0, for n nodes: the later ones are marked, in `ends` (where
@@ -1535,9 +1551,8 @@ static int counted(term_state *st, int later) {
 // terms a node gets; TWO_TERMS, it gets two (which may come either way round).
 static int graph_terms(const mg_arena *a, const mgi_program_view *pv, compile_scratch *c, tracer *tr) {
     int64_t nn = pv->count, keep = pv->keep, nsteps = nn - keep;
-    c->steps = scratch(c, nsteps, sizeof *c->steps, 1);
     uint32_t *ends = scratch(c, nsteps, sizeof *ends, 1);   // +1 where runs begin, -1 past their end
-    int rc = c->steps && ends ? number_params(a, pv, c) : MG_ERR_NOMEM;
+    int rc = ends ? number_nodes(a, pv, c) : MG_ERR_NOMEM;
     for (int64_t k = 0; !rc && k < pv->norder; k++) {
         int64_t v = pv->order[k], nc = mgi_child_count(a, v), p;
         if (dot_over_runs(a, v)) {              // children w0 + j and x0 + j (nd_dot_of's runs)
@@ -1554,35 +1569,35 @@ static int graph_terms(const mg_arena *a, const mgi_program_view *pv, compile_sc
     uint32_t later = 0;                         // runs that a step node is a later node of (mod 2^32)
     for (int64_t i = 0; !rc && i < nsteps; i++) {
         later += ends[i];
-        rc = counted(&c->steps[i], later != 0);
+        int64_t k = record_number(&c->steps, keep + i);   // (none: no terms, which passes)
+        if (k >= 0) rc = counted(&c->steps.state[k], later != 0);
     }
     scratch_drop(c, ends, nsteps, sizeof *ends);
     // the parameters in node order, each after the runs from parameters that begin before it
-    const param_states *ps = &c->params;
+    const term_records *ps = &c->params;
     int64_t reach = 0;                          // past the last node of those runs
     for (int64_t w = 0; !rc && w < ps->words; w++)
         for (uint64_t bits = ps->bits[w]; !rc && bits; bits &= bits - 1) {
-            int64_t v = 64 * w + lowest(bits), k = param_number(ps, v);
+            int64_t v = 64 * w + lowest(bits), k = record_number(ps, v);
             rc = counted(&ps->state[k], v < reach);
             if (v + ps->run[k] > reach) reach = v + ps->run[k];
         }
     if (rc) return rc;
     *tr = (tracer){ .a = a, .node_of = c->node_of, .topo = c->topo, .norder = pv->norder, .keep = keep,
-                    .steps = c->steps, .params = ps, .nnodes = nn, .bad = -1 };
+                    .params = ps, .steps = &c->steps, .nnodes = nn, .bad = -1 };
     return 0;
 }
 
 // after the traced run: -1 if every node got all its terms, else the first that did not
 static int64_t terms_differ(const tracer *tr) {
     if (tr->bad >= 0) return tr->bad;
-    const param_states *ps = tr->params;
-    for (int64_t w = 0; w < ps->words; w++)
-        for (uint64_t bits = ps->bits[w]; bits; bits &= bits - 1) {
-            int64_t v = 64 * w + lowest(bits);
-            if (ps->state[param_number(ps, v)].left != 0) return v;
-        }
-    for (int64_t i = 0; i < tr->nnodes - tr->keep; i++)
-        if (tr->steps[i].left != 0) return tr->keep + i;
+    const term_records *both[] = { tr->params, tr->steps };
+    for (int k = 0; k < 2; k++)
+        for (int64_t w = 0; w < both[k]->words; w++)
+            for (uint64_t bits = both[k]->bits[w]; bits; bits &= bits - 1) {
+                int64_t v = both[k]->first + 64 * w + lowest(bits);
+                if (both[k]->state[record_number(both[k], v)].left != 0) return v;
+            }
     return -1;
 }
 

@@ -184,8 +184,9 @@ def _dense_bytes(config, positions, step_nodes):
     params_with_terms = L * (n * n + 8 * n) + V + n * (V + P)
     # node_of and topo (4 bytes an entry) live through the compile; beside them first the rows'
     # (key, instruction, row) triples, then the producer of each value (8), then the order
-    # check's record of a node (12 bytes), where step runs end (4), the bitmap numbering the
-    # parameters (12 bytes per 64), a run's reach (4) and the gradients (8) of the parameters
+    # check's record of a node that gets terms (12 bytes; counted for every node, a bound), where
+    # step runs end (4), the bitmaps numbering the nodes (12 bytes per 64: counted for the
+    # parameters, the step's are a few kB), a run's reach (4) and the gradients (8) of the parameters
     # one instruction of every position reads: an MLP matrix, q k v together, or the embeddings
     throughout = (values + step_nodes) * 4
     structure = max(24 * (rows + V) * P, 8 * values)
