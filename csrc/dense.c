@@ -40,6 +40,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include "microgpt.h"
 #include "arena.h"
 #include "tape.h"
@@ -1780,6 +1783,12 @@ int64_t mg_dense_compile(mg_dense *d, mg_tape *t, mg_arena *a, int64_t program) 
     }
     if (d->mem.bytes + p.bytes + c.peak > d->peak) d->peak = d->mem.bytes + p.bytes + c.peak;
     scratch_free(&c);
+#if defined(__GLIBC__)
+    // glibc keeps freed blocks below its (moving) mmap threshold in its heap: hand the compile's
+    // scratch, megabytes once per document length, back to the system, or the next compile's
+    // peak sits on top of it (a 1000-step d128 run: 64.8 MB at its peak instead of 67.6)
+    malloc_trim(0);
+#endif
     if (result) {
         p.bytes = 0;                              // never counted
         plan_free(d, &p);
