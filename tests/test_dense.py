@@ -236,10 +236,27 @@ class FirstPositionScaled:
         return Model(config, graph)
 
 
+class ParametersAsInputs:
+    """Parameter rows read where a step's vectors usually are: an add's second input, a linear
+    layer's input. The check's windows must hold the gradient terms those instructions give them."""
+
+    def __new__(cls, config, graph):
+        from microgpt.model import GPT
+
+        class Model(GPT):
+            def forward(self, token_id, pos_id, keys, values):
+                g, sd, n = self.graph.layers, self.state_dict, self.config.n_embd
+                x = g.rmsnorm(g.embed(sd['wte'], sd['wpe'], token_id, pos_id))
+                x = g.add(x, (sd['layer0.attn_wo'][0], n))
+                h = g.relu(g.linear((sd['layer0.attn_wv'][0], n), sd['layer0.attn_wq']))
+                return g.linear(g.add(x, g.scale(h, 0.5)), sd['lm_head'])
+        return Model(config, graph)
+
+
 SMALL = dict(vocab_size=5, n_embd=4, n_head=2, block_size=4, n_layer=1)
 
 
-@pytest.mark.parametrize("model_class", [AttentionOnly, FirstPositionScaled])
+@pytest.mark.parametrize("model_class", [AttentionOnly, FirstPositionScaled, ParametersAsInputs])
 def test_programs_checked_by_window_or_whole_run_dense_with_replays_bits(model_class):
     docs = docs_for(5, 4, 3, random.Random(3)) * 2
     dense, model = history("c", "dense", SMALL, docs, model_class=model_class)
@@ -262,9 +279,11 @@ def param_node(model, name, k):
                                                 (None, "lm_head", -1), (None, "layer0.mlp_fc2", 17),
                                                 (AttentionOnly, "layer0.mlp_fc1", 3),
                                                 (FirstPositionScaled, "layer0.attn_wv", 2),
-                                                (FirstPositionScaled, "layer0.mlp_fc1", 0)],
+                                                (FirstPositionScaled, "layer0.mlp_fc1", 0),
+                                                (ParametersAsInputs, "layer0.attn_wo", 2),
+                                                (ParametersAsInputs, "layer0.attn_wv", 1)],
                          ids=["window-wk", "window-wpe", "window-lm_head", "window-fc2", "unread-fc1",
-                              "whole-wv", "whole-unread-fc1"])
+                              "whole-wv", "whole-unread-fc1", "window-add-input", "window-linear-input"])
 def test_the_check_refuses_a_parameter_gradient_the_graph_did_not_give(monkeypatch, model_class, name, k):
     """The graph's gradient of one parameter, changed between its backward and the compile: the
     plan's gradients, checked a class's window at a time (or all at once), must differ there."""
