@@ -71,7 +71,7 @@ static int grow_nodes(mg_arena *a, int64_t need) {
 static int grow_edges(mg_arena *a, int64_t need) {
     void *p[] = { a->edge_child, a->edge_lgrad };
     const size_t size[] = { sizeof *a->edge_child, sizeof *a->edge_lgrad };
-    int rc = mgi_grow(&a->mem, p, size, 2, 0, &a->edge_cap, need, MG_ELEM_LIMIT);
+    int rc = mgi_grow(&a->mem, p, size, 2, 0, &a->edge_cap, need, MG_IDX_LIMIT);   // (edge_begin's 32 bits)
     a->edge_child = p[0], a->edge_lgrad = p[1];
     return rc;
 }
@@ -86,7 +86,7 @@ static int grow_one(mg_arena *a, void **array, size_t size, int64_t *cap, int64_
 
 int mgi_reserve(mg_arena *a, int64_t nodes, int64_t edges, int64_t vecs, int64_t scratch) {
     if (nodes < 0 || edges < 0 || vecs < 0 || scratch < 0) return MG_ERR_ARG;
-    if (nodes > MG_IDX_LIMIT || edges > MG_ELEM_LIMIT || vecs > MG_IDX_LIMIT) return MG_ERR_NOMEM;
+    if (nodes > MG_IDX_LIMIT || edges > MG_IDX_LIMIT || vecs > MG_IDX_LIMIT) return MG_ERR_NOMEM;
     int rc = grow_nodes(a, a->count + nodes);
     if (!rc) rc = grow_edges(a, a->nedges + edges);
     void *ids = a->vec_ids, *kernel_scratch = a->scratch;
@@ -420,7 +420,7 @@ static int compact(mg_arena *a) {
     int64_t n = a->count;
     int rc = mgi_reserve_search(a, n);           // order[] becomes the map: old index -> new, or MGI_NO_ID
     if (rc) return rc;
-    int64_t *eb = a->edge_begin;
+    uint32_t *eb = a->edge_begin;
     mgi_id *map = a->order, *child = a->edge_child;
     for (int64_t i = 0; i < n; i++) map[i] = MGI_NO_ID;
     for (int64_t s = 0; s < a->slot_count; s++)
@@ -446,7 +446,7 @@ static int compact(mg_arena *a) {
                 child[ne] = map[child[e]];       // a child has been moved already: it is below
                 a->edge_lgrad[ne] = a->edge_lgrad[e];
             }
-            eb[m + 1] = ne;
+            eb[m + 1] = (uint32_t)ne;
             m++;
         }
         begin = end;

@@ -30,7 +30,7 @@
 #define MG_IDX_LIMIT   0xffffffffLL   // most nodes (and vec entries) an arena holds
 #define MG_GEN_MODULUS 0x7fffffffLL   // generations count 1 .. MG_GEN_MODULUS, then wrap to 1 (never 0),
                                       // so that handles stay >= 0
-#define MG_ELEM_LIMIT  (1LL << 40)    // sanity bound on edges, scratch and any other array
+#define MG_ELEM_LIMIT  (1LL << 40)    // sanity bound on scratch and any other array (edges: MG_IDX_LIMIT)
 
 // A node index or a vec offset as the arena stores one, in vec_ids and edge_child: both are below
 // MG_IDX_LIMIT, so 32 bits hold them (half of int64's room: 3.2 MB less at d128's parameters).
@@ -56,7 +56,8 @@ struct mg_arena {
     double *grad;           // (node_cap) dloss/dnode
     uint8_t *op;            // (node_cap) MG_OP_*: only DOT changes how backward treats the node
     uint32_t *seen;         // (node_cap) stamp of the last depth-first search that reached the node
-    int64_t *edge_begin;    // (node_cap+1) node i's edges are edge_begin[i] .. edge_begin[i+1]-1
+    uint32_t *edge_begin;   // (node_cap+1) node i's edges are edge_begin[i] .. edge_begin[i+1]-1 (an arena
+                            // holds at most MG_IDX_LIMIT edges)
     // --- edges
     int64_t nedges;         // edges alive
     int64_t edge_cap;       // edges allocated

@@ -99,7 +99,7 @@ int mgi_chain_rule(mg_arena *a, int64_t root, const mgi_id *order, int64_t n) {
     int rc = mgi_backward_refused(a);
     if (rc) return rc;
     a->differentiated = 1;
-    const int64_t *eb = a->edge_begin;
+    const uint32_t *eb = a->edge_begin;
     const mgi_id *child = a->edge_child, *ids = a->vec_ids;
     const double *lgrad = a->edge_lgrad, *data = a->data;
     const uint8_t *op = a->op;

@@ -131,10 +131,10 @@ def num_params(config):
 
 # --- bytes
 
-# the C arena (csrc/arena.c): data, grad, op, seen, edge_begin per node; child (32 bits) and local
+# the C arena (csrc/arena.c): data, grad, op, seen, edge_begin (32 bits) per node; child (32 bits) and local
 # gradient per link; a vec entry (32 bits); the backward's stack and order (32 bits) per node; Adam's m, v
 # and the step's m, v, p
-C_NODE_BYTES, C_LINK_BYTES, C_VEC_BYTES, C_SCRATCH_BYTES, C_ADAM_BYTES = 8 + 8 + 1 + 4 + 8, 4 + 8, 4, 8 + 8 + 4, 5 * 8
+C_NODE_BYTES, C_LINK_BYTES, C_VEC_BYTES, C_SCRATCH_BYTES, C_ADAM_BYTES = 8 + 8 + 1 + 4 + 4, 4 + 8, 4, 8 + 8 + 4, 5 * 8
 C_INSTR_BYTES = 96  # one recorded kernel call (mg_instr)
 C_PROGRAM_BYTES = 200  # a recorded program's own record (mg_program)
 C_DENSE_OP_BYTES, C_DENSE_PLAN_BYTES = 152, 152  # a compiled instruction and plan (csrc/dense.c)
