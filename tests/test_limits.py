@@ -111,7 +111,7 @@ def test_python_step_bytes_are_bounded_by_the_estimate(config, mode):
 
 
 @pytest.mark.parametrize("flags", [["--n-embd", "131072", "--n-head", "1"], ["--n-layer", "1000000000"],
-                                   ["--n-embd", "4096"], ["--block-size", "100000000"]])
+                                   ["--n-embd", "8192"], ["--block-size", "100000000"]])
 def test_huge_models_are_refused_at_once_with_the_estimate(flags):
     t0 = time.monotonic()
     result = run_microgpt("train", *flags, timeout=60)
