@@ -512,12 +512,12 @@ static void backward_op(dense_run *r, int64_t opi) {
         return;
     }
     case MG_T_ATTENTION: {                        // the fused graph's (kernels.c): see its layout
-        int64_t t = o->t, hd = o->hd, per_head = 7 * t + hd;
+        int64_t t = o->t, hd = o->hd, per_head = 7 * t, outputs = b + o->nout * per_head;
         const int64_t *keys = r->p->locs + o->list, *vals = keys + t;
         const double *aux = r->aux + o->aux, *q = V(r, o->x);
         double c = aux[0], *gq = G(r, o->x), *gw = r->tmp, *ge = gw + t, *gl = ge + t;
         for (int64_t h = o->nout - 1; h >= 0; h--) {
-            int64_t hs = h * hd, hb = b + h * per_head, sb = hb + 2 * t, ob = sb + 5 * t;
+            int64_t hs = h * hd, hb = b + h * per_head, sb = hb + 2 * t, ob = outputs + hs;
             const double *e = aux + 1 + h * (2 * t + 2), *w = e + t, inv = w[t], lg_inv = w[t + 1];
             for (int64_t s = 0; s < t; s++) gw[s] = ge[s] = 0.0;
             // out_j = sum(w_s * v_s[j]), one DOT node: its pairs last to first. Each w_s gets its

@@ -11,7 +11,9 @@
  * The fused graph (fused = 1) keeps every bit with fewer nodes: a linear row, an attention logit's
  * sum, an attention output's sum and an rmsnorm's sum of squares are each one DOT node instead of
  * the seed's chain of products and sums (arena.h, nd_dot_of), and a cross-entropy makes only the
- * target's probability, whose siblings cannot reach the loss (shared/PARITY.md).
+ * target's probability, whose siblings cannot reach the loss (shared/PARITY.md). Attention makes
+ * its outputs after every head's softmax, one run of nodes: the graph is the same, only the nodes'
+ * indices differ, and the backward's order does not depend on them.
  *
  * Not here: which layers, in which order (that is Python's model), and any recording.
  */
@@ -206,8 +208,10 @@ int64_t mgi_k_softmax(mg_arena *a, int64_t x, int64_t n) {
 // vecs of n_head*hd elements. The output is one vec, the heads' outputs concatenated.
 // Fused, each of those sums is one DOT node, as a fused linear row is: a logit's over the slices
 // of q and k_s, an output's over two vecs made for it (the weights, and v_s[hs+j] for every s),
-// which follow the output vec. Node layout per head, fused: (DOT, * c) per s, the softmax's 5t,
-// then the hd outputs; unfused: the chains, t * (2hd + 1), the softmax's, then hd chains of 2t.
+// which follow the output vec (per head: the weights, then each output's values). Node layout,
+// fused: per head (DOT, * c) per s and the softmax's 5t, then all n outputs, one run of nodes (so
+// that the next layer's rows read them as a run, as they read any other layer's output); unfused,
+// per head: the chains, t * (2hd + 1), the softmax's, then hd chains of 2t.
 int64_t mgi_k_attention(mg_arena *a, int64_t q, const int64_t *keys, const int64_t *values,
                         int64_t t, int64_t n_head, int64_t head_dim, int fused) {
     int64_t hd = head_dim, n = n_head * hd;
@@ -225,7 +229,7 @@ int64_t mgi_k_attention(mg_arena *a, int64_t q, const int64_t *keys, const int64
     const mgi_id *ids = a->vec_ids;
     int64_t off = a->vcount;
     mgi_id *out = a->vec_ids + off;
-    if (fused) vec_commit(a, n);                 // written head by head below
+    if (fused) vec_commit(a, n);                 // written after every head's softmax
     for (int64_t hs = 0; hs < n; hs += hd) {
         for (int64_t s = 0; s < t; s++) {
             int64_t qv = q + hs, kv = keys[s] + hs, logit;
@@ -239,22 +243,25 @@ int64_t mgi_k_attention(mg_arena *a, int64_t q, const int64_t *keys, const int64
             logits[s] = nd_mulc(a, logit, c);
         }
         if ((rc = softmax_nodes(a, logits, t, exps, wts, -1))) return undo_to(a, u, rc);
-        if (fused) {
-            int64_t wv = a->vcount;
+        if (fused) {                             // the weights, where the head's vecs will begin
+            int64_t wv = off + n + (hs / hd) * t * (1 + hd);
             for (int64_t s = 0; s < t; s++) a->vec_ids[wv + s] = (mgi_id)wts[s];
-            vec_commit(a, t);
-            for (int64_t j = hs; j < hs + hd; j++) {
-                int64_t xv = a->vcount;
-                for (int64_t s = 0; s < t; s++) a->vec_ids[xv + s] = ids[values[s] + j];
-                vec_commit(a, t);
-                out[j] = nd_dot_of(a, wv, xv, t, dot_value(a, wv, xv, t), 0);
-            }
             continue;
         }
         for (int64_t j = hs; j < hs + hd; j++) {
             int64_t acc = nd_addc(a, nd_mul(a, wts[0], ids[values[0] + j]), 0.0);
             for (int64_t s = 1; s < t; s++) acc = nd_add(a, acc, nd_mul(a, wts[s], ids[values[s] + j]));
             out[j] = acc;
+        }
+    }
+    for (int64_t hs = 0; fused && hs < n; hs += hd) {
+        int64_t wv = a->vcount;                  // (written above)
+        vec_commit(a, t);
+        for (int64_t j = hs; j < hs + hd; j++) {
+            int64_t xv = a->vcount;
+            for (int64_t s = 0; s < t; s++) a->vec_ids[xv + s] = ids[values[s] + j];
+            vec_commit(a, t);
+            out[j] = nd_dot_of(a, wv, xv, t, dot_value(a, wv, xv, t), 0);
         }
     }
     return fused ? off : vec_commit(a, n);

@@ -109,10 +109,9 @@ class ResidualLinear:
 
 
 class AttentionPlusItsProjection:
-    """att + linear(att, wo), where att (attention's output) is no run of nodes, so each of its
-    nodes gets one term from the add and one from every row: the graph interleaves the add's term
-    among the rows' (the search reaches the add's second child, the row, from the first), while
-    the plan adds the add's first. The order check must find that."""
+    """att + linear(att, wo): att (attention's output, one run of nodes) is read by wo's rows as a
+    run and by the add node by node, so its later nodes get terms of their own, which the run's one
+    term to its first node does not list. The order check must refuse."""
 
     def __new__(cls, config, graph):
         from microgpt.model import GPT
@@ -127,6 +126,27 @@ class AttentionPlusItsProjection:
                 att = g.attention(q, keys[0], values[0], self.config.n_head)
                 x = g.add(att, g.linear(att, sd['layer0.attn_wo']))
                 return g.linear(x, sd['lm_head'])
+        return Model(config, graph)
+
+
+class ValuesAlsoAdded:
+    """att + relu(v): each node of v (attention's values) gets a term from every later position's
+    output sums, and one from the ReLU; the graph's search reaches them in an order the plan, which
+    runs the attention's terms and the ReLU's apart, does not follow. The order check must find
+    that."""
+
+    def __new__(cls, config, graph):
+        from microgpt.model import GPT
+
+        class Model(GPT):
+            def forward(self, token_id, pos_id, keys, values):
+                g, sd = self.graph.layers, self.state_dict
+                x = g.rmsnorm(g.embed(sd['wte'], sd['wpe'], token_id, pos_id))
+                q, k, v = (g.linear(x, sd[f'layer0.attn_w{w}']) for w in "qkv")
+                keys[0].append(k)
+                values[0].append(v)
+                att = g.attention(q, keys[0], values[0], self.config.n_head)
+                return g.linear(g.add(att, g.relu(v)), sd['lm_head'])
         return Model(config, graph)
 
 
@@ -182,7 +202,8 @@ class FirstNodeOfARunAlsoAdded:
         return Model(config, graph)
 
 
-@pytest.mark.parametrize("model_class,why", [(AttentionPlusItsProjection, "in another order than the graph"),
+@pytest.mark.parametrize("model_class,why", [(ValuesAlsoAdded, "in another order than the graph"),
+                                             (AttentionPlusItsProjection, "also get gradient terms from elsewhere"),
                                              (ResidualLinear, "also get gradient terms from elsewhere"),
                                              (AddOfAStepRunsLaterNodes, "also get gradient terms from elsewhere"),
                                              (RowsOverTheNextMatrix, "also get gradient terms from elsewhere"),
