@@ -180,8 +180,8 @@ def _dense_bytes(config, positions, step_nodes):
     plans = ((C_DENSE_OP_BYTES + 8) * calls * s1 + 8 * (L * (s2 + s1) + s1) + 8 * (2 * rows * P + P)
              + calls * P + _capacity(P) * C_DENSE_PLAN_BYTES)
     # the parameters the order check keeps a record of: each weight row's first (the rows read
-    # as runs), attention's output matrices whole (its input is not a run), the embeddings' rows
-    params_with_terms = L * (n * n + 8 * n) + V + n * (V + P)
+    # as runs: q k v o, fc1, fc2, lm_head), the embeddings' nodes
+    params_with_terms = L * 9 * n + V + n * (V + P)
     # node_of and topo (4 bytes an entry) live through the compile; beside them first the rows'
     # (key, instruction, row) triples, then the producer of each value (8), then the order
     # check's record of a node that gets terms (12 bytes; counted for every node, a bound), where
