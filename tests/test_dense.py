@@ -108,6 +108,16 @@ class ResidualLinear:
         return Model(config, graph)
 
 
+def attention_of(model, token_id, pos_id, keys, values):
+    """Layer 0's attention over rmsnorm(embedding), as the GPT makes it: (its output, v)."""
+    g, sd = model.graph.layers, model.state_dict
+    x = g.rmsnorm(g.embed(sd['wte'], sd['wpe'], token_id, pos_id))
+    q, k, v = (g.linear(x, sd[f'layer0.attn_w{w}']) for w in "qkv")
+    keys[0].append(k)
+    values[0].append(v)
+    return g.attention(q, keys[0], values[0], model.config.n_head), v
+
+
 class AttentionPlusItsProjection:
     """att + linear(att, wo): att (attention's output, one run of nodes) is read by wo's rows as a
     run and by the add node by node, so its later nodes get terms of their own, which the run's one
@@ -119,13 +129,8 @@ class AttentionPlusItsProjection:
         class Model(GPT):
             def forward(self, token_id, pos_id, keys, values):
                 g, sd = self.graph.layers, self.state_dict
-                x = g.rmsnorm(g.embed(sd['wte'], sd['wpe'], token_id, pos_id))
-                q, k, v = (g.linear(x, sd[f'layer0.attn_w{w}']) for w in "qkv")
-                keys[0].append(k)
-                values[0].append(v)
-                att = g.attention(q, keys[0], values[0], self.config.n_head)
-                x = g.add(att, g.linear(att, sd['layer0.attn_wo']))
-                return g.linear(x, sd['lm_head'])
+                att, _ = attention_of(self, token_id, pos_id, keys, values)
+                return g.linear(g.add(att, g.linear(att, sd['layer0.attn_wo'])), sd['lm_head'])
         return Model(config, graph)
 
 
@@ -141,11 +146,7 @@ class ValuesAlsoAdded:
         class Model(GPT):
             def forward(self, token_id, pos_id, keys, values):
                 g, sd = self.graph.layers, self.state_dict
-                x = g.rmsnorm(g.embed(sd['wte'], sd['wpe'], token_id, pos_id))
-                q, k, v = (g.linear(x, sd[f'layer0.attn_w{w}']) for w in "qkv")
-                keys[0].append(k)
-                values[0].append(v)
-                att = g.attention(q, keys[0], values[0], self.config.n_head)
+                att, v = attention_of(self, token_id, pos_id, keys, values)
                 return g.linear(g.add(att, g.relu(v)), sd['lm_head'])
         return Model(config, graph)
 
