@@ -162,11 +162,6 @@ class CGraph(Graph):
             raise ValueError(f"expected {self.nparams} Adam moments, got {len(m)} and {len(v)}")
         check(lib.mg_adam_write(self.arena.ptr, doubles(m), doubles(v)))
 
-    def param_array(self):
-        out = array('d', [0.0]) * self.nparams
-        check(lib.mg_read_data(self.arena.ptr, 0, self.nparams, ffi.from_buffer("double[]", out)))
-        return out
-
     def param_chunks(self, size=65536):
         # one 512 KB array refilled: a d128 model's whole parameters would be 6.4 MB more at the
         # run's end, where its digest is taken

@@ -144,14 +144,10 @@ class Graph(ABC):
     @abstractmethod
     def set_adam_state(self, m, v): ...
 
-    def param_array(self):
-        """param_data as an array of doubles (see state_arrays)."""
-        return array('d', self.param_data())
-
     def param_chunks(self):
         """The parameters in order, as arrays of doubles, each used before the next is asked for
         (a backend may refill one array: see CGraph's)."""
-        yield self.param_array()
+        yield array('d', self.param_data())
 
     def state_arrays(self, into=None):
         """(parameters, first moments, second moments) as arrays of doubles, 8 bytes a number (a
