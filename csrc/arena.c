@@ -86,14 +86,21 @@ static int grow_one(mg_arena *a, void **array, size_t size, int64_t *cap, int64_
 
 int mgi_reserve(mg_arena *a, int64_t nodes, int64_t edges, int64_t vecs, int64_t scratch) {
     if (nodes < 0 || edges < 0 || vecs < 0 || scratch < 0) return MG_ERR_ARG;
-    if (nodes > MG_IDX_LIMIT || edges > MG_IDX_LIMIT || vecs > MG_IDX_LIMIT) return MG_ERR_NOMEM;
+    if (nodes > MG_IDX_LIMIT || edges > MG_IDX_LIMIT || vecs > MG_IDX_LIMIT - a->vcount) return MG_ERR_NOMEM;
     int rc = grow_nodes(a, a->count + nodes);
     if (!rc) rc = grow_edges(a, a->nedges + edges);
     void *ids = a->vec_ids, *kernel_scratch = a->scratch;
-    if (!rc) rc = grow_one(a, &ids, sizeof *a->vec_ids, &a->vec_cap, a->vcount + vecs, MG_IDX_LIMIT);
+    if (!rc) rc = grow_one(a, &ids, sizeof *a->vec_ids, &a->vec_cap, a->vcount - a->vecs_keep + vecs, MG_IDX_LIMIT);
     a->vec_ids = ids;
     if (!rc) rc = grow_one(a, &kernel_scratch, sizeof *a->scratch, &a->scratch_cap, scratch, MG_ELEM_LIMIT);
     a->scratch = kernel_scratch;
+    return rc;
+}
+
+int mgi_reserve_view(mg_arena *a, int64_t n) {
+    void *view = a->view;
+    int rc = grow_one(a, &view, sizeof *a->view, &a->view_cap, n, MG_IDX_LIMIT);
+    a->view = view;
     return rc;
 }
 
@@ -133,7 +140,7 @@ void mg_arena_free(mg_arena *a) {
     if (!a) return;
     free(a->data); free(a->grad); free(a->op); free(a->seen); free(a->edge_begin);
     free(a->edge_child); free(a->edge_lgrad);
-    free(a->vec_ids); free(a->run_start);
+    free(a->vec_ids); free(a->run_start); free(a->run_node); free(a->view);
     free(a->stack_node); free(a->stack_edge); free(a->order); free(a->scratch);
     free(a->adam_m); free(a->adam_v); free(a->next_m); free(a->next_v); free(a->next_p);
     free(a->slot_node); free(a->slot_free); free(a->node_label);
@@ -147,16 +154,29 @@ int64_t mg_arena_keep(mg_arena *a) {
     if (a->owner) return MG_ERR_ARG;             // a Values arena: its nodes live while a Value names them
     if (a->generation != 0) return MG_ERR_ARG;   // after a reset, old handles could name kept nodes
     if (a->step_dots) return MG_ERR_ARG;      // DOT nodes read values that Adam changes: never kept
-    int64_t nruns = 0;                           // see run_start (arena.h)
-    for (int64_t k = 0; k < a->vcount; k++) nruns += k == 0 || a->vec_ids[k] != (int64_t)a->vec_ids[k - 1] + 1;
-    void *run[] = { a->run_start };
-    const size_t size[] = { sizeof *a->run_start };
-    int rc = mgi_grow(&a->mem, run, size, 1, 0, &a->run_cap, nruns, MG_IDX_LIMIT);
-    a->run_start = run[0];
+    // every entry becomes persistent: runs replace the stored entries (see vec_ids, arena.h)
+    const mgi_id *ids = a->vec_ids;
+    int64_t nruns = 0;
+    for (int64_t k = 0; k < a->vcount; k++) nruns += k == 0 || ids[k] != (int64_t)ids[k - 1] + 1;
+    void *run[] = { a->run_start, a->run_node };
+    const size_t size[] = { sizeof *a->run_start, sizeof *a->run_node };
+    int rc = mgi_grow(&a->mem, run, size, 2, 0, &a->run_cap, nruns, MG_IDX_LIMIT);
+    a->run_start = run[0], a->run_node = run[1];
     if (rc) return rc;
     a->nruns = 0;
-    for (int64_t k = 0; k < a->vcount; k++)
-        if (k == 0 || a->vec_ids[k] != (int64_t)a->vec_ids[k - 1] + 1) a->run_start[a->nruns++] = k;
+    for (int64_t k = 0; k < a->vcount; k++) {
+        if (k > 0 && ids[k] == (int64_t)ids[k - 1] + 1) continue;
+        a->run_start[a->nruns] = k;
+        a->run_node[a->nruns++] = ids[k];
+    }
+    // shrunk, not freed: glibc raises its mmap threshold to the size of a freed mapped block,
+    // and the step's arrays would then come from the heap, whose freed space it keeps
+    mgi_id *shrunk = a->vec_cap > 64 ? realloc(a->vec_ids, 64 * sizeof *a->vec_ids) : a->vec_ids;
+    if (shrunk) {
+        a->vec_ids = shrunk;
+        a->mem.bytes -= (a->vec_cap - 64) * (int64_t)sizeof *a->vec_ids;
+        a->vec_cap = 64;
+    }
     while (a->leaves_below < a->count && a->op[a->leaves_below] == MG_OP_LEAF) a->leaves_below++;
     a->keep = a->count;
     a->edges_keep = a->nedges;
@@ -683,7 +703,7 @@ int64_t mg_vec_range(mg_arena *a, int64_t first, int64_t n) {
     mgi_note_change(a);
     if ((rc = mgi_reserve(a, 0, 0, n, 0))) return rc;
     int64_t off = a->vcount;
-    mgi_id *out = a->vec_ids + off;
+    mgi_id *out = mgi_step_ids(a, off);
     for (int64_t k = 0; k < n; k++) out[k] = (mgi_id)(i + k);
     a->vcount += n;
     return off | (a->generation << 32);
@@ -696,9 +716,10 @@ int64_t mg_vec_of(mg_arena *a, const int64_t *nodes, int64_t n) {
     int rc = mgi_reserve(a, 0, 0, n, 0);
     if (rc) return rc;
     int64_t off = a->vcount, node = 0;
+    mgi_id *out = mgi_step_ids(a, off);
     for (int64_t k = 0; k < n; k++) {           // written past vcount: kept only if all are valid
         if ((rc = mgi_node_check(a, nodes[k], &node))) return rc;
-        a->vec_ids[off + k] = (mgi_id)node;
+        out[k] = (mgi_id)node;
     }
     a->vcount += n;
     return off | (a->generation << 32);
@@ -710,6 +731,6 @@ int mg_vec_data(mg_arena *a, int64_t vec, int64_t n, double *out) {
     int rc = mgi_vec_check(a, vec, n, &off);
     if (rc) return rc;
     if (n > 0 && !out) return MG_ERR_ARG;
-    for (int64_t k = 0; k < n; k++) out[k] = a->data[a->vec_ids[off + k]];
+    for (int64_t k = 0; k < n; k++) out[k] = a->data[mgi_vec_entry(a, off + k)];
     return 0;
 }

@@ -63,10 +63,12 @@ struct mg_arena {
     int64_t edge_cap;       // edges allocated
     mgi_id *edge_child;     // (edge_cap) the child's node index (a DOT node's: see MG_DOT_EDGES)
     double *edge_lgrad;     // (edge_cap) local gradient d node / d child (a DOT node's: see MG_DOT_EDGES)
-    // --- vecs: runs of node indices
+    // --- vecs: runs of node indices. Only a step's entries are stored (entry off at
+    //     vec_ids[off - vecs_keep]): a persistent entry is its run's first node plus its place in
+    //     the run (run_start, run_node), which saves 4 bytes a parameter (mgi_vec_entry)
     int64_t vcount;         // entries alive
-    int64_t vec_cap;        // entries allocated
-    mgi_id *vec_ids;        // (vec_cap) node indices
+    int64_t vec_cap;        // entries allocated (from vecs_keep on)
+    mgi_id *vec_ids;        // (vec_cap) the node indices of entries vecs_keep .. vcount-1
     // --- persistence: everything below these counts survives mg_arena_reset
     int64_t keep;           // persistent nodes
     int64_t leaves_below;   // nodes 0 .. leaves_below-1 are all leaves (persistent: set by keep)
@@ -75,6 +77,7 @@ struct mg_arena {
     int64_t nruns;          // runs of persistent entries that name consecutive nodes (a weight
     int64_t run_cap;        // matrix's vec: one run, or part of one), so a kernel can tell at once
     int64_t *run_start;     // (nruns) the entry each run begins at, ascending (the first: 0)
+    int64_t *run_node;      // (nruns) the node its first entry names
     int64_t generation;     // the high half of step handles: 0 until the first reset, then 1, 2, ...
                             // (persistent nodes are all made in generation 0: keep() refuses later)
     // --- the depth-first search's scratch (backward.c)
@@ -89,6 +92,8 @@ struct mg_arena {
     // --- the kernels' scratch (kernels.c, layers.c)
     int64_t scratch_cap;    // entries allocated
     int64_t *scratch;       // (scratch_cap) kernels' intermediate node indices and offsets
+    int64_t view_cap;       // entries allocated
+    mgi_id *view;           // (view_cap) persistent vecs a kernel reads, written out (mgi_vec_nodes)
     // --- Adam over nodes 0 .. nparams-1 (adam.c)
     int64_t nparams;        // -1 until mg_adam_init
     int64_t adam_cap;       // entries allocated in each Adam array (>= nparams)
@@ -140,6 +145,8 @@ int mgi_grow(mgi_memory *mem, void **arrays, const size_t *sizes, int narrays, i
 int mgi_reserve(mg_arena *a, int64_t nodes, int64_t edges, int64_t vecs, int64_t scratch);
 // search scratch for nodes 0 .. n-1
 int mgi_reserve_search(mg_arena *a, int64_t n);
+// room in the view for n entries
+int mgi_reserve_view(mg_arena *a, int64_t n);
 
 // --- calls and changes
 
@@ -203,6 +210,55 @@ static inline int mgi_vec_check(const mg_arena *a, int64_t v, int64_t n, int64_t
 
 static inline int64_t mgi_vec_handle_of(const mg_arena *a, int64_t off) {
     return off < a->vecs_keep ? off : off | (a->generation << 32);
+}
+
+// --- vec entries (see vec_ids)
+
+// the stored entries from step offset off (>= vecs_keep) on
+static inline mgi_id *mgi_step_ids(const mg_arena *a, int64_t off) {
+    return a->vec_ids + (off - a->vecs_keep);
+}
+
+// the run persistent entry off (< vecs_keep) lies in: a binary search
+static inline int64_t mgi_run_of(const mg_arena *a, int64_t off) {
+    int64_t lo = 0, hi = a->nruns;               // run_start[lo] <= off < run_start[hi] (or vecs_keep)
+    while (hi - lo > 1) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (a->run_start[mid] <= off) lo = mid; else hi = mid;
+    }
+    return lo;
+}
+
+// the end of run r: the entry after its last
+static inline int64_t mgi_run_end_of(const mg_arena *a, int64_t r) {
+    return r + 1 < a->nruns ? a->run_start[r + 1] : a->vecs_keep;
+}
+
+// the node entry off names
+static inline int64_t mgi_vec_entry(const mg_arena *a, int64_t off) {
+    if (off >= a->vecs_keep) return a->vec_ids[off - a->vecs_keep];
+    int64_t r = mgi_run_of(a, off);
+    return a->run_node[r] + (off - a->run_start[r]);
+}
+
+// The n node indices of the vec at off as a list: a step vec's stored entries in place; a
+// persistent vec's written into dst (room for n; NULL when the vec is a step's)
+static inline const mgi_id *mgi_vec_nodes(const mg_arena *a, int64_t off, int64_t n, mgi_id *dst) {
+    if (off >= a->vecs_keep) return mgi_step_ids(a, off);
+    for (int64_t k = 0, r = mgi_run_of(a, off); k < n; r++) {
+        int64_t end = mgi_run_end_of(a, r), node = a->run_node[r] + (off + k - a->run_start[r]);
+        for (; k < n && off + k < end; k++) dst[k] = (mgi_id)node++;
+    }
+    return dst;
+}
+
+// vec entries off .. off+n-1 name n consecutive nodes (known at once for persistent entries)
+static inline int mgi_vec_is_range(const mg_arena *a, int64_t off, int64_t n) {
+    if (off < a->vecs_keep) return off + n <= mgi_run_end_of(a, mgi_run_of(a, off));
+    const mgi_id *ids = mgi_step_ids(a, off);
+    for (int64_t k = 1; k < n; k++)
+        if (ids[k] != (int64_t)ids[0] + k) return 0;
+    return 1;
 }
 
 // --- scalar node constructors (unchecked; see the rules above)
@@ -296,37 +352,17 @@ static inline int64_t mgi_child_count(const mg_arena *a, int64_t v) {
 
 static inline int64_t mgi_child(const mg_arena *a, int64_t v, int64_t p) {
     int64_t b = a->edge_begin[v];
-    if (a->op[v] == MG_OP_DOT) return a->vec_ids[a->edge_child[b + (p & 1)] + (p >> 1)];
+    if (a->op[v] == MG_OP_DOT) return mgi_vec_entry(a, a->edge_child[b + (p & 1)] + (p >> 1));
     return a->edge_child[b + p];
 }
 
-// The seed's sum(w_j * x_j for j) over the vecs at offsets w and x (n entries each), rounded
+// The seed's sum(w_j * x_j for j) over the node lists wv and xv (n entries each), rounded
 // exactly as its chain of products and sums rounds it: 0 + w0*x0, then + w1*x1, ...
-static inline double dot_value(const mg_arena *a, int64_t w, int64_t x, int64_t n) {
+static inline double dot_value(const mg_arena *a, const mgi_id *wv, const mgi_id *xv, int64_t n) {
     const double *d = a->data;
-    const mgi_id *wv = a->vec_ids + w, *xv = a->vec_ids + x;
     double acc = d[wv[0]] * d[xv[0]] + 0.0;
     for (int64_t j = 1; j < n; j++) acc = acc + d[wv[j]] * d[xv[j]];
     return acc;
-}
-
-// the end of the run of persistent entries that entry off (< vecs_keep) lies in: a binary search
-static inline int64_t mgi_run_end(const mg_arena *a, int64_t off) {
-    int64_t lo = 0, hi = a->nruns;               // run_start[lo] <= off < run_start[hi] (or vecs_keep)
-    while (hi - lo > 1) {
-        int64_t mid = lo + (hi - lo) / 2;
-        if (a->run_start[mid] <= off) lo = mid; else hi = mid;
-    }
-    return hi < a->nruns ? a->run_start[hi] : a->vecs_keep;
-}
-
-// vec entries off .. off+n-1 name n consecutive nodes (known at once for persistent entries)
-static inline int mgi_vec_is_range(const mg_arena *a, int64_t off, int64_t n) {
-    if (off + n <= a->vecs_keep) return off + n <= mgi_run_end(a, off);
-    const mgi_id *ids = a->vec_ids + off;
-    for (int64_t k = 1; k < n; k++)
-        if (ids[k] != (int64_t)ids[0] + k) return 0;
-    return 1;
 }
 
 // That sum as one DOT node whose value (dot_value's) is given. Each child's local gradient, the

@@ -21,8 +21,8 @@
 static inline int leaf_weighted_dot(const mg_arena *a, int64_t v, int64_t *x0, int64_t *n) {
     if (a->op[v] != MG_OP_DOT) return 0;
     int64_t b = a->edge_begin[v];
-    if (a->edge_lgrad[b] == 0.0 || a->vec_ids[a->edge_child[b]] + mgi_dot_n(a, b) > a->leaves_below) return 0;
-    *x0 = a->vec_ids[a->edge_child[b + 1]], *n = mgi_dot_n(a, b);
+    if (a->edge_lgrad[b] == 0.0 || mgi_vec_entry(a, a->edge_child[b]) + mgi_dot_n(a, b) > a->leaves_below) return 0;
+    *x0 = mgi_vec_entry(a, a->edge_child[b + 1]), *n = mgi_dot_n(a, b);
     return 1;
 }
 
@@ -100,7 +100,7 @@ int mgi_chain_rule(mg_arena *a, int64_t root, const mgi_id *order, int64_t n) {
     if (rc) return rc;
     a->differentiated = 1;
     const uint32_t *eb = a->edge_begin;
-    const mgi_id *child = a->edge_child, *ids = a->vec_ids;
+    const mgi_id *child = a->edge_child;
     const double *lgrad = a->edge_lgrad, *data = a->data;
     const uint8_t *op = a->op;
     double *grad = a->grad;
@@ -114,14 +114,15 @@ int mgi_chain_rule(mg_arena *a, int64_t root, const mgi_id *order, int64_t n) {
             // gradient 0.0 + g, and the chain hands them out from the last pair to the first;
             // each child's local gradient is its partner's value (unchanged: dot_changed)
             double gn = 0.0 + g;
-            const mgi_id *wv = ids + child[b], *xv = ids + child[b + 1];
+            int64_t wo = child[b], xo = child[b + 1];
             if (lgrad[b] != 0.0) {               // two runs of nodes (arena.h, nd_dot_of), apart: each
                                                  // node gets its one term, in any order of the j (dot.h)
-                MGI_DOT_TERMS(simd, grad + wv[0], grad + xv[0], data + wv[0], data + xv[0], (int64_t)lgrad[b + 1], gn);
+                int64_t w0 = mgi_vec_entry(a, wo), x0 = mgi_vec_entry(a, xo);
+                MGI_DOT_TERMS(simd, grad + w0, grad + x0, data + w0, data + x0, (int64_t)lgrad[b + 1], gn);
                 continue;
             }
             for (int64_t j = (int64_t)lgrad[b + 1] - 1; j >= 0; j--) {   // (mgi_dot_n)
-                int64_t w = wv[j], x = xv[j];
+                int64_t w = mgi_vec_entry(a, wo + j), x = mgi_vec_entry(a, xo + j);
                 grad[w] += data[x] * gn;
                 grad[x] += data[w] * gn;
             }

@@ -1157,8 +1157,8 @@ static int64_t vec_loc(const loc_map *m, int64_t off, int64_t n, int *ok) {
         const int64_t *next = lo < m->nblocks ? m->blocks + 3 * lo : NULL;
         if ((!prev || off >= prev[0] + prev[1]) && (!next || off + n <= next[0]))
             return off - pv->vecs_keep - (prev ? prev[2] + prev[1] : 0);
-    } else if (off >= 0 && off + n <= pv->vecs_keep && off + n <= mgi_run_end(m->a, off)) {
-        return -1 - (int64_t)m->a->vec_ids[off];
+    } else if (off >= 0 && off + n <= pv->vecs_keep && mgi_vec_is_range(m->a, off, n)) {
+        return -1 - mgi_vec_entry(m->a, off);
     }
     *ok = 0;
     return 0;
@@ -1300,7 +1300,7 @@ static int64_t compile(mg_dense *d, mg_arena *a, const mgi_program_view *pv, den
             k++;
             continue;
         }
-        c->node_of[loc++] = (uint32_t)a->vec_ids[off];
+        c->node_of[loc++] = (uint32_t)mgi_vec_entry(a, off);
     }
     for (int64_t i = 0; i < nsteps; i++) c->topo[i] = NO_PLACE;
     for (int64_t k = 0; k < pv->norder; k++)

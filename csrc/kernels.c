@@ -44,6 +44,16 @@ static int64_t vec_commit(mg_arena *a, int64_t n) {
     return off;
 }
 
+// A kernel's input vec as a node list (mgi_vec_nodes): a persistent one's entries are written
+// into the view from *used on (room reserved by the kernel: view_need of each input).
+static int64_t view_need(const mg_arena *a, int64_t off, int64_t n) { return off < a->vecs_keep ? n : 0; }
+
+static const mgi_id *input(const mg_arena *a, int64_t off, int64_t n, int64_t *used) {
+    mgi_id *dst = off < a->vecs_keep ? a->view + *used : NULL;
+    *used += view_need(a, off, n);
+    return mgi_vec_nodes(a, off, n, dst);
+}
+
 // the seed's sum(u_j * v_j for j): p0 = u0*v0, s = p0 + 0 (the seed's constant), s = s + u_j*v_j
 static int64_t dot_chain(mg_arena *a, const mgi_id *u, const mgi_id *v, int64_t n) {
     int64_t s = nd_addc(a, nd_mul(a, u[0], v[0]), 0.0);
@@ -78,9 +88,9 @@ static int softmax_nodes(mg_arena *a, const int64_t *xs, int64_t n, int64_t *exp
     return 0;
 }
 
-// the n node indices of a vec as the int64 list softmax_nodes reads (copied into dst)
-static const int64_t *node_list(int64_t *dst, const mgi_id *ids, int64_t n) {
-    for (int64_t i = 0; i < n; i++) dst[i] = ids[i];
+// the n node indices of the vec at off as the int64 list softmax_nodes reads (copied into dst)
+static const int64_t *node_list(int64_t *dst, const mg_arena *a, int64_t off, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = mgi_vec_entry(a, off + i);
     return dst;
 }
 
@@ -88,46 +98,54 @@ static const int64_t *node_list(int64_t *dst, const mgi_id *ids, int64_t n) {
 
 // out_i = wte[token][i] + wpe[pos][i]: the seed's tok_emb + pos_emb, node for node
 int64_t mgi_k_embed(mg_arena *a, int64_t wte, int64_t wpe, int64_t n, int64_t token, int64_t pos) {
+    int64_t t = wte + token * n, p = wpe + pos * n, used = 0;
     int rc = mgi_reserve(a, n, 2 * n, n, 0);
+    if (!rc) rc = mgi_reserve_view(a, view_need(a, t, n) + view_need(a, p, n));
     if (rc) return rc;
-    const mgi_id *ts = a->vec_ids + wte + token * n, *ps = a->vec_ids + wpe + pos * n;
-    mgi_id *out = a->vec_ids + a->vcount;
+    const mgi_id *ts = input(a, t, n, &used), *ps = input(a, p, n, &used);
+    mgi_id *out = mgi_step_ids(a, a->vcount);
     for (int64_t i = 0; i < n; i++) out[i] = nd_add(a, ts[i], ps[i]);
     return vec_commit(a, n);
 }
 
 int64_t mgi_k_add(mg_arena *a, int64_t x, int64_t y, int64_t n) {
+    int64_t used = 0;
     int rc = mgi_reserve(a, n, 2 * n, n, 0);
+    if (!rc) rc = mgi_reserve_view(a, view_need(a, x, n) + view_need(a, y, n));
     if (rc) return rc;
-    const mgi_id *xs = a->vec_ids + x, *ys = a->vec_ids + y;
-    mgi_id *out = a->vec_ids + a->vcount;
+    const mgi_id *xs = input(a, x, n, &used), *ys = input(a, y, n, &used);
+    mgi_id *out = mgi_step_ids(a, a->vcount);
     for (int64_t i = 0; i < n; i++) out[i] = nd_add(a, xs[i], ys[i]);
     return vec_commit(a, n);
 }
 
 int64_t mgi_k_scale(mg_arena *a, int64_t x, int64_t n, double c) {
+    int64_t used = 0;
     int rc = mgi_reserve(a, n, n, n, 0);
+    if (!rc) rc = mgi_reserve_view(a, view_need(a, x, n));
     if (rc) return rc;
-    const mgi_id *xs = a->vec_ids + x;
-    mgi_id *out = a->vec_ids + a->vcount;
+    const mgi_id *xs = input(a, x, n, &used);
+    mgi_id *out = mgi_step_ids(a, a->vcount);
     for (int64_t i = 0; i < n; i++) out[i] = nd_mulc(a, xs[i], c);
     return vec_commit(a, n);
 }
 
 int64_t mgi_k_relu(mg_arena *a, int64_t x, int64_t n) {
+    int64_t used = 0;
     int rc = mgi_reserve(a, n, n, n, 0);
+    if (!rc) rc = mgi_reserve_view(a, view_need(a, x, n));
     if (rc) return rc;
-    const mgi_id *xs = a->vec_ids + x;
-    mgi_id *out = a->vec_ids + a->vcount;
+    const mgi_id *xs = input(a, x, n, &used);
+    mgi_id *out = mgi_step_ids(a, a->vcount);
     for (int64_t i = 0; i < n; i++) out[i] = nd_relu(a, xs[i]);
     return vec_commit(a, n);
 }
 
 // Four rows' sums at once (rows r .. r+3 of w), each exactly dot_value's: four independent
 // chains, so the additions overlap instead of each waiting for the one before.
-static void dot_values4(const mg_arena *a, int64_t w, int64_t x, int64_t nin, double out[4]) {
+static void dot_values4(const mg_arena *a, const mgi_id *w0, const mgi_id *xv, int64_t nin, double out[4]) {
     const double *d = a->data;
-    const mgi_id *xv = a->vec_ids + x, *w0 = a->vec_ids + w, *w1 = w0 + nin, *w2 = w1 + nin, *w3 = w2 + nin;
+    const mgi_id *w1 = w0 + nin, *w2 = w1 + nin, *w3 = w2 + nin;
     double x0 = d[xv[0]];
     double s0 = d[w0[0]] * x0 + 0.0, s1 = d[w1[0]] * x0 + 0.0, s2 = d[w2[0]] * x0 + 0.0, s3 = d[w3[0]] * x0 + 0.0;
     for (int64_t j = 1; j < nin; j++) {
@@ -145,22 +163,30 @@ int64_t mgi_k_linear(mg_arena *a, int64_t x, int64_t nin, int64_t w, int64_t nou
     int64_t nodes = fused ? nout : 2 * nin * nout;
     int rc = mgi_reserve(a, nodes, fused ? MG_DOT_EDGES * nout : 2 * nodes, nout, 0);
     if (rc) return rc;
-    const mgi_id *xs = a->vec_ids + x, *ws = a->vec_ids + w;
-    mgi_id *out = a->vec_ids + a->vcount;
+    // the weights and inputs as two runs of nodes that do not meet: the fused backward's fast
+    // path, and no node lists needed
+    int64_t w0 = mgi_vec_entry(a, w), x0 = mgi_vec_entry(a, x), used = 0;
+    int ranges = fused && mgi_vec_is_range(a, w, nin * nout) && mgi_vec_is_range(a, x, nin) &&
+                 (x0 + nin <= w0 || w0 + nin * nout <= x0);
+    if (!ranges && (rc = mgi_reserve_view(a, view_need(a, x, nin) + view_need(a, w, nin * nout)))) return rc;
+    const mgi_id *xs = ranges ? NULL : input(a, x, nin, &used), *ws = ranges ? NULL : input(a, w, nin * nout, &used);
+    mgi_id *out = mgi_step_ids(a, a->vcount);
     int64_t r = 0;
     if (fused) {
-        // the weights and inputs as two runs of nodes that do not meet: the backward's fast path
-        int64_t w0 = ws[0], x0 = xs[0];
-        int ranges = mgi_vec_is_range(a, w, nin * nout) && mgi_vec_is_range(a, x, nin) &&
-                     (x0 + nin <= w0 || w0 + nin * nout <= x0);
         for (double v[4]; r + 4 <= nout; r += 4) {
             if (ranges)
                 mgi_dot_rows4(a->data + w0 + r * nin, a->data + x0, nin, v);
             else
-                dot_values4(a, w + r * nin, x, nin, v);
+                dot_values4(a, ws + r * nin, xs, nin, v);
             for (int k = 0; k < 4; k++) out[r + k] = nd_dot_of(a, w + (r + k) * nin, x, nin, v[k], ranges);
         }
-        for (; r < nout; r++) out[r] = nd_dot_of(a, w + r * nin, x, nin, dot_value(a, w + r * nin, x, nin), ranges);
+        for (double v; r < nout; r++) {
+            if (ranges)
+                v = mgi_dot_chain(a->data + w0 + r * nin, a->data + x0, nin);
+            else
+                v = dot_value(a, ws + r * nin, xs, nin);
+            out[r] = nd_dot_of(a, w + r * nin, x, nin, v, ranges);
+        }
     } else {
         for (; r < nout; r++) out[r] = dot_chain(a, ws + r * nin, xs, nin);
     }
@@ -172,18 +198,20 @@ int64_t mgi_k_linear(mg_arena *a, int64_t x, int64_t nin, int64_t w, int64_t nou
 // chain's x_i * x_i node's. Node layout: the sum (its chain of 2n, or the DOT), * 1/n, + 1e-5,
 // **-0.5, then the n outputs.
 static int64_t rmsnorm_body(mg_arena *a, int64_t x, int64_t n, int fused) {
+    int64_t used = 0;
     int rc = mgi_reserve(a, 3 * n + 3, 2 * (3 * n + 3), n, 0);
+    if (!rc) rc = mgi_reserve_view(a, view_need(a, x, n));
     if (rc) return rc;
     undo_point u = undo_point_here(a);
     int err = 0;
     double inv_n = py_pow((double)n, -1.0, &err);   // the seed's len(x)**-1, a Python float
     if (err) return err;
-    const mgi_id *xs = a->vec_ids + x;
-    int64_t sum = fused ? nd_dot_of(a, x, x, n, dot_value(a, x, x, n), 0) : dot_chain(a, xs, xs, n);
+    const mgi_id *xs = input(a, x, n, &used);
+    int64_t sum = fused ? nd_dot_of(a, x, x, n, dot_value(a, xs, xs, n), 0) : dot_chain(a, xs, xs, n);
     int64_t ms = nd_mulc(a, sum, inv_n);
     int64_t scale = nd_pow(a, nd_addc(a, ms, 1e-5), -0.5);
     if (scale < 0) return undo_to(a, u, scale);
-    mgi_id *out = a->vec_ids + a->vcount;
+    mgi_id *out = mgi_step_ids(a, a->vcount);
     for (int64_t i = 0; i < n; i++) out[i] = (mgi_id)nd_mul(a, xs[i], scale);
     return vec_commit(a, n);
 }
@@ -196,9 +224,10 @@ int64_t mgi_k_softmax(mg_arena *a, int64_t x, int64_t n) {
     if (rc) return rc;
     undo_point u = undo_point_here(a);
     int64_t *exps = a->scratch + n, *out = exps + n;
-    rc = softmax_nodes(a, node_list(a->scratch, a->vec_ids + x, n), n, exps, out, -1);
+    rc = softmax_nodes(a, node_list(a->scratch, a, x, n), n, exps, out, -1);
     if (rc) return undo_to(a, u, rc);
-    for (int64_t i = 0; i < n; i++) a->vec_ids[a->vcount + i] = (mgi_id)out[i];
+    mgi_id *ids = mgi_step_ids(a, a->vcount);
+    for (int64_t i = 0; i < n; i++) ids[i] = (mgi_id)out[i];
     return vec_commit(a, n);
 }
 
@@ -220,37 +249,39 @@ int64_t mgi_k_attention(mg_arena *a, int64_t q, const int64_t *keys, const int64
     int64_t nodes = fused ? n_head * (7 * t + hd) : n_head * t * (4 * hd + 6);
     int64_t vecs = fused ? n + n_head * t * (1 + hd) : n;     // fused: each output's two vecs
     int rc = mgi_reserve(a, nodes, MG_DOT_EDGES * nodes, vecs, 3 * t);
+    if (!rc) rc = mgi_reserve_view(a, view_need(a, q, n) + hd);   // q, and a key's slice
     if (rc) return rc;
     int err = 0;
     double c = py_pow(py_pow((double)hd, 0.5, &err), -1.0, &err);   // the seed's / head_dim**0.5
     if (err) return err;
     undo_point u = undo_point_here(a);
     int64_t *logits = a->scratch, *exps = logits + t, *wts = exps + t;   // reused by each head
-    const mgi_id *ids = a->vec_ids;
-    int64_t off = a->vcount;
-    mgi_id *out = a->vec_ids + off;
+    int64_t used = 0, off = a->vcount;
+    const mgi_id *qs = input(a, q, n, &used);
+    mgi_id *out = mgi_step_ids(a, off), *key_view = a->view + used;
     if (fused) vec_commit(a, n);                 // written after every head's softmax
     for (int64_t hs = 0; hs < n; hs += hd) {
         for (int64_t s = 0; s < t; s++) {
             int64_t qv = q + hs, kv = keys[s] + hs, logit;
+            const mgi_id *ks = mgi_vec_nodes(a, kv, hd, key_view);
             if (fused) {
                 int ranges = mgi_vec_is_range(a, qv, hd) && mgi_vec_is_range(a, kv, hd) &&
-                             (ids[qv] + hd <= ids[kv] || ids[kv] + hd <= ids[qv]);
-                logit = nd_dot_of(a, qv, kv, hd, dot_value(a, qv, kv, hd), ranges);
+                             (qs[hs] + hd <= ks[0] || ks[0] + hd <= qs[hs]);
+                logit = nd_dot_of(a, qv, kv, hd, dot_value(a, qs + hs, ks, hd), ranges);
             } else {
-                logit = dot_chain(a, ids + qv, ids + kv, hd);
+                logit = dot_chain(a, qs + hs, ks, hd);
             }
             logits[s] = nd_mulc(a, logit, c);
         }
         if ((rc = softmax_nodes(a, logits, t, exps, wts, -1))) return undo_to(a, u, rc);
         if (fused) {                             // the weights, where the head's vecs will begin
-            int64_t wv = off + n + (hs / hd) * t * (1 + hd);
-            for (int64_t s = 0; s < t; s++) a->vec_ids[wv + s] = (mgi_id)wts[s];
+            mgi_id *wv = mgi_step_ids(a, off + n + (hs / hd) * t * (1 + hd));
+            for (int64_t s = 0; s < t; s++) wv[s] = (mgi_id)wts[s];
             continue;
         }
         for (int64_t j = hs; j < hs + hd; j++) {
-            int64_t acc = nd_addc(a, nd_mul(a, wts[0], ids[values[0] + j]), 0.0);
-            for (int64_t s = 1; s < t; s++) acc = nd_add(a, acc, nd_mul(a, wts[s], ids[values[s] + j]));
+            int64_t acc = nd_addc(a, nd_mul(a, wts[0], mgi_vec_entry(a, values[0] + j)), 0.0);
+            for (int64_t s = 1; s < t; s++) acc = nd_add(a, acc, nd_mul(a, wts[s], mgi_vec_entry(a, values[s] + j)));
             out[j] = acc;
         }
     }
@@ -259,9 +290,10 @@ int64_t mgi_k_attention(mg_arena *a, int64_t q, const int64_t *keys, const int64
         vec_commit(a, t);
         for (int64_t j = hs; j < hs + hd; j++) {
             int64_t xv = a->vcount;
-            for (int64_t s = 0; s < t; s++) a->vec_ids[xv + s] = ids[values[s] + j];
+            mgi_id *xs = mgi_step_ids(a, xv);
+            for (int64_t s = 0; s < t; s++) xs[s] = (mgi_id)mgi_vec_entry(a, values[s] + j);
             vec_commit(a, t);
-            out[j] = nd_dot_of(a, wv, xv, t, dot_value(a, wv, xv, t), 0);
+            out[j] = nd_dot_of(a, wv, xv, t, dot_value(a, mgi_step_ids(a, wv), xs, t), 0);
         }
     }
     return fused ? off : vec_commit(a, n);
@@ -274,7 +306,7 @@ int64_t mgi_k_cross_entropy(mg_arena *a, int64_t logits, int64_t n, int64_t targ
     if (rc) return rc;
     undo_point u = undo_point_here(a);
     int64_t *exps = a->scratch + n, *probs = exps + n;
-    rc = softmax_nodes(a, node_list(a->scratch, a->vec_ids + logits, n), n, exps, probs, fused ? target : -1);
+    rc = softmax_nodes(a, node_list(a->scratch, a, logits, n), n, exps, probs, fused ? target : -1);
     if (rc) return undo_to(a, u, rc);
     int64_t l = nd_log(a, probs[target]);
     if (l < 0) return undo_to(a, u, l);
@@ -289,14 +321,13 @@ int64_t mgi_k_cross_entropy(mg_arena *a, int64_t logits, int64_t n, int64_t targ
 // the probability, log and * -1.
 void mgi_k_cross_entropy_order(const mg_arena *a, int64_t logits, int64_t n, int64_t base,
                                int64_t target, mgi_id *dst) {
-    const mgi_id *logit = a->vec_ids + logits;
     int64_t k = 0;
-    dst[k++] = logit[target];
+    dst[k++] = (mgi_id)mgi_vec_entry(a, logits + target);
     dst[k++] = base + 2 * target;                // logit - max
     dst[k++] = base + 2 * target + 1;            // exp
     for (int64_t i = 0; i < n; i++) {
         if (i != target) {
-            dst[k++] = logit[i];
+            dst[k++] = (mgi_id)mgi_vec_entry(a, logits + i);
             dst[k++] = base + 2 * i;
             dst[k++] = base + 2 * i + 1;
         }

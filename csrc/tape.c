@@ -362,7 +362,7 @@ static int same_inner_children(const mg_arena *a, int64_t u, int64_t v) {
 // vec entries off .. off+n-1 are all leaves
 static int all_leaves(const mg_arena *a, int64_t off, int64_t n) {
     for (int64_t i = 0; i < n; i++)
-        if (a->op[a->vec_ids[off + i]] != MG_OP_LEAF) return 0;
+        if (a->op[mgi_vec_entry(a, off + i)] != MG_OP_LEAF) return 0;
     return 1;
 }
 
@@ -376,9 +376,11 @@ static int order_is_target_free(const mg_arena *a, const mg_program *p) {
             return 0;
         if (in->op != MG_T_CROSS_ENTROPY) continue;
         if (!in->k.cross_entropy.fused) return 0;
-        const mgi_id *logit = a->vec_ids + in->k.cross_entropy.logits;
-        for (int64_t k = 0; k < in->k.cross_entropy.n; k++)
-            if (a->op[logit[k]] == MG_OP_LEAF || !same_inner_children(a, logit[0], logit[k])) return 0;
+        int64_t logits = in->k.cross_entropy.logits, first = mgi_vec_entry(a, logits);
+        for (int64_t k = 0; k < in->k.cross_entropy.n; k++) {
+            int64_t logit = mgi_vec_entry(a, logits + k);
+            if (a->op[logit] == MG_OP_LEAF || !same_inner_children(a, first, logit)) return 0;
+        }
     }
     return 1;
 }

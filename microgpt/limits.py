@@ -203,9 +203,9 @@ def _c_arena_bytes(config, mode, positions):
     nodes, links = step_graph(config, positions, fused, fused, compact_dots=True)
     total = (_capacity(P + nodes) * C_NODE_BYTES + _capacity(links) * C_LINK_BYTES
              + _capacity(P + nodes) * C_SCRATCH_BYTES + _capacity(P) * C_ADAM_BYTES)
-    if mode != "seed":  # the vecs, and where runs of consecutive nodes begin among the persistent
-        # ones (run_start): the model's weight vecs name its parameters in order, one run
-        total += _capacity(P + vector_entries(config, positions, fused)) * C_VEC_BYTES + _capacity(1) * 8
+    if mode != "seed":  # the step's vecs; the persistent ones are runs of consecutive nodes, not
+        # stored (run_start and run_node): the model's weight vecs name its parameters in order, one run
+        total += _capacity(vector_entries(config, positions, fused)) * C_VEC_BYTES + _capacity(1) * 16
     if mode in ("replay", "dense"):
         # a recording per document length: each keeps its kernel calls, their operand lists
         # (attention's key and value offsets, the mean's losses) and its backward order

@@ -329,3 +329,68 @@ def test_reciprocal_gives_pythons_bits():
         assert err[0] == 0
     differ = [x for x, c in zip(xs, got) if repr(c) != repr(x ** -1)]
     assert not differ, f"{len(differ)} of {len(xs)} differ from CPython's x**-1, first {differ[:3]}"
+
+
+def _kernels_over(kept, fused):
+    """Every kernel, its inputs vecs whose entries jump between runs of nodes (and go down), kept
+    vecs (whose entries the arena does not store: it reads them from its runs) or the same entries
+    made as a step's vecs: (the loss, every output's values, every leaf's gradient)."""
+    from microgpt.native import Arena, check, ffi, lib
+    arena = Arena()
+    rng = random.Random(5)
+    first = check(lib.mg_leaves(arena.ptr, [rng.uniform(-2, 2) for _ in range(40)], 40))
+    order = [0, 1, 2, 7, 6, 5, 3, 4, 8, 9, 10, 11, 13, 12, 14, 15] + list(range(39, 19, -1))
+    lists = {"wte": order[0:8], "wpe": order[8:16], "x": order[16:20], "w": order[20:32], "v": order[32:36]}
+
+    def vecs():
+        return {k: check(lib.mg_vec_of(arena.ptr, [first + i for i in ids], len(ids))) for k, ids in lists.items()}
+    made = vecs() if kept else None
+    check(lib.mg_arena_keep(arena.ptr))
+    check(lib.mg_arena_reset(arena.ptr))
+    v = made or vecs()
+    outs = [check(lib.mg_k_embed(arena.ptr, ffi.NULL, v["wte"], 2, v["wpe"], 2, 4, 1, 1))]
+    outs.append(check(lib.mg_k_add(arena.ptr, ffi.NULL, outs[0], v["x"], 4)))
+    outs.append(check(lib.mg_k_add(arena.ptr, ffi.NULL, v["v"], v["x"], 4)))
+    outs.append(check(lib.mg_k_scale(arena.ptr, ffi.NULL, v["x"], 4, 0.5)))
+    outs.append(check(lib.mg_k_relu(arena.ptr, ffi.NULL, v["v"], 4)))
+    outs.append(check(lib.mg_k_rmsnorm(arena.ptr, ffi.NULL, v["x"], 4, fused)))
+    outs.append(check(lib.mg_k_softmax(arena.ptr, ffi.NULL, v["v"], 4)))
+    lin = check(lib.mg_k_linear(arena.ptr, ffi.NULL, v["x"], 4, v["w"], 3, fused))
+    outs.append(check(lib.mg_k_linear(arena.ptr, ffi.NULL, outs[1], 4, v["w"], 3, fused)))
+    keys, values = ffi.new("int64_t[]", [v["x"], outs[1]]), ffi.new("int64_t[]", [v["v"], v["x"]])
+    outs.append(check(lib.mg_k_attention(arena.ptr, ffi.NULL, v["x"], keys, values, 2, 2, 2, fused)))
+    losses = [check(lib.mg_k_cross_entropy(arena.ptr, ffi.NULL, out, 4, 2, fused)) for out in outs[:7] + outs[8:]]
+    losses += [check(lib.mg_k_cross_entropy(arena.ptr, ffi.NULL, v[k], 4, 1, fused)) for k in ("x", "v")]
+    losses += [check(lib.mg_k_cross_entropy(arena.ptr, ffi.NULL, lin, 3, 0, fused))]
+    loss = check(lib.mg_k_mean(arena.ptr, ffi.NULL, losses, len(losses)))
+    check(lib.mg_backward(arena.ptr, loss))
+    values_out = []
+    for out, n in [(o, 4) for o in outs] + [(lin, 3)]:
+        buf = ffi.new("double[]", n)
+        check(lib.mg_vec_data(arena.ptr, out, n, buf))
+        values_out += list(buf)
+    grads = ffi.new("double[]", 40)
+    check(lib.mg_read_grad(arena.ptr, first, 40, grads))
+    err = ffi.new("int *")
+    return lib.mg_get_data(arena.ptr, loss, err), values_out, list(grads)
+
+
+@pytest.mark.parametrize("fused", [0, 1])
+def test_kernels_read_kept_vecs_as_they_read_a_steps(fused):
+    kept, step = _kernels_over(True, fused), _kernels_over(False, fused)
+    assert kept == step
+    # every leaf a kernel reads gets a gradient: all but the embeddings' row 0 and the four no vec names
+    unread = {0, 1, 2, 7, 8, 9, 10, 11, 16, 17, 18, 19}
+    assert [i for i, g in enumerate(kept[2]) if g == 0.0] == sorted(unread)
+
+
+def test_kept_vec_entries_take_no_memory():
+    # the model's weight vecs name its parameters in order: once kept, an entry costs nothing
+    from microgpt.native import Arena, check, lib
+    arena = Arena()
+    n = 1 << 18
+    first = check(lib.mg_leaves(arena.ptr, [0.5] * n, n))
+    check(lib.mg_vec_range(arena.ptr, first, n))
+    before = lib.mg_arena_bytes(arena.ptr)
+    check(lib.mg_arena_keep(arena.ptr))
+    assert before - lib.mg_arena_bytes(arena.ptr) >= 4 * n - 4096
