@@ -21,7 +21,7 @@ from contextlib import contextmanager
 
 from . import checkpoint, limits
 from .checkpoint import CheckpointError
-from .data import default_docs, docs_sha256, load_docs
+from .data import Documents, default_docs, docs_sha256, load_documents
 from .guard import TrainingFailed
 from .model import GPT, Config, parameter_shapes
 from .modes import new_graph
@@ -77,17 +77,18 @@ def check_prefix(prefix, tokenizer, config, name="prefix"):
 
 
 def read_data(data, note=None):
-    """Documents and how to name their source: a path, a list of strings, or None (embedded names)."""
+    """Documents (data.Documents) and how to name their source: a path, a list of strings, or
+    None (embedded names)."""
     if data is None:
-        return default_docs(), None
+        return Documents.of(default_docs()), None
     if isinstance(data, (list, tuple)):
         if not all(isinstance(d, str) for d in data):
             raise ValueError("data must be a path, a list of strings, or None")
         docs = [d.strip() for d in data if d.strip()]
         if not docs:
             raise ValueError("data has no documents (every string is empty or blank)")
-        return docs, None
-    return load_docs(data, note), str(data)
+        return Documents.of(docs), None
+    return load_documents(data, note), str(data)
 
 
 class Model:
@@ -111,7 +112,7 @@ class Model:
         docs, source = read_data(data, note)
         data_id = {"source": source, "sha256": docs_sha256(docs)}   # of the documents in file order
         rng = random.Random(seed)   # what random.seed(seed) makes, without touching the caller's
-        rng.shuffle(docs)
+        docs.shuffle(rng)
         tokenizer = Tokenizer.from_docs(docs)
         config = Config(vocab_size=tokenizer.vocab_size, n_layer=n_layer, n_embd=n_embd, n_head=n_head,
                         block_size=block_size)
@@ -145,7 +146,7 @@ class Model:
         if docs_sha256(docs) != self.data_id["sha256"]:
             where = source if isinstance(source, str) else "the embedded names" if source is None else "data"
             raise CheckpointError(f"this run was trained on other documents than {where}")
-        random.Random(self.seed).shuffle(docs)
+        docs.shuffle(random.Random(self.seed))
         if Tokenizer.from_docs(docs).chars != self.tokenizer.chars:
             raise CheckpointError("this run's vocabulary is not its documents'")
         self.docs = docs

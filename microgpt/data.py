@@ -2,21 +2,93 @@
 
 The default is the first names shipped by the `names` package (US census lists, lower-cased),
 so `microgpt train` works on a fresh offline machine once the package is installed."""
+import operator
+import re
 import unicodedata
+from array import array
+from collections.abc import Sequence
 
 from . import limits
 from .digest import sha256
 
 BOM = "\ufeff"
+# a run of characters between two of str.splitlines' line boundaries
+LINE = re.compile("[^\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]+")
 
 
 class DataError(ValueError):
     """A data file that cannot be used, with a message fit for one line on stderr."""
 
 
+class Documents(Sequence):
+    """Documents as slices of one string, in file order until shuffle(). A list of str takes some
+    50 bytes a document beside its characters (2.3 MB for the 32k names, and gigabytes for a data
+    file of short lines near the size limit); this takes 12."""
+
+    def __init__(self, text, starts, ends):
+        self._text, self._starts, self._ends = text, starts, ends
+        self._order = None
+
+    @classmethod
+    def of(cls, strings):
+        strings = list(strings)
+        size = sum(len(s) for s in strings)
+        starts, ends, at = _offsets(size), _offsets(size), 0
+        for s in strings:
+            starts.append(at)
+            at += len(s)
+            ends.append(at)
+        return cls("".join(strings), starts, ends)
+
+    def __len__(self):
+        return len(self._starts)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        k = operator.index(k)
+        if k < 0:
+            k += len(self)
+        if not 0 <= k < len(self):
+            raise IndexError("document index out of range")
+        i = k if self._order is None else self._order[k]
+        return self._text[self._starts[i]:self._ends[i]]
+
+    def __eq__(self, other):
+        if not isinstance(other, (Documents, list, tuple)):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None
+
+    def __repr__(self):
+        return f"<Documents: {len(self)}>"
+
+    def shuffle(self, rng):
+        """Put them in the order rng.shuffle would put a list of them in (it shuffles their
+        numbers, with the same draws)."""
+        if self._order is None:
+            self._order = _offsets(len(self), range(len(self)))
+        rng.shuffle(self._order)
+
+
+def _offsets(largest, values=()):
+    """An array for numbers up to largest: 32 bits where they fit."""
+    return array("I" if largest < 2 ** 32 and array("I").itemsize == 4 else "q", values)
+
+
 def parse_docs(text):
-    """One document a line, surrounding whitespace stripped, blank lines skipped (as the seed)."""
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    """One document a line, surrounding whitespace stripped, blank lines skipped: the seed's
+    [line.strip() for line in text.splitlines() if line.strip()], with no string kept a line."""
+    starts, ends = _offsets(len(text)), _offsets(len(text))
+    for m in LINE.finditer(text):
+        line = m.group()
+        doc = line.strip()
+        if doc:
+            start = m.start() + len(line) - len(line.lstrip())
+            starts.append(start)
+            ends.append(start + len(doc))
+    return Documents(text, starts, ends)
 
 
 def _read_whole(f, size, limit):
@@ -36,8 +108,14 @@ def _read_whole(f, size, limit):
 
 
 def load_docs(path, note=None):
-    """The documents of a UTF-8 file. A leading byte order mark is dropped; control characters
-    are kept (they are characters of the vocabulary) but note(message) is told about them."""
+    """The documents of a UTF-8 file as a list of strings (load_documents)."""
+    return list(load_documents(path, note))
+
+
+def load_documents(path, note=None):
+    """The documents of a UTF-8 file (Documents). A leading byte order mark is dropped; control
+    characters are kept (they are characters of the vocabulary) but note(message) is told about
+    them."""
     try:
         size = limits.regular_file_size(path, "data path")
         if size > limits.MAX_DATA_BYTES:
