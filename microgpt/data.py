@@ -2,6 +2,7 @@
 
 The default is the first names shipped by the `names` package (US census lists, lower-cased),
 so `microgpt train` works on a fresh offline machine once the package is installed."""
+import itertools
 import operator
 import re
 import unicodedata
@@ -12,8 +13,10 @@ from . import limits
 from .digest import sha256
 
 BOM = "\ufeff"
-# a run of characters between two of str.splitlines' line boundaries
-LINE = re.compile("[^\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]+")
+LINE_BOUNDARIES = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"   # str.splitlines' (with \r\n)
+# A document: a line stripped, from its first character that is not whitespace (str.isspace, as
+# re's \S) to its last
+DOCUMENT = re.compile(f"\\S(?:[^{LINE_BOUNDARIES}]*\\S)?")
 
 
 class DataError(ValueError):
@@ -23,25 +26,23 @@ class DataError(ValueError):
 class Documents(Sequence):
     """Documents as slices of one string, in file order until shuffle(). A list of str takes some
     50 bytes a document beside its characters (2.3 MB for the 32k names, and gigabytes for a data
-    file of short lines near the size limit); this takes 12."""
+    file of short lines near the size limit); this takes 12: where each starts and ends, and its
+    place in the shuffled order."""
 
-    def __init__(self, text, starts, ends):
-        self._text, self._starts, self._ends = text, starts, ends
+    def __init__(self, text, spans):
+        self._text, self._spans = text, spans   # document k is text[spans[2k]:spans[2k + 1]]
         self._order = None
 
     @classmethod
     def of(cls, strings):
         strings = list(strings)
-        size = sum(len(s) for s in strings)
-        starts, ends, at = _offsets(size), _offsets(size), 0
-        for s in strings:
-            starts.append(at)
-            at += len(s)
-            ends.append(at)
-        return cls("".join(strings), starts, ends)
+        ends = itertools.accumulate(map(len, strings))
+        spans = _numbers(sum(map(len, strings)), itertools.chain.from_iterable(
+            (end - len(s), end) for s, end in zip(strings, ends)))
+        return cls("".join(strings), spans)
 
     def __len__(self):
-        return len(self._starts)
+        return len(self._spans) // 2
 
     def __getitem__(self, k):
         if isinstance(k, slice):
@@ -52,7 +53,7 @@ class Documents(Sequence):
         if not 0 <= k < len(self):
             raise IndexError("document index out of range")
         i = k if self._order is None else self._order[k]
-        return self._text[self._starts[i]:self._ends[i]]
+        return self._text[self._spans[2 * i]:self._spans[2 * i + 1]]
 
     def __eq__(self, other):
         if not isinstance(other, (Documents, list, tuple)):
@@ -68,27 +69,34 @@ class Documents(Sequence):
         """Put them in the order rng.shuffle would put a list of them in (it shuffles their
         numbers, with the same draws)."""
         if self._order is None:
-            self._order = _offsets(len(self), range(len(self)))
+            self._order = _numbers(len(self), range(len(self)))
         rng.shuffle(self._order)
 
 
-def _offsets(largest, values=()):
+def _numbers(largest, values=()):
     """An array for numbers up to largest: 32 bits where they fit."""
     return array("I" if largest < 2 ** 32 and array("I").itemsize == 4 else "q", values)
 
 
 def parse_docs(text):
     """One document a line, surrounding whitespace stripped, blank lines skipped: the seed's
-    [line.strip() for line in text.splitlines() if line.strip()], with no string kept a line."""
-    starts, ends = _offsets(len(text)), _offsets(len(text))
-    for m in LINE.finditer(text):
-        line = m.group()
-        doc = line.strip()
-        if doc:
-            start = m.start() + len(line) - len(line.lstrip())
-            starts.append(start)
-            ends.append(start + len(doc))
-    return Documents(text, starts, ends)
+    [line.strip() for line in text.splitlines() if line.strip()], with no string made a line."""
+    return Documents(text, _numbers(len(text), itertools.chain.from_iterable(
+        map(re.Match.span, DOCUMENT.finditer(text)))))
+
+
+def control_characters(text):
+    """The control characters (Unicode's Cc) that the documents parse_docs finds in text hold,
+    sorted: line boundaries never, whitespace only where it lies between two other characters
+    of a line."""
+    found = []
+    for ch in sorted(set(text)):
+        if unicodedata.category(ch) != "Cc" or ch in LINE_BOUNDARIES:
+            continue
+        other_space = f"[^\\S{LINE_BOUNDARIES}]*"
+        if not ch.isspace() or re.search(f"\\S{other_space}{re.escape(ch)}{other_space}\\S", text):
+            found.append(ch)
+    return found
 
 
 def _read_whole(f, size, limit):
@@ -145,8 +153,8 @@ def load_documents(path, note=None):
     docs = parse_docs(text)
     if not docs:
         raise DataError(f"data file {path} has no documents (it is empty or blank)")
-    controls = sorted({ch for doc in docs for ch in doc if unicodedata.category(ch) == "Cc"})
-    if controls and note:
+    controls = control_characters(text) if note else []
+    if controls:
         names = ", ".join(f"U+{ord(ch):04X}" for ch in controls[:5]) + (", ..." if len(controls) > 5 else "")
         note(f"data file {path} contains control characters ({names}); they are part of the vocabulary")
     return docs

@@ -4,7 +4,11 @@ import random
 
 import pytest
 
-from microgpt.data import Documents, load_docs, load_documents, parse_docs
+import re
+import sys
+import unicodedata
+
+from microgpt.data import LINE_BOUNDARIES, Documents, control_characters, load_docs, load_documents, parse_docs
 
 # every line boundary str.splitlines knows, \r\n, whitespace it strips (Unicode's too), blank
 # lines and whitespace inside a document
@@ -78,9 +82,23 @@ def test_load_documents_and_load_docs_agree(tmp_path):
 def test_documents_take_a_few_bytes_each():
     # 12 bytes a document beside the text (offsets and order in 32 bits; the arrays grow by
     # an eighth at a time); a list of str takes some 50 bytes a document beside its characters
-    import sys
     text = "\n".join(f"n{i % 1000}" for i in range(100_000))
     docs = parse_docs(text)
     docs.shuffle(random.Random(1))
-    held = sum(sys.getsizeof(x) for x in (docs._starts, docs._ends, docs._order))
+    held = sum(sys.getsizeof(x) for x in (docs._spans, docs._order))
     assert held <= 12 * 1.125 * len(docs) + 1024
+
+
+def test_the_parses_premises_hold_on_this_python():
+    # parse_docs finds documents with a regular expression: its line boundaries must be
+    # str.splitlines' and its \S the complement of str.isspace (what str.strip strips)
+    chars = [chr(c) for c in range(sys.maxunicode + 1)]
+    assert [c for c in chars if len(f"a{c}b".splitlines()) == 2] == sorted(LINE_BOUNDARIES)
+    assert all(bool(re.match(r"\s", c)) == c.isspace() for c in chars)
+
+
+@pytest.mark.parametrize("text", [TRICKY, "a\tb\n\tc\t\n", "\x1fx\x1f \n", "x \x1f y", "\t\n\x1f",
+                                  "a\x85b\x1cc", "\x7f\x9f", "plain", "x\t\u2028\ty"])
+def test_control_characters_are_the_documents(text):
+    seeds = sorted({ch for doc in seeds_parse(text) for ch in doc if unicodedata.category(ch) == "Cc"})
+    assert control_characters(text) == seeds
