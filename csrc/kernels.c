@@ -98,14 +98,7 @@ static const int64_t *node_list(int64_t *dst, const mg_arena *a, int64_t off, in
 
 // out_i = wte[token][i] + wpe[pos][i]: the seed's tok_emb + pos_emb, node for node
 int64_t mgi_k_embed(mg_arena *a, int64_t wte, int64_t wpe, int64_t n, int64_t token, int64_t pos) {
-    int64_t t = wte + token * n, p = wpe + pos * n, used = 0;
-    int rc = mgi_reserve(a, n, 2 * n, n, 0);
-    if (!rc) rc = mgi_reserve_view(a, view_need(a, t, n) + view_need(a, p, n));
-    if (rc) return rc;
-    const mgi_id *ts = input(a, t, n, &used), *ps = input(a, p, n, &used);
-    mgi_id *out = mgi_step_ids(a, a->vcount);
-    for (int64_t i = 0; i < n; i++) out[i] = nd_add(a, ts[i], ps[i]);
-    return vec_commit(a, n);
+    return mgi_k_add(a, wte + token * n, wpe + pos * n, n);     // the rows' sum
 }
 
 int64_t mgi_k_add(mg_arena *a, int64_t x, int64_t y, int64_t n) {
