@@ -207,25 +207,29 @@ class Model:
         check_temperature(temperature)
         check_prefix(prefix, self.tokenizer, self.config)
         names = []
-        with self.gpt.graph.lock, _random_state(self.random_state) as state:
-            for i in range(n):
-                names.append(sample(self.gpt, self.tokenizer, temperature, prefix))
-                if on_sample:
-                    on_sample(i, names[-1])
-        self.random_state = state[0]
+        with self.gpt.graph.lock:
+            with _random_state(self.random_state) as state:
+                for i in range(n):
+                    names.append(sample(self.gpt, self.tokenizer, temperature, prefix))
+                    if on_sample:
+                        on_sample(i, names[-1])
+            self.random_state = state[0]  # before the lock goes: the next call starts here
         return names
 
     def reseed(self, seed):
         """Sample from now on with the numbers random.seed(seed) gives."""
-        self.random_state = random.Random(seed).getstate()
+        state = random.Random(seed).getstate()
+        with self.gpt.graph.lock:  # not in the middle of a sample() that would write its own after
+            self.random_state = state
 
     def save(self, path):
         """A checkpoint (written atomically) that load() reads back into the same run."""
-        with self.gpt.graph.lock:
+        with self.gpt.graph.lock:  # one moment's parameters, step and random state
             params, m, v = self.gpt.graph.state_arrays()  # 8 bytes a number, not a float object
-        checkpoint.save(path, config=self.config, chars=self.tokenizer.chars, step=self.step,
+            step, random_state = self.step, self.random_state
+        checkpoint.save(path, config=self.config, chars=self.tokenizer.chars, step=step,
                         num_steps=self.num_steps, seed=self.seed, lr=self.lr, data=self.data_id,
-                        params=params, adam_m=m, adam_v=v, random_state=self.random_state)
+                        params=params, adam_m=m, adam_v=v, random_state=random_state)
 
     def __repr__(self):
         c = self.config

@@ -129,6 +129,30 @@ def test_threads_sharing_a_model_or_sampling_two_models_take_turns(backend):
         sys.setswitchinterval(switch)
 
 
+def test_sampling_hands_its_random_state_on_before_the_lock_goes(backend):
+    """Another thread may take the lock the moment a sample() lets it go: it must start from
+    where that call left the random state (it once read the state before the call had put it back)."""
+    serial = microgpt.Model.new(DOCS, backend=backend, **SMALL).train(3).sample(8)
+    model = microgpt.Model.new(DOCS, backend=backend, **SMALL).train(3)
+    lock, taken, inner = model.gpt.graph.lock, [0], []
+
+    class LetGo:  # once the lock is let go entirely, sample at once, as a waiting thread would
+        def __enter__(self):
+            lock.__enter__()
+            taken[0] += 1
+
+        def __exit__(self, *exc):
+            taken[0] -= 1
+            lock.__exit__(*exc)
+            if taken[0] == 0 and not inner:
+                inner.append(None)
+                inner[0] = model.sample(4)
+
+    model.gpt.graph.lock = LetGo()
+    first = model.sample(4)
+    assert [first, inner[0]] == [serial[:4], serial[4:]]
+
+
 def check_threads_take_turns(backend):
     import threading
     serial = microgpt.Model.new(DOCS, backend=backend, **SMALL).train(10)
