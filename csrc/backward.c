@@ -95,6 +95,12 @@ int mgi_backward_refused(const mg_arena *a) {
     return 0;
 }
 
+// the two terms of a DOT node's pair (w, x): each one's local gradient is the other's value
+static inline void dot_term(double *grad, const double *data, int64_t w, int64_t x, double gn) {
+    grad[w] += data[x] * gn;
+    grad[x] += data[w] * gn;
+}
+
 int mgi_chain_rule(mg_arena *a, int64_t root, const mgi_id *order, int64_t n) {
     int rc = mgi_backward_refused(a);
     if (rc) return rc;
@@ -121,10 +127,13 @@ int mgi_chain_rule(mg_arena *a, int64_t root, const mgi_id *order, int64_t n) {
                 MGI_DOT_TERMS(simd, grad + w0, grad + x0, data + w0, data + x0, (int64_t)lgrad[b + 1], gn);
                 continue;
             }
-            for (int64_t j = (int64_t)lgrad[b + 1] - 1; j >= 0; j--) {   // (mgi_dot_n)
-                int64_t w = mgi_vec_entry(a, wo + j), x = mgi_vec_entry(a, xo + j);
-                grad[w] += data[x] * gn;
-                grad[x] += data[w] * gn;
+            int64_t nj = (int64_t)lgrad[b + 1];   // (mgi_dot_n)
+            if (wo >= a->vecs_keep && xo >= a->vecs_keep) {   // a step's vecs: their entries in place
+                const mgi_id *wv = mgi_step_ids(a, wo), *xv = mgi_step_ids(a, xo);
+                for (int64_t j = nj - 1; j >= 0; j--) dot_term(grad, data, wv[j], xv[j], gn);
+            } else {                             // a kept vec's entries come from its runs
+                for (int64_t j = nj - 1; j >= 0; j--)
+                    dot_term(grad, data, mgi_vec_entry(a, wo + j), mgi_vec_entry(a, xo + j), gn);
             }
         } else {
             for (int64_t e = b; e < end; e++) grad[child[e]] += lgrad[e] * g;

@@ -89,11 +89,10 @@ def control_characters(text):
     """The control characters (Unicode's Cc) that the documents parse_docs finds in text hold,
     sorted: line boundaries never, whitespace only where it lies between two other characters
     of a line."""
-    found = []
+    found, other_space = [], f"[^\\S{LINE_BOUNDARIES}]*"   # whitespace within a line
     for ch in sorted(set(text)):
         if unicodedata.category(ch) != "Cc" or ch in LINE_BOUNDARIES:
             continue
-        other_space = f"[^\\S{LINE_BOUNDARIES}]*"
         if not ch.isspace() or re.search(f"\\S{other_space}{re.escape(ch)}{other_space}\\S", text):
             found.append(ch)
     return found
