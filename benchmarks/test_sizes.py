@@ -109,6 +109,53 @@ def test_adam_step(benchmark, size, threads):
                        rounds=ROUNDS[size], iterations=1)
 
 
+@pytest.fixture(scope="module")
+def floor(tmp_path_factory):
+    """floor.c built for this CPU (None where it cannot be: no compiler)."""
+    import cffi
+    ffi = cffi.FFI()
+    ffi.cdef("void floor_divisions(const double *m, const double *v, double *out, int64_t n, double b1, double b2, "
+             "double lr, double eps); void floor_traffic(double *p, double *g, double *m, double *v, int64_t n, "
+             "double c);")
+    source = pathlib.Path(__file__).with_name("floor.c")
+    ffi.set_source("_floor", source.read_text(),
+                   extra_compile_args=["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=off"])
+    build = tmp_path_factory.mktemp("floor")
+    try:
+        module = ffi.compile(tmpdir=str(build), verbose=False)
+    except Exception as e:  # cffi.VerificationError, or the compiler's own
+        pytest.skip(f"floor.c not built: {e}")
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("_floor", module)
+    lib = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lib)
+    return lib
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+@pytest.mark.parametrize("part", ["divisions", "traffic"])
+def test_adam_floor(benchmark, floor, size, part):
+    """Beside Adam alone: the divisions and roots it needs, at the divider's pace (from the cache),
+    or the bytes it moves (p, g, m and v: 64 a parameter), one thread, nothing else (floor.c).
+    Adam cannot take less time than either; the seed's size and d64 are the divider's, d128
+    comes near the memory's."""
+    from array import array
+    benchmark.group = f"Adam step, {size}"
+    n = Config(vocab_size=27, **SIZES[size]).num_params
+    lib, ffi = floor.lib, floor.ffi
+    if part == "divisions":
+        m = array("d", [1e-3 * (1 + k % 7) for k in range(1024)])   # floor.c's block
+        v = array("d", [1e-6 * (1 + k % 5) for k in range(1024)])
+        out = array("d", bytes(8 * 1024))
+        args = (ffi.from_buffer("double[]", m), ffi.from_buffer("double[]", v), ffi.from_buffer("double[]", out),
+                n, 0.15, 0.01, 0.01, 1e-8)
+        benchmark.pedantic(lambda: lib.floor_divisions(*args), rounds=ROUNDS[size] * 4, iterations=1)
+    else:
+        arrays = [array("d", bytes(8 * n)) for _ in range(4)]
+        args = [ffi.from_buffer("double[]", a) for a in arrays] + [n, 0.5]
+        benchmark.pedantic(lambda: lib.floor_traffic(*args), rounds=ROUNDS[size] * 4, iterations=1)
+
+
 MEMORY_STEPS = 1000  # names.txt in the CLI's order: every name length comes up well before this
 
 # The child's own peak, in KB: VmHWM, the high-water mark of the memory it runs in since its exec.
