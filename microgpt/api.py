@@ -189,12 +189,10 @@ class Model:
         def done(step, loss):
             self.losses.append(loss)
             self.step = step + 1
-            if on_step:
-                on_step(step, loss)
 
         try:
             train_steps(self.gpt, self.tokenizer, self.docs, self.num_steps, self.lr, start=self.step, stop=stop,
-                        on_step=done, should_stop=should_stop)
+                        on_step=on_step, should_stop=should_stop, on_done=done)
         except TrainingFailed as failed:  # the model is back in its state before that step
             self.step = failed.step
             raise

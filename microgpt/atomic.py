@@ -20,7 +20,21 @@ class OutputPathError(ValueError):
 
 
 def _folder(path):
-    return os.path.dirname(os.path.abspath(path))
+    return os.path.dirname(_target(path))
+
+
+def _target(path):
+    """The file a path names: through symbolic links, so that writing a link replaces the file
+    it points to, and leaves the link a link."""
+    return os.path.realpath(path)
+
+
+def same_file(a, b):
+    """Whether two paths name one file (through links, hard ones included)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return _target(a) == _target(b)
 
 
 def check_output_path(path, flag):
@@ -28,11 +42,16 @@ def check_output_path(path, flag):
     folder, a device. Creating (and removing) a temporary file is the honest test: permission
     bits say nothing for root, and nothing about read-only mounts."""
     path = os.fspath(path)
-    if os.path.isdir(path):
+    if not path:
+        raise OutputPathError(f"{flag}: the path is empty")
+    if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)):
+        raise OutputPathError(f"{flag} {path} ends with {path[-1]}: it names a folder, not a file")
+    target = _target(path)
+    if os.path.isdir(target):
         raise OutputPathError(f"{flag} {path} is a directory, not a file")
-    if os.path.exists(path) and not os.path.isfile(path):
+    if os.path.exists(target) and not os.path.isfile(target):
         raise OutputPathError(f"{flag} {path} exists and is not a regular file")
-    folder = _folder(path)
+    folder = _folder(target)
     if not os.path.isdir(folder):
         raise OutputPathError(f"{flag} {path}: the folder {folder} does not exist")
     try:
@@ -41,6 +60,20 @@ def check_output_path(path, flag):
         raise OutputPathError(f"{flag} {path}: cannot write in {folder} ({e.strerror})") from None
     os.close(fd)
     os.unlink(tmp)
+
+
+def check_outputs(outputs, inputs=None, may_share=()):
+    """check_output_path() for each output ({name on the command line: path or None}), and
+    refuse two that name one file, or one that names an input's file ({name: path or None}):
+    one would overwrite the other. may_share: (output, input) name pairs that may."""
+    given = [(name, path) for name, path in outputs.items() if path]
+    for name, path in given:
+        check_output_path(path, name)
+    read = [(name, path) for name, path in (inputs or {}).items() if path]
+    for i, (name, path) in enumerate(given):
+        for other, other_path in given[i + 1:] + read:
+            if (name, other) not in may_share and same_file(path, other_path):
+                raise OutputPathError(f"{name} and {other} name the same file {path}: one would overwrite the other")
 
 
 def _umask():
@@ -63,17 +96,29 @@ class AtomicFile:
     garbage) removes the temporary file. Usable as a context manager that commits on success."""
 
     def __init__(self, path, mode="w"):
-        self.path = os.fspath(path)
+        self.path = _target(os.fspath(path))
         fd, self.tmp = _mkstemp(dir=_folder(self.path), prefix=f".{os.path.basename(self.path)}.", suffix=".tmp")
         os.chmod(self.tmp, 0o666 & ~_umask())  # as open() would create it, not mkstemp's 0600
         self.file = os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+        self.failed = False  # a write failed: what the file holds is not what was written
         _pending.add(self)
 
     def write(self, data):
-        return self.file.write(data)
+        try:
+            return self.file.write(data)
+        except OSError as e:  # a full disk, a file size limit: name the file the error is about
+            self.failed = True
+            if e.filename is None:
+                e.filename = self.path
+            raise
 
     def commit(self):
+        """Put the file under its name; after a failed write, discard it instead (the file under
+        the name, if any, stays as it was)."""
         if self.file is None:
+            return
+        if self.failed:
+            self.discard()
             return
         try:
             self.file.flush()
@@ -82,6 +127,11 @@ class AtomicFile:
             self.file = None
             os.replace(self.tmp, self.path)
             _pending.discard(self)
+        except OSError as e:
+            self.discard()
+            if e.filename is None:
+                e.filename = self.path
+            raise
         except BaseException:
             self.discard()
             raise

@@ -18,7 +18,7 @@ import time
 from . import __version__, atomic, checkpoint, limits
 from .api import DEFAULTS as TRAIN_DEFAULTS
 from .api import Model, check_count, check_lr, check_prefix, check_temperature, check_threads
-from .atomic import AtomicFile, OutputPathError, check_output_path
+from .atomic import AtomicFile, OutputPathError, check_outputs
 from .backend import CHOICES, BackendError
 from .checkpoint import CheckpointError
 from .data import DataError
@@ -66,7 +66,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     t = sub.add_parser("train", help="train on a names file, then sample")
-    t.add_argument("--data", help="UTF-8 text, one document a line (default: the embedded names list)")
+    t.add_argument("--data", type=path_arg, help="UTF-8 text, one document a line (default: the embedded names list)")
     t.add_argument("--steps", type=int, help=f"steps in the schedule; 0: sample only (default: {D['steps']})")
     t.add_argument("--seed", type=int, help=f"seeds the shuffle, the parameters, the sampling (default: {D['seed']})")
     t.add_argument("--n-layer", type=int, help=f"transformer layers (default: {D['n_layer']})")
@@ -78,18 +78,18 @@ def build_parser():
                                                "bits for any number (default: the CPUs available)")
     add_sampling_flags(t)
     add_backend_flags(t)
-    t.add_argument("--save", metavar="CKPT",
+    t.add_argument("--save", metavar="CKPT", type=path_arg,
                    help="write a checkpoint at the end, or after the current step on Ctrl-C, SIGTERM or a failed step")
-    t.add_argument("--resume", metavar="CKPT",
+    t.add_argument("--resume", metavar="CKPT", type=path_arg,
                    help="continue the run a checkpoint holds (its config, data, seed, lr and schedule)")
     t.add_argument("--stop-after", type=int, metavar="N",
                    help="train at most N steps in this run (the schedule still spans --steps)")
-    t.add_argument("--metrics", metavar="FILE",
+    t.add_argument("--metrics", metavar="FILE", type=path_arg,
                    help="write JSON Lines: step, loss, lr, elapsed per step; then params_sha256, samples")
     add_memory_flag(t)
 
     s = sub.add_parser("sample", help="sample names from a checkpoint")
-    s.add_argument("checkpoint")
+    s.add_argument("checkpoint", type=path_arg)
     add_sampling_flags(s)
     s.add_argument("--seed", type=int, default=None,
                    help="seed for sampling (default: continue the checkpoint's random state)")
@@ -101,17 +101,16 @@ def build_parser():
     p.add_argument("--steps", type=int, default=5, help="training steps per rung (default: 5)")
     p.add_argument("--rounds", type=int, default=5,
                    help="timed rounds per rung after the warm-up; the table shows their median and spread (default: 5)")
-    p.add_argument("--data", help="data file (default: the embedded names list)")
-    p.add_argument("--json", metavar="FILE", help="write the numbers as JSON")
-    p.add_argument("--plot", metavar="FILE.png", help="draw a bar chart (needs matplotlib)")
+    p.add_argument("--data", type=path_arg, help="data file (default: the embedded names list)")
+    p.add_argument("--json", metavar="FILE", type=path_arg, help="write the numbers as JSON")
+    p.add_argument("--plot", metavar="FILE.png", type=path_arg, help="draw a bar chart (needs matplotlib)")
     p.add_argument("--rungs", help=f"comma-separated subset of the rungs {', '.join(names)} (default: all)")
-    p.add_argument("--seed-script", metavar="PATH",
-                   help="the seed's microgpt.py to time as the first rung (default: ../shared/reference/"
-                        "seed_microgpt.py when present)")
+    p.add_argument("--seed-script", metavar="PATH", type=path_arg,
+                   help="the seed's microgpt.py (Karpathy's, as published) to time as the first rung")
 
     pl = sub.add_parser("plot", help="draw the loss curve of a --metrics file (needs matplotlib)")
-    pl.add_argument("metrics", metavar="METRICS.jsonl")
-    pl.add_argument("out", metavar="OUT.png")
+    pl.add_argument("metrics", metavar="METRICS.jsonl", type=path_arg)
+    pl.add_argument("out", metavar="OUT.png", type=path_arg)
     return parser
 
 
@@ -120,6 +119,14 @@ def add_sampling_flags(p):
     p.add_argument("--temperature", type=float, help=f"sampling temperature, > 0 (default: {D['temperature']})")
     p.add_argument("--samples", type=int, help=f"names to sample (default: {D['samples']})")
     p.add_argument("--prefix", default="", help="start every sample with these letters (default: none)")
+
+
+def path_arg(text):
+    """A file's path: an empty one is an error, not the default (a checkpoint left out of
+    `--resume "$CKPT"` must not start a new run over it)."""
+    if not text:
+        raise argparse.ArgumentTypeError("the path is empty")
+    return text
 
 
 def add_memory_flag(p):
@@ -135,7 +142,38 @@ def memory_size(text):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP outside training: the command ends as on Ctrl-C, its files cleaned up
+    (a scratch folder removed, a child process stopped, what --metrics holds so far written)."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+# the signals that end a command (SIGINT is Python's KeyboardInterrupt already)
+TERMINATING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def _terminated(signum, frame):
+    raise Terminated(signum)
+
+
 def main(argv=None):
+    previous = {}
+    try:
+        for sig in TERMINATING:
+            previous[sig] = signal.signal(sig, _terminated)
+    except ValueError:  # not the main thread: leave the signals alone
+        pass
+    try:
+        return run_command(argv)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_command(argv):
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":
@@ -144,26 +182,32 @@ def main(argv=None):
             return cmd_sample(args)
         if args.command == "plot":
             return cmd_plot(args)
-        if args.plot:  # before the run, not after it
-            from .plot import require_matplotlib
-            require_matplotlib("--plot")
         from .profile import cmd_profile
         return cmd_profile(args)
     except KeyboardInterrupt:  # Ctrl-C outside training (loading, sampling): nothing to save
         print("\nmicrogpt: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
+    except Terminated as t:
+        print(f"\nmicrogpt: interrupted ({signal.Signals(t.signum).name})", file=sys.stderr)
+        return 128 + t.signum
     except BrokenPipeError:  # the reader went away (| head): leave quietly
         silence_stdout()
         return EXIT_PIPE
-    except USER_ERRORS as e:
-        print(f"microgpt: error: {e}", file=sys.stderr)
+    except (*USER_ERRORS, MemoryError, OSError) as e:
+        print(f"microgpt: error: {error_text(e)}", file=sys.stderr)
         return EXIT_USAGE
-    except MemoryError as e:
-        print(f"microgpt: error: out of memory: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as e:
-        print(f"microgpt: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
-        return EXIT_USAGE
+
+
+def error_text(e):
+    """One line for a user's error (USER_ERRORS, MemoryError, OSError), else None (a bug)."""
+    if isinstance(e, MemoryError):
+        return f"out of memory{': ' + str(e) if str(e) else ''}"
+    if isinstance(e, OSError) and not isinstance(e, USER_ERRORS):
+        what = e.strerror or str(e) or type(e).__name__
+        return f"{e.filename}: {what}" if e.filename else what
+    if isinstance(e, USER_ERRORS):
+        return str(e)
+    return None
 
 
 def silence_stdout():
@@ -182,14 +226,6 @@ def check_sampling_args(args, tokenizer, config):
     """Refuse bad sampling flags before training, not after it."""
     check_temperature(args.temperature, "--temperature")
     check_prefix(args.prefix, tokenizer, config, "--prefix")
-
-
-def check_outputs(args):
-    paths = [(getattr(args, name), "--" + name) for name in ("save", "metrics") if getattr(args, name)]
-    for path, flag in paths:
-        check_output_path(path, flag)
-    if len(paths) == 2 and os.path.abspath(paths[0][0]) == os.path.abspath(paths[1][0]):
-        raise ValueError(f"--save and --metrics name the same file {paths[0][0]}")
 
 
 def resume_settings(args, ck):
@@ -230,7 +266,8 @@ def cmd_train(args):
         check_lr(args.lr, "--lr")
     fill_defaults(args, ("temperature", "samples"))
     check_temperature(args.temperature, "--temperature")
-    check_outputs(args)
+    check_outputs({"--save": args.save, "--metrics": args.metrics}, {"--data": args.data, "--resume": args.resume},
+                  may_share={("--save", "--resume")})   # a run going on where it left off
     build = dict(backend=args.backend, graph=args.graph, max_memory=args.max_memory, saving=bool(args.save),
                  threads=check_threads(args.threads, "--threads"))
     if args.resume:
@@ -281,6 +318,16 @@ def cmd_train(args):
             except TrainingFailed as failed:
                 progress.end()
                 print(f"microgpt: error: {failed}{save()}", file=sys.stderr)
+                return EXIT_USAGE
+            except Exception as e:  # --metrics could not be written, say: the steps done are kept
+                progress.end()
+                try:
+                    saved = save()
+                except Exception as failed_save:
+                    saved = f"; nothing saved: {error_text(failed_save) or failed_save}"
+                if error_text(e) is None:
+                    raise
+                print(f"microgpt: error: {error_text(e)}{saved}", file=sys.stderr)
                 return EXIT_USAGE
             if stops.reason == STDOUT_CLOSED:
                 saved = save()
@@ -346,11 +393,11 @@ def clock(seconds):
 
 
 class StopAfterStep:
-    """SIGINT (Ctrl-C) and SIGTERM (kill, docker stop, schedulers) during training end the run
-    after the current step, so a checkpoint saved then holds whole steps, never half an Adam
-    update. A second signal exits at once, saving nothing. `reason` says why training stopped."""
+    """SIGINT (Ctrl-C), SIGTERM (kill, docker stop, schedulers) and SIGHUP (a closed terminal)
+    during training end the run after the current step, so a checkpoint saved then holds whole
+    steps, never half an Adam update. A second signal exits at once, saving nothing. `reason` says why training stopped."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT,) + TERMINATING
 
     def __init__(self):
         self.reason, self.signum = None, None
@@ -401,7 +448,7 @@ def cmd_sample(args):
 def cmd_plot(args):
     from .plot import plot_losses, require_matplotlib
     require_matplotlib("microgpt plot")
-    check_output_path(args.out, "OUT.png")
+    check_outputs({"OUT.png": args.out}, {"METRICS.jsonl": args.metrics})
     n = plot_losses(args.metrics, args.out)
     print(f"loss curve of {n} steps written to {args.out}")
     return 0

@@ -22,17 +22,21 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
+from . import atomic
 from .backend import c_status
 from .data import default_docs, load_docs
 from .model import GPT, Config
 from .modes import RUNGS, SEED_SCRIPT_RUNG, new_graph
 from .optim import LEARNING_RATE
 from .parity import PRINTED_DECIMALS, parse_seed_output, printed_loss
+from .plot import require_matplotlib
 from .tokenizer import Tokenizer
 from .training import params_sha256, step_loss, train, train_step
 
 
 DEFAULT_ROUNDS = 5
+# a profile keeps every step's tokens and losses for each rung: bounds that keep it a measurement
+MAX_STEPS, MAX_ROUNDS = 100_000, 1_000
 SPREAD_LIMIT = 0.10  # a rung whose rounds' totals spread more than this share of their median is marked
 SPREAD_MARK = "!"
 PHASES = ("forward", "backward", "adam")
@@ -212,20 +216,6 @@ def summarize(result):
     result.gc_share = statistics.median(r.gc_share for r in rounds)
     totals = [r.ms_step for r in rounds]
     result.spread = (max(totals) - min(totals)) / result.ms_step if len(rounds) > 1 and result.ms_step else None
-
-
-def find_seed_script(path=None):
-    """The seed's own script: --seed-script (Karpathy's microgpt.py as published, or the
-    development reference), else ../shared/reference/seed_microgpt.py beside the current
-    directory or the source tree, where a development checkout of this project has it."""
-    if path:
-        return path
-    here = os.path.dirname(os.path.abspath(__file__))
-    for base in (os.getcwd(), os.path.dirname(here)):
-        candidate = os.path.join(base, "..", "shared", "reference", "seed_microgpt.py")
-        if os.path.exists(candidate):
-            return os.path.normpath(candidate)
-    return None
 
 
 @dataclass
@@ -420,30 +410,35 @@ def plot(results, path):
                  f"whole step: whiskers = fastest and slowest round, Nx = speedup over the first rung, "
                  f"{SPREAD_MARK} = spread over {100 * SPREAD_LIMIT:.0f}% of the median", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic.AtomicFile(path, "wb") as f:
+        fig.savefig(f.file, format="png", dpi=110)   # PNG whatever the name ends with, as --help says
     plt.close(fig)
     return True
 
 
 def cmd_profile(args):
-    if args.steps < 2:
-        raise ValueError(f"--steps must be at least 2, got {args.steps}")
+    if not 2 <= args.steps <= MAX_STEPS:
+        raise ValueError(f"--steps must be from 2 to {MAX_STEPS}, got {args.steps}")
     rounds = getattr(args, "rounds", DEFAULT_ROUNDS)
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"--rounds must be a whole number of at least 1, got {rounds}")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= MAX_ROUNDS:
+        raise ValueError(f"--rounds must be a whole number from 1 to {MAX_ROUNDS}, got {rounds}")
     names = [SEED_SCRIPT_RUNG] + [r.name for r in RUNGS]
     wanted = args.rungs.split(",") if args.rungs else names
     unknown = set(wanted) - set(names)
     if unknown:
         raise ValueError(f"unknown rung(s) {', '.join(sorted(unknown))}: choose from {', '.join(names)}")
-    script = find_seed_script(args.seed_script)
-    if args.seed_script and not os.path.isfile(args.seed_script):
-        raise ValueError(f"--seed-script {args.seed_script}: no such file")
+    script = args.seed_script
+    if script and not os.path.isfile(script):
+        raise ValueError(f"--seed-script {script}: no such file")
+    if args.plot:  # before the run, not after it
+        require_matplotlib("--plot")
+    atomic.check_outputs({"--json": args.json, "--plot": args.plot},
+                         {"--data": args.data, "--seed-script": script})
     if SEED_SCRIPT_RUNG in wanted and not script:
         if args.rungs:
-            raise ValueError("rung seed-script: the seed's script was not found; give --seed-script PATH")
-        print("microgpt: note: the seed's script was not found; give --seed-script PATH (Karpathy's microgpt.py "
-              "as published) to time it as the first rung", file=sys.stderr)
+            raise ValueError("rung seed-script: give the seed's script with --seed-script PATH")
+        print("microgpt: note: give --seed-script PATH (Karpathy's microgpt.py as published) to time the seed's "
+              "script as the first rung", file=sys.stderr)
     docs = load_docs(args.data) if args.data else default_docs()
     rungs = [r for r in RUNGS if r.name in wanted]
     c_ok, why = c_status()
@@ -492,7 +487,7 @@ def cmd_profile(args):
         same = same and seed_same
         print(seed_line)
     if args.json:
-        with open(args.json, "w") as f:
+        with atomic.AtomicFile(args.json) as f:
             json.dump({"steps": args.steps, "documents": len(docs), "rounds": rounds,
                        "spread": "(slowest round - fastest) / median, of the rounds' ms_step", "bit_identical": same,
                        "seed_script_compared_at": None if seed is None else

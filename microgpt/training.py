@@ -58,8 +58,11 @@ def train_step(model, tokens, step, num_steps, lr=LEARNING_RATE, pause_gc=True, 
     return value
 
 
-def train(model, tokenizer, docs, num_steps, lr, start=0, stop=None, on_step=None, should_stop=None):
+def train(model, tokenizer, docs, num_steps, lr, start=0, stop=None, on_step=None, should_stop=None, on_done=None):
     """Steps start..stop-1 of a num_steps schedule; one document a step, in order, wrapping.
+    on_done(step, loss) as soon as a step's update is in the parameters (a run of steps done by
+    one C call: each of them, before any on_step), so that the caller's count of steps never
+    falls behind the parameters, even if on_step raises.
 
     A step whose loss is not finite, or whose graph raises a math error, raises TrainingFailed
     with the model put back in its state from before that step (guard.py), so that what is
@@ -76,10 +79,13 @@ def train(model, tokenizer, docs, num_steps, lr, start=0, stop=None, on_step=Non
             break
         last_good.before(step)
         losses, failure = batches.run(step, end)
-        for i, loss in enumerate(losses):
-            if on_step:
-                on_step(step + i, loss)
+        if on_done:
+            for i, loss in enumerate(losses):
+                on_done(step + i, loss)
         step += len(losses)
+        if on_step:
+            for i, loss in enumerate(losses):
+                on_step(step - len(losses) + i, loss)
         if failure:
             what = f"the loss is {failure[1]}" if failure[0] == "nonfinite" else describe(failure[1])
             raise TrainingFailed(step, what, likely_cause(step, lr))  # the state is the one before it
@@ -94,6 +100,8 @@ def train(model, tokenizer, docs, num_steps, lr, start=0, stop=None, on_step=Non
         if what is not None:
             last_good.rebuild(step, run_step)
             raise TrainingFailed(step, what, likely_cause(step, lr))
+        if on_done:
+            on_done(step, loss)
         if on_step:
             on_step(step, loss)
         step += 1

@@ -408,3 +408,73 @@ def test_a_run_that_writes_no_file_imports_no_tempfile_nor_package_resources(sma
     done = subprocess.run([sys.executable, "-c", code, str(small_data)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "--data", ""], ["train", "--save", ""], ["train", "--resume", ""], ["train", "--metrics", ""],
+    ["sample", ""], ["profile", "--data", ""], ["profile", "--json", ""], ["profile", "--plot", ""],
+    ["profile", "--seed-script", ""], ["plot", "", "out.png"], ["plot", "m.jsonl", ""],
+], ids=lambda args: " ".join(a or "''" for a in args))
+def test_an_empty_path_is_an_error_not_the_default(args):
+    """`--resume "$CKPT"` with CKPT unset must not start a new run (which --save would then write
+    over the checkpoint); nor may an empty --save or --metrics quietly write nothing."""
+    assert_clean_error(in_process(*args), "the path is empty")
+
+
+def test_an_empty_resume_leaves_the_checkpoint_alone(tmp_path, small_data):
+    in_process("train", "--data", small_data, "--steps", 50, "--stop-after", 7, "--samples", 0, "--save", tmp_path / "ck")
+    before = (tmp_path / "ck").read_bytes()
+    assert_clean_error(in_process("train", "--data", small_data, "--resume", "", "--steps", 50, "--stop-after", 1,
+                                  "--save", tmp_path / "ck"), "--resume")
+    assert (tmp_path / "ck").read_bytes() == before
+
+
+def test_an_output_may_not_overwrite_an_input(tmp_path, small_data):
+    """Each output against the inputs the same command reads (and against the other outputs):
+    refused before anything runs, the input untouched. --save onto --resume's file is a run going
+    on where it left off, and stays allowed."""
+    in_process("train", "--data", small_data, "--steps", 50, "--stop-after", 2, "--samples", 0, "--save", tmp_path / "ck")
+    data_copy = tmp_path / "data.txt"
+    data_copy.write_bytes(pathlib.Path(small_data).read_bytes())
+    (tmp_path / "m.jsonl").write_text('{"step": 1, "loss": 3.0}\n')
+    (tmp_path / "link").symlink_to(data_copy)
+    cases = [
+        (["train", "--resume", tmp_path / "ck", "--stop-after", 1, "--metrics", tmp_path / "ck"], "ck"),
+        (["train", "--data", data_copy, "--save", data_copy], "data.txt"),
+        (["train", "--data", data_copy, "--metrics", tmp_path / "link"], "--data"),   # through a link
+        (["profile", "--data", data_copy, "--json", data_copy, "--rungs", "python"], "data.txt"),
+        (["plot", tmp_path / "m.jsonl", tmp_path / "m.jsonl"], "m.jsonl"),
+    ]
+    before = {p: p.read_bytes() for p in (tmp_path / "ck", data_copy, tmp_path / "m.jsonl")}
+    for args, name in cases:
+        result = in_process(*args)
+        if args[0] == "plot" and "matplotlib" in result.stderr:
+            continue  # plot refuses earlier without matplotlib
+        assert_clean_error(result, "name the same file", name)
+        assert "step" not in result.stdout
+    assert {p: p.read_bytes() for p in before} == before
+    result = in_process("train", "--resume", tmp_path / "ck", "--stop-after", 1, "--samples", 0, "--save", tmp_path / "ck")
+    assert result.returncode == 0, result.stderr
+
+
+def test_saving_through_a_symbolic_link_writes_the_file_it_points_to(tmp_path, small_data):
+    (tmp_path / "real").mkdir()
+    link = tmp_path / "run.ckpt"
+    link.symlink_to(tmp_path / "real" / "run.ckpt")
+    in_process("train", "--data", small_data, "--steps", 50, "--stop-after", 2, "--samples", 0, "--save", link)
+    assert link.is_symlink() and (tmp_path / "real" / "run.ckpt").is_file()
+    result = in_process("train", "--resume", link, "--stop-after", 3, "--samples", 0, "--save", link,
+                        "--metrics", tmp_path / "m.jsonl")
+    assert result.returncode == 0, result.stderr
+    from microgpt import checkpoint
+    assert link.is_symlink() and checkpoint.load(tmp_path / "real" / "run.ckpt")["step"] == 5
+    assert sorted(p.name for p in (tmp_path / "real").iterdir()) == ["run.ckpt"]   # no temporary file left
+
+
+@pytest.mark.parametrize("flag", ["--save", "--metrics"])
+@pytest.mark.parametrize("where", ["new-folder", "a-file"])
+def test_an_output_path_ending_with_a_slash_fails_before_training(tmp_path, small_data, flag, where):
+    path = {"new-folder": f"{tmp_path}/new/", "a-file": f"{small_data}/"}[where]
+    result = in_process("train", "--data", small_data, "--steps", 100000, flag, path)
+    assert_clean_error(result, flag, "ends with /")
+    assert "step" not in result.stdout

@@ -3,7 +3,11 @@ the plot and its fallback."""
 import argparse
 import gc
 import json
+import os
+import pathlib
 import statistics
+import subprocess
+import sys
 
 import pytest
 from conftest import C_OK, run_microgpt
@@ -201,16 +205,19 @@ def test_plot_without_matplotlib_says_how_to_get_it(small_data, tmp_path):
 
 
 def test_profile_argument_errors(small_data):
-    for args, fragment in ((["--steps", "1"], "at least 2"), (["--rungs", "python,turbo"], "turbo")):
+    """Steps and rounds are bounded (a profile holds every step's tokens and losses): a huge
+    count is refused before anything runs, not after memory runs out."""
+    for args, fragment in ((["--steps", "1"], "from 2 to"), (["--steps", "100000000000"], "from 2 to 100000"),
+                           (["--rungs", "python,turbo"], "turbo"), (["--rounds", "10000000"], "from 1 to 1000")):
         result = run_microgpt("profile", "--data", small_data, *args)
         assert result.returncode == 2 and "Traceback" not in result.stderr and fragment in result.stderr
 
 
-@pytest.mark.parametrize("rounds", ["0", "-3"])
+@pytest.mark.parametrize("rounds", ["0", "-3", "1001"])
 def test_rounds_below_one_is_a_one_line_error(small_data, rounds):
     result = profile_cli("--steps", 2, "--data", small_data, "--rungs", "python", "--rounds", rounds)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.splitlines() == [f"microgpt: error: --rounds must be a whole number of at least 1, got "
+    assert result.stderr.splitlines() == [f"microgpt: error: --rounds must be a whole number from 1 to 1000, got "
                                           f"{rounds}"]
     assert result.stdout == ""
 
@@ -238,3 +245,45 @@ def test_seed_script_rung_runs_the_seed(shared, small_data):
                           "--seed-script", shared / "reference" / "seed_microgpt.py")
     assert result.returncode == 0, result.stderr
     assert "seed-script" in result.stdout and "bit-identical: yes, all 2 rungs" in result.stdout
+
+
+def test_profile_runs_no_script_it_was_not_given(tmp_path, small_data):
+    """Only --seed-script is run: never a script found beside the current folder (such as a
+    development checkout's ../shared/reference/seed_microgpt.py), which would run code the user
+    did not name."""
+    planted = tmp_path / "shared" / "reference" / "seed_microgpt.py"
+    planted.parent.mkdir(parents=True)
+    marker = tmp_path / "ran"
+    planted.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (tmp_path / "cwd").mkdir()
+    import microgpt
+    env = dict(os.environ, PYTHONPATH=str(pathlib.Path(microgpt.__file__).resolve().parents[1]))
+    result = subprocess.run([sys.executable, "-m", "microgpt", "profile", "--steps", "2", "--rounds", "1", "--data",
+                             str(small_data), "--rungs", "python"], capture_output=True, text=True, env=env,
+                            cwd=tmp_path / "cwd", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert not marker.exists()
+    result = subprocess.run([sys.executable, "-m", "microgpt", "profile", "--steps", "2", "--rounds", "1", "--data",
+                             str(small_data), "--rungs", "seed-script,python"], capture_output=True, text=True,
+                            env=env, cwd=tmp_path / "cwd", timeout=300)
+    assert result.returncode == 2 and "--seed-script" in result.stderr and not marker.exists()
+
+
+@pytest.mark.parametrize("flag", ["--json", "--plot"])
+def test_profile_outputs_are_checked_before_it_runs(tmp_path, small_data, flag):
+    result = profile_cli("--steps", 2, "--data", small_data, "--rungs", "python", flag, tmp_path / "nope" / "p.out")
+    if flag == "--plot" and "matplotlib" in result.stderr:
+        pytest.skip("matplotlib is not installed: --plot is refused before that")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert flag in result.stderr and "does not exist" in result.stderr and "running" not in result.stderr
+
+
+def test_profile_json_and_plot_are_written_whole_under_the_names_given(tmp_path, small_data):
+    pytest.importorskip("matplotlib")
+    result = profile_cli("--steps", 2, "--rounds", 1, "--data", small_data, "--rungs", "python", "--json",
+                         tmp_path / "p.json", "--plot", tmp_path / "chart")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "p.json").read_text())["steps"] == 2
+    assert (tmp_path / "chart").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"   # a PNG under the name given
+    assert "plot written to " + str(tmp_path / "chart") in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["chart", "p.json", "small.txt"])

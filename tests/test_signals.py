@@ -92,3 +92,91 @@ def test_ctrl_c_while_sampling_exits_cleanly(small_data):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert "Traceback" not in err and err.strip() == "microgpt: interrupted"
+
+
+def outputs(tmp_path):
+    """A folder of the test's own for a run's outputs (small_data is in tmp_path)."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    return folder
+
+
+def test_sighup_saves_as_sigterm_does(tmp_path, small_data):
+    """A closed terminal (SIGHUP) ends training after the current step and saves."""
+    tmp_path = outputs(tmp_path)
+    proc = start("train", "--data", small_data, "--steps", 100000, "--samples", 0, "--save", tmp_path / "ck")
+    wait_for(proc, "step", count=5)
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGHUP, err
+    assert "interrupted (SIGHUP)" in err and "saved" in err and "Traceback" not in err
+    assert checkpoint.load(tmp_path / "ck")["step"] >= 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+
+
+def test_sigterm_while_sampling_keeps_the_checkpoint_and_the_step_records(tmp_path, small_data):
+    tmp_path = outputs(tmp_path)
+    proc = start("train", "--data", small_data, "--steps", 20, "--samples", 10 ** 7, "--save", tmp_path / "ck",
+                 "--metrics", tmp_path / "m.jsonl")
+    wait_for(proc, "sample", count=3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "Traceback" not in err and err.strip() == "microgpt: interrupted (SIGTERM)"
+    assert checkpoint.load(tmp_path / "ck")["step"] == 20
+    records = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 21))   # every step's record, no samples record
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", "m.jsonl"]
+
+
+def test_sigterm_to_profile_stops_the_seed_script_it_runs(tmp_path, small_data):
+    """The seed's script runs as a child process in a scratch folder: SIGTERM to the profile
+    stops the child and removes the folder, as Ctrl-C does."""
+    script = tmp_path / "slow_seed.py"
+    marker = tmp_path / "child.pid"
+    script.write_text(f"import os, time\nopen({str(marker)!r}, 'w').write(str(os.getpid()))\n"
+                      "print('step    1 / 1000 | loss 3.3000', flush=True)\ntime.sleep(600)\n")
+    proc = start("profile", "--steps", 2, "--data", small_data, "--rungs", "seed-script,python",
+                 "--seed-script", script)
+    deadline = time.monotonic() + 60
+    while not marker.exists() or not marker.read_text():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    child = int(marker.read_text())
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "microgpt: interrupted (SIGTERM)"
+    time.sleep(0.2)
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
+
+
+def test_a_metrics_file_that_cannot_grow_keeps_the_steps_done(tmp_path, small_data):
+    """A write of --metrics fails mid-run (here the file size limit; a full disk is the same): one
+    line naming the file, the checkpoint holds every step done, its step count the parameters'
+    (the dense graph's runs of steps included), and the metrics file is not left half written."""
+    import resource
+    import microgpt
+    tmp_path = outputs(tmp_path)
+    env = dict(os.environ, PYTHONPATH=str(pathlib.Path(microgpt.__file__).resolve().parents[1]))
+    limit = 64 * 1024
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    common = ["--data", small_data, "--steps", 100000, "--n-embd", 4, "--n-head", 1, "--samples", 0]
+    result = subprocess.run([sys.executable, "-m", "microgpt", "train", *map(str, common), "--save",
+                             str(tmp_path / "ck"), "--metrics", str(tmp_path / "m.jsonl")], capture_output=True,
+                            text=True, env=env, preexec_fn=small_files, timeout=300)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "m.jsonl" in lines[0] and "File too large" in lines[0] and "saved" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]   # no metrics file, no temporary one
+    ck = checkpoint.load(tmp_path / "ck")
+    done = ck["step"]
+    assert done > 100
+    whole = run_microgpt("train", *common, "--stop-after", done, "--save", tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+    assert checkpoint.load(tmp_path / "whole")["params"] == ck["params"]
