@@ -20,6 +20,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 
+from . import limits
 from .digest import sha256
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "seed_names_1000steps.txt")
@@ -83,9 +84,21 @@ class Run:
     samples: list | None
 
 
+def regular_file(path, what):
+    """path, if it is a regular file (a device such as /dev/zero would be read until memory runs
+    out), else ParityError."""
+    try:
+        limits.regular_file_size(path, what)
+    except OSError as e:
+        raise ParityError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise ParityError(str(e)) from None
+    return path
+
+
 def read_text(path, what):
     try:
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(regular_file(path, what), encoding="utf-8", newline="") as f:
             return f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise ParityError(f"cannot read {what} {path}: {getattr(e, 'strerror', None) or e}") from None
@@ -105,8 +118,9 @@ def read_metrics(path):
                 sha = str(record["params_sha256"])
             if "samples" in record:
                 samples = [str(s) for s in record["samples"]]
-        except (ValueError, TypeError, KeyError, AttributeError) as e:
-            raise ParityError(f"{path}:{n}: not a line of `microgpt train --metrics` ({e})") from None
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError) as e:
+            raise ParityError(f"{path}:{n}: not a line of `microgpt train --metrics` ({type(e).__name__}: "
+                              f"{str(e)[:200]})") from None
     if not losses:
         raise ParityError(f"{path} has no step records: is it a `microgpt train --metrics` file?")
     return Run(losses, sha, samples)
@@ -120,11 +134,14 @@ def read_reference(path):
 
 
 def file_sha256(path):
+    digest = sha256()
     try:
-        with open(path, "rb") as f:
-            return sha256(f.read()).hexdigest()
+        with open(regular_file(path, "data file"), "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
     except OSError as e:
         raise ParityError(f"cannot read data file {path}: {e.strerror}") from None
+    return digest.hexdigest()
 
 
 def compare(run, ref, data_sha256=None):

@@ -3,6 +3,7 @@
 matplotlib is optional (`pip install ".[plot]"`): require_matplotlib() is called before any
 work that would end in a plot, so a missing matplotlib is one line at once, not after a long run."""
 import json
+import math
 
 from . import atomic, limits
 
@@ -34,14 +35,14 @@ def read_losses(path):
                     continue
                 try:
                     record = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     raise PlotError(f"{path} line {number} is not JSON: is it a --metrics file?") from None
                 if not isinstance(record, dict):
                     raise PlotError(f"{path} line {number} is not a JSON object: is it a --metrics file?")
                 if "step" in record:
                     step, loss = record.get("step"), record.get("loss")
-                    if type(step) is not int or type(loss) not in (int, float):
-                        raise PlotError(f"{path} line {number}: step and loss must be numbers")
+                    if type(step) is not int or type(loss) not in (int, float) or not math.isfinite(loss):
+                        raise PlotError(f"{path} line {number}: step and loss must be numbers (the loss finite)")
                     steps.append(step)
                     losses.append(loss)
     except UnicodeDecodeError:

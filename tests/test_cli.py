@@ -392,6 +392,10 @@ def test_plot_errors(tmp_path):
     assert_clean_error(microgpt("plot", tmp_path / "missing.jsonl", tmp_path / "o.png"), "missing.jsonl")
     assert_clean_error(microgpt("plot", "/dev/zero", tmp_path / "o.png"), "not a regular file")
     assert_clean_error(microgpt("plot", tmp_path / "junk.jsonl", tmp_path), "directory")
+    (tmp_path / "deep.jsonl").write_text("[" * 100000 + "\n")
+    assert_clean_error(microgpt("plot", tmp_path / "deep.jsonl", tmp_path / "o.png"), "not JSON")
+    (tmp_path / "nan.jsonl").write_text('{"step": 1, "loss": 3.0}\n{"step": 2, "loss": NaN}\n')
+    assert_clean_error(microgpt("plot", tmp_path / "nan.jsonl", tmp_path / "o.png"), "line 2", "finite")
     assert not (tmp_path / "o.png").exists()
 
 

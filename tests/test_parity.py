@@ -201,16 +201,20 @@ def test_parity_checks_the_data_file(small_run, small_data):
 
 
 @pytest.mark.parametrize("case", ["missing metrics", "not json", "not metrics", "no steps", "golden without steps",
-                                  "missing golden", "no arguments", "both references", "missing data"])
+                                  "missing golden", "no arguments", "both references", "missing data",
+                                  "deep json", "huge step", "device metrics", "device data", "device golden"])
 def test_parity_bad_input_is_one_line(case, small_run, tmp_path):
     metrics, reference = small_run
     bad = tmp_path / "bad.txt"
-    bad.write_text({"not json": "{oops\n", "not metrics": "[1, 2]\n", "no steps": '{"params_sha256": "ab"}\n'}
+    bad.write_text({"not json": "{oops\n", "not metrics": "[1, 2]\n", "no steps": '{"params_sha256": "ab"}\n',
+                    "deep json": "[" * 100000 + "\n", "huge step": '{"step": 1e400, "loss": 1}\n'}
                    .get(case, "hello\n"))
     args = {"missing metrics": [tmp_path / "nope.jsonl"], "not json": [bad], "not metrics": [bad], "no steps": [bad],
             "golden without steps": [metrics, "--golden", bad], "missing golden": [metrics, "--golden", tmp_path / "no"],
             "no arguments": [], "both references": [metrics, "--golden", reference, "--seed-output", reference],
-            "missing data": [metrics, "--data", tmp_path / "no.txt"]}[case]
+            "missing data": [metrics, "--data", tmp_path / "no.txt"], "deep json": [bad], "huge step": [bad],
+            "device metrics": ["/dev/zero"], "device data": [metrics, "--data", "/dev/zero"],
+            "device golden": [metrics, "--golden", "/dev/zero"]}[case]
     result = check(*args)
     assert result.returncode == 2
     assert result.stdout == ""
