@@ -236,6 +236,16 @@ def _field(ck, name, kind, test=None, what=""):
     return x
 
 
+def _encodable(text):
+    """Whether text is UTF-8 text (JSON can carry a lone surrogate, which no file or terminal
+    takes: sampling would fail on printing it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _short(x):
     text = repr(x)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -283,8 +293,8 @@ def _validate(ck):
     except ConfigError as e:
         raise ValueError(str(e)) from None
 
-    _field(ck, "chars", str, lambda s: len(s) + 1 == config.vocab_size and list(s) == sorted(set(s)),
-           "a string of vocab_size - 1 sorted distinct characters")
+    _field(ck, "chars", str, lambda s: len(s) + 1 == config.vocab_size and list(s) == sorted(set(s))
+           and _encodable(s), "a string of vocab_size - 1 sorted distinct characters (no lone surrogate)")
     num_steps = _field(ck, "num_steps", int, lambda n: 0 <= n <= limits.MAX_STEPS,
                        f"an integer in 0..{limits.MAX_STEPS}")
     _field(ck, "step", int, lambda s: 0 <= s <= num_steps, f"an integer in 0..num_steps ({num_steps})")
@@ -296,8 +306,8 @@ def _validate(ck):
             or not (data["source"] is None or type(data["source"]) is str)
             or type(data["sha256"]) is not str or not re.fullmatch(r"[0-9a-f]{64}", data["sha256"])):
         raise ValueError("field 'data' must be {\"source\": a path or null, \"sha256\": 64 hex digits}")
-    if data["source"] is not None and ("\0" in data["source"] or not data["source"]):
-        raise ValueError("data.source must be a non-empty path without NUL characters")
+    if data["source"] is not None and ("\0" in data["source"] or not data["source"] or not _encodable(data["source"])):
+        raise ValueError("data.source must be a non-empty path without NUL characters or lone surrogates")
 
     n = limits.num_params(config)
     _floats(ck, "params", n)

@@ -201,13 +201,20 @@ def run_command(argv):
 def error_text(e):
     """One line for a user's error (USER_ERRORS, MemoryError, OSError), else None (a bug)."""
     if isinstance(e, MemoryError):
-        return f"out of memory{': ' + str(e) if str(e) else ''}"
-    if isinstance(e, OSError) and not isinstance(e, USER_ERRORS):
+        text = f"out of memory{': ' + str(e) if str(e) else ''}"
+    elif isinstance(e, OSError) and not isinstance(e, USER_ERRORS):
         what = e.strerror or str(e) or type(e).__name__
-        return f"{e.filename}: {what}" if e.filename else what
-    if isinstance(e, USER_ERRORS):
-        return str(e)
-    return None
+        text = f"{e.filename}: {what}" if e.filename else what
+    elif isinstance(e, USER_ERRORS):
+        text = str(e)
+    else:
+        return None
+    return one_line(text)
+
+
+def one_line(text):
+    """A message as one line: a path may hold a line break (shown as \\n)."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def silence_stdout():
@@ -317,7 +324,7 @@ def cmd_train(args):
                 model.train(stop - start, on_step=on_step, should_stop=lambda: stops.reason)
             except TrainingFailed as failed:
                 progress.end()
-                print(f"microgpt: error: {failed}{save()}", file=sys.stderr)
+                print(one_line(f"microgpt: error: {failed}{save()}"), file=sys.stderr)
                 return EXIT_USAGE
             except Exception as e:  # --metrics could not be written, say: the steps done are kept
                 progress.end()
@@ -327,7 +334,7 @@ def cmd_train(args):
                     saved = f"; nothing saved: {error_text(failed_save) or failed_save}"
                 if error_text(e) is None:
                     raise
-                print(f"microgpt: error: {error_text(e)}{saved}", file=sys.stderr)
+                print(one_line(f"microgpt: error: {error_text(e)}{saved}"), file=sys.stderr)
                 return EXIT_USAGE
             if stops.reason == STDOUT_CLOSED:
                 saved = save()
@@ -336,7 +343,7 @@ def cmd_train(args):
                 return EXIT_PIPE
             progress.end()
             if stops.reason:
-                print(f"microgpt: {stops.reason} after step {model.step}{save()}", file=sys.stderr)
+                print(one_line(f"microgpt: {stops.reason} after step {model.step}{save()}"), file=sys.stderr)
                 return 128 + stops.signum
             save()
         sha = model.params_sha256()

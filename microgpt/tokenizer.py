@@ -26,7 +26,13 @@ class Tokenizer:
         except KeyError as e:
             ch = e.args[0]
             raise VocabularyError(f"character {ch!r} (U+{ord(ch):04X}) is not in the vocabulary "
-                                  f"{self.chars!r}") from None
+                                  f"{self.shown()}") from None
+
+    def shown(self, most=100):
+        """The vocabulary for a message: whole, or its first `most` characters and its size."""
+        if len(self.chars) <= most:
+            return repr(self.chars)
+        return f"{self.chars[:most]!r}... ({len(self.chars)} characters)"
 
     def decode(self, ids):
         if any(not 0 <= i < len(self.chars) for i in ids):

@@ -482,3 +482,27 @@ def test_an_output_path_ending_with_a_slash_fails_before_training(tmp_path, smal
     result = in_process("train", "--data", small_data, "--steps", 100000, flag, path)
     assert_clean_error(result, flag, "ends with /")
     assert "step" not in result.stdout
+
+
+def test_a_path_with_a_line_break_is_still_one_line(tmp_path):
+    assert_clean_error(in_process("train", "--data", tmp_path / "no\nsuch.txt"), "no\\nsuch.txt")
+
+
+def test_a_checkpoint_with_a_lone_surrogate_in_its_vocabulary_is_refused(tmp_path, small_data):
+    in_process("train", "--data", small_data, "--steps", 5, "--samples", 0, "--save", tmp_path / "ck")
+    import hashlib
+    header, body = (tmp_path / "ck").read_bytes().split(b"\n", 1)
+    record = json.loads(body)
+    record["chars"] = record["chars"][:-1] + "\ud800"   # JSON can carry it: "\ud800"
+    body = json.dumps(record).encode("ascii")
+    header = header.split(b"sha256=")[0] + b"sha256=" + hashlib.sha256(body).hexdigest().encode()
+    (tmp_path / "bad").write_bytes(header + b"\n" + body)
+    assert_clean_error(in_process("sample", tmp_path / "bad"), "surrogate")
+
+
+def test_an_unknown_prefix_character_names_a_large_vocabulary_in_short(tmp_path):
+    data = tmp_path / "wide.txt"
+    data.write_text("".join(chr(0x4E00 + i) + "\n" for i in range(3000)))
+    result = in_process("train", "--data", data, "--steps", 0, "--samples", 1, "--prefix", "z")
+    assert_clean_error(result, "'z'", "(3000 characters)")
+    assert len(result.stderr) < 600
