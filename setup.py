@@ -57,7 +57,7 @@ class optional_build_ext(build_ext):
                  f"Installing without it: microgpt will use its python backend, which gives the same "
                  f"results about 100 times slower. For the c backend, install a C compiler (gcc or clang; "
                  f"on macOS `xcode-select --install`; on Windows the Visual Studio Build Tools) and reinstall "
-                 f"with pip's --no-cache-dir. ({REQUIRE_C}=1 makes this an error.)")
+                 f"with pip's --force-reinstall --no-cache-dir. ({REQUIRE_C}=1 makes this an error.)")
             return
         if self.inplace:
             return

@@ -28,7 +28,9 @@ import pytest
 
 from conftest import NAMES
 
-SEED_SCRIPT = pathlib.Path(os.environ.get("MICROGPT_SEED_SCRIPT") or NAMES.parents[1] / "reference" / "seed_microgpt.py")
+# made absolute: the programs run in folders of their own
+SEED_SCRIPT = pathlib.Path(os.environ.get("MICROGPT_SEED_SCRIPT") or NAMES.parents[1] / "reference" /
+                           "seed_microgpt.py").resolve()
 STEPS = 30
 TRAIN = ["-m", "microgpt", "train", "--steps", "1000"]
 PROGRAMS = {
@@ -44,7 +46,7 @@ PROGRAMS = {
 def data(tmp_path_factory):
     names = os.environ.get("MICROGPT_NAMES") or (NAMES if NAMES.exists() else None)
     if names:
-        return pathlib.Path(names)
+        return pathlib.Path(names).resolve()
     from microgpt.data import default_docs
     path = tmp_path_factory.mktemp("data") / "names.txt"
     path.write_text("\n".join(default_docs()) + "\n", encoding="utf-8")

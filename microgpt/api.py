@@ -294,7 +294,7 @@ def train(data=None, steps=1000, seed=42, n_layer=1, n_embd=16, n_head=4, block_
           backend=None, graph="auto", *, on_step=None, should_stop=None, max_memory=None, threads=None):
     """A model trained for `steps` steps on `data` (a path, a list of strings, or None: the
     embedded names), exactly as `microgpt train` trains it. See Model.train for the callbacks.
-    threads: how many threads Adam may split a large model's step over (default: the CPUs this
+    threads: how many threads a large model's step is split over (default: the CPUs this
     process may use); every number gives the same bits."""
     return Model.new(data, steps=steps, seed=seed, n_layer=n_layer, n_embd=n_embd, n_head=n_head,
                      block_size=block_size, lr=lr, backend=backend, graph=graph,

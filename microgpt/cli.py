@@ -74,7 +74,8 @@ def build_parser():
     t.add_argument("--n-head", type=int, help=f"attention heads, must divide --n-embd (default: {D['n_head']})")
     t.add_argument("--block-size", type=int, help=f"longest context in tokens (default: {D['block_size']})")
     t.add_argument("--lr", type=float, help=f"Adam's learning rate, decayed linearly to 0 (default: {D['lr']})")
-    t.add_argument("--threads", type=int, help="threads Adam may split a large model's step over; the same "
+    t.add_argument("--threads", type=int, help="threads a large model's step is split over (its layers' rows, "
+                                               "positions, Adam's parameters); the same "
                                                "bits for any number (default: the CPUs available)")
     add_sampling_flags(t)
     add_backend_flags(t)

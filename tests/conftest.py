@@ -57,9 +57,16 @@ def shared():
     return SHARED
 
 
+def env_path(name):
+    """The file an environment variable names, made absolute here: the tests run microgpt from
+    folders of their own, where a path relative to the shell's folder would name nothing."""
+    value = os.environ.get(name)
+    return pathlib.Path(value).resolve() if value else None
+
+
 def find_names_txt():
     """makemore's names.txt, the seed's data: MICROGPT_NAMES, else ../shared's copy; None if absent."""
-    for path in (os.environ.get("MICROGPT_NAMES"), SHARED / "data" / "names.txt"):
+    for path in (env_path("MICROGPT_NAMES"), SHARED / "data" / "names.txt"):
         if path and pathlib.Path(path).is_file():
             return pathlib.Path(path)
     return None
@@ -81,7 +88,7 @@ def names_txt():
 @pytest.fixture
 def seed_script():
     """The seed's own script: MICROGPT_SEED_SCRIPT (Karpathy's microgpt.py as published), else ../shared's reference."""
-    for path in (os.environ.get("MICROGPT_SEED_SCRIPT"), SHARED / "reference" / "seed_microgpt.py"):
+    for path in (env_path("MICROGPT_SEED_SCRIPT"), SHARED / "reference" / "seed_microgpt.py"):
         if path and pathlib.Path(path).is_file():
             return pathlib.Path(path)
     pytest.skip("the seed's script is not here: set MICROGPT_SEED_SCRIPT to Karpathy's microgpt.py to run this test")

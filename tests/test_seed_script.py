@@ -84,7 +84,8 @@ def test_a_schedule_equal_to_the_steps_is_compared_with_the_rungs(tmp_path, smal
 
 
 def test_the_real_published_script(small_data):
-    script = os.environ.get("MICROGPT_SEED_SCRIPT")
+    from conftest import env_path
+    script = env_path("MICROGPT_SEED_SCRIPT")
     if not script:
         pytest.skip("set MICROGPT_SEED_SCRIPT to Karpathy's microgpt.py as published to run it as the profile's seed rung")
     result = profile(script, small_data, 3)
