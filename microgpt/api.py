@@ -10,14 +10,16 @@ The CLI is a thin layer over this module, so the two cannot drift: the same seed
 the CLI's losses and, for the first sample(20) after training, its 20 names.
 
 A Model keeps its own random state (the seed's shuffle, parameter draws and sampling take their
-numbers from Python's `random` in the seed's order): it is put in place around each call that
-draws numbers and taken back after, so other uses of `random` in the program change nothing.
+numbers in the seed's order from a random.Random of its own, which gives what Python's `random`
+functions give after random.seed): other uses of `random` in the program, in any thread, change
+nothing, and it changes nothing for them.
 """
 import math
+import os
 import random
+import signal
 import threading
 from collections.abc import MutableMapping
-from contextlib import contextmanager
 
 from . import checkpoint, limits
 from .checkpoint import CheckpointError
@@ -55,7 +57,7 @@ def check_count(name, value, maximum=limits.MAX_STEPS):
 
 
 def check_lr(lr, name="lr"):
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+    if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {lr}")
 
 
@@ -76,6 +78,31 @@ def check_prefix(prefix, tokenizer, config, name="prefix"):
         raise ValueError(f"{name} {prefix!r} leaves no room: block_size is {config.block_size}")
 
 
+def check_seed(seed, name="seed"):
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"{name} must be a whole number, got {seed!r}")
+
+
+def check_max_memory(max_memory):
+    """None (the available memory) or a number of bytes >= 1."""
+    if max_memory is not None and (isinstance(max_memory, bool) or not isinstance(max_memory, int)
+                                   or max_memory < 1):
+        raise ValueError(f"max_memory must be None or a whole number of bytes >= 1, got {max_memory!r}")
+
+
+def check_path(path, name):
+    """A file's path as a str: a str or an os.PathLike. Anything else is refused: an int would be
+    taken for a file descriptor (read, then closed under its owner), bytes would be recorded as
+    their repr."""
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(path).__name__}")
+    if not path:
+        raise ValueError(f"{name}: the path is empty")
+    return path
+
+
 def read_data(data, note=None):
     """Documents (data.Documents) and how to name their source: a path, a list of strings, or
     None (embedded names)."""
@@ -88,7 +115,10 @@ def read_data(data, note=None):
         if not docs:
             raise ValueError("data has no documents (every string is empty or blank)")
         return Documents.of(docs), None
-    return load_documents(data, note), str(data)
+    if not isinstance(data, (str, os.PathLike)):
+        raise TypeError(f"data must be a path, a list of strings, or None, got {type(data).__name__}")
+    path = check_path(data, "data")
+    return load_documents(path, note), path
 
 
 class Model:
@@ -100,6 +130,7 @@ class Model:
         self.seed, self.lr, self.num_steps, self.step = seed, lr, num_steps, step
         self.data_id, self.random_state, self.docs = data_id, random_state, docs
         self.losses = []  # one float per step this object trained
+        self._training = False  # in train(), which its callbacks may not call again
 
     # --- making one
     @classmethod
@@ -109,6 +140,9 @@ class Model:
         parameters drawn. Nothing is trained yet."""
         check_count("steps", steps)
         check_lr(lr)
+        lr = float(lr)   # what a checkpoint holds
+        check_seed(seed)
+        check_max_memory(max_memory)
         docs, source = read_data(data, note)
         data_id = {"source": source, "sha256": docs_sha256(docs)}   # of the documents in file order
         rng = random.Random(seed)   # what random.seed(seed) makes, without touching the caller's
@@ -119,20 +153,19 @@ class Model:
         g = new_graph(backend, graph)
         limits.check_memory(config, g.backend, g.mode, max_memory, saving=saving)
         g.set_threads(check_threads(threads))
-        with _random_state(rng.getstate()) as state:
-            gpt = GPT(config, g)
+        gpt = GPT(config, g, rng=rng)
         return cls(gpt, tokenizer, seed=seed, lr=lr, num_steps=steps, step=0, docs=docs, data_id=data_id,
-                   random_state=state[0])
+                   random_state=rng.getstate())
 
     @classmethod
     def from_checkpoint(cls, ck, *, backend=None, graph="auto", max_memory=None, saving=False, threads=None):
         """The run a checkpoint (checkpoint.load) holds, without its documents (load_data)."""
         config = ck["config"]
+        check_max_memory(max_memory)
         g = new_graph(backend, graph)
         limits.check_memory(config, g.backend, g.mode, max_memory, saving=saving)
         g.set_threads(check_threads(threads))
-        with _random_state(random.Random(ck["seed"]).getstate()):
-            gpt = GPT(config, g)  # its draws are overwritten below
+        gpt = GPT(config, g, rng=random.Random(ck["seed"]))  # its draws are overwritten below
         g.set_param_data(ck["params"])
         g.set_adam_state(ck["adam_m"], ck["adam_v"])
         return cls(gpt, Tokenizer(ck["chars"]), seed=ck["seed"], lr=ck["lr"], num_steps=ck["num_steps"],
@@ -175,16 +208,29 @@ class Model:
     def train(self, steps=None, *, on_step=None, should_stop=None):
         """Train the next `steps` steps of the schedule (default: all that are left). on_step(step,
         loss) after each (step counts from 0); should_stop() before each, True to stop. A step that
-        fails raises guard.TrainingFailed with the model in its state from before that step."""
+        fails raises guard.TrainingFailed with the model in its state from before that step.
+        Ctrl-C (in the main thread, where Python's own handler is in place) ends the call after
+        the current step with KeyboardInterrupt, so the model holds whole steps; a second one
+        interrupts at once, and the model may then hold half a step (load a checkpoint)."""
         if steps is not None:
             check_count("steps", steps)
         with self.gpt.graph.lock:  # threads sharing the model take turns, a whole call each
-            return self._train(steps, on_step, should_stop)
+            if self._training:
+                raise RuntimeError("train() called from inside train() (an on_step or should_stop callback): "
+                                   "its steps would be applied in the middle of another's")
+            self._training = True
+            try:
+                with InterruptsBetweenSteps() as interrupted:
+                    return self._train(steps, on_step, lambda: interrupted() or bool(should_stop and should_stop()))
+            finally:
+                self._training = False
 
     def _train(self, steps, on_step, should_stop):
+        stop = self.num_steps if steps is None else min(self.num_steps, self.step + steps)
+        if stop <= self.step:
+            return self  # nothing to train: the documents are not read
         if self.docs is None:
             self.load_data()
-        stop = self.num_steps if steps is None else min(self.num_steps, self.step + steps)
 
         def done(step, loss):
             self.losses.append(loss)
@@ -205,13 +251,16 @@ class Model:
         check_temperature(temperature)
         check_prefix(prefix, self.tokenizer, self.config)
         names = []
+        rng = random.Random()
         with self.gpt.graph.lock:
-            with _random_state(self.random_state) as state:
+            rng.setstate(self.random_state)
+            try:
                 for i in range(n):
-                    names.append(sample(self.gpt, self.tokenizer, temperature, prefix))
+                    names.append(sample(self.gpt, self.tokenizer, temperature, prefix, rng))
                     if on_sample:
                         on_sample(i, names[-1])
-            self.random_state = state[0]  # before the lock goes: the next call starts here
+            finally:  # before the lock goes (the next call starts here), the names drawn counted
+                self.random_state = rng.getstate()
         return names
 
     def reseed(self, seed):
@@ -222,6 +271,7 @@ class Model:
 
     def save(self, path):
         """A checkpoint (written atomically) that load() reads back into the same run."""
+        path = check_path(path, "path")
         with self.gpt.graph.lock:  # one moment's parameters, step and random state
             params, m, v = self.gpt.graph.state_arrays()  # 8 bytes a number, not a float object
             step, random_state = self.step, self.random_state
@@ -234,6 +284,34 @@ class Model:
         return (f"<microgpt.Model {self.num_params:,} params (n_layer={c.n_layer}, n_embd={c.n_embd}, "
                 f"n_head={c.n_head}, block_size={c.block_size}), step {self.step}/{self.num_steps}, "
                 f"{self.gpt.graph.backend} backend, {self.gpt.graph.mode} graph>")
+
+
+class InterruptsBetweenSteps:
+    """Ctrl-C during train() held until the current step is done (a step cut in two would leave
+    its gradients summed, or its update applied but not counted): the `with` block's value says
+    whether one came, and the block ends with KeyboardInterrupt. A second Ctrl-C raises at once.
+    Only in the main thread, and only over Python's own handler: a program (such as the CLI)
+    that handles SIGINT itself keeps its handler."""
+
+    def __init__(self):
+        self.came, self.previous = False, None
+
+    def _handler(self, signum, frame):
+        if self.came:
+            raise KeyboardInterrupt
+        self.came = True
+
+    def __enter__(self):
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        return lambda: self.came
+
+    def __exit__(self, exc_type, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        if self.came and exc_type is None:
+            raise KeyboardInterrupt
 
 
 class Params(MutableMapping):
@@ -271,25 +349,6 @@ class Params(MutableMapping):
         return len(self._shapes)
 
 
-# The random module's state is one for the process: models drawing in two threads take turns.
-_RANDOM_LOCK = threading.RLock()
-
-
-@contextmanager
-def _random_state(state):
-    """Python's random module in `state` for the block; yields a list whose [0] is its state
-    after the block. The caller's own state is back afterwards."""
-    with _RANDOM_LOCK:
-        outside = random.getstate()
-        random.setstate(state)
-        after = [state]
-        try:
-            yield after
-        finally:
-            after[0] = random.getstate()
-            random.setstate(outside)
-
-
 def train(data=None, steps=1000, seed=42, n_layer=1, n_embd=16, n_head=4, block_size=16, lr=LEARNING_RATE,
           backend=None, graph="auto", *, on_step=None, should_stop=None, max_memory=None, threads=None):
     """A model trained for `steps` steps on `data` (a path, a list of strings, or None: the
@@ -304,5 +363,5 @@ def train(data=None, steps=1000, seed=42, n_layer=1, n_embd=16, n_head=4, block_
 def load(path, backend=None, graph="auto", max_memory=None, threads=None):
     """The run a checkpoint holds (`microgpt train --save`, or Model.save): ready to sample, and
     to train the rest of its schedule (its documents are read when it first trains)."""
-    return Model.from_checkpoint(checkpoint.load(path), backend=backend, graph=graph, max_memory=max_memory,
+    return Model.from_checkpoint(checkpoint.load(check_path(path, "path")), backend=backend, graph=graph, max_memory=max_memory,
                                  threads=threads)

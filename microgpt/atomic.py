@@ -97,6 +97,8 @@ class AtomicFile:
 
     def __init__(self, path, mode="w"):
         self.path = _target(os.fspath(path))
+        if os.path.exists(self.path) and not os.path.isfile(self.path):  # a device, a pipe: never replaced
+            raise OutputPathError(f"{os.fspath(path)} exists and is not a regular file")
         fd, self.tmp = _mkstemp(dir=_folder(self.path), prefix=f".{os.path.basename(self.path)}.", suffix=".tmp")
         os.chmod(self.tmp, 0o666 & ~_umask())  # as open() would create it, not mkstemp's 0600
         self.file = os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"}))

@@ -292,7 +292,7 @@ def format_bytes(n):
 def check_memory(config, backend, mode, max_memory=None, saving=True):
     """Refuse a config whose estimate exceeds max_memory (bytes), else MemAvailable."""
     need = estimate_bytes(config, backend, mode, saving)
-    limit, what = max_memory, "--max-memory"
+    limit, what = max_memory, "the limit given (--max-memory, max_memory)"
     if limit is None:
         limit, what = available_bytes(), "available memory (MemAvailable)"
     if limit is not None and need > limit:

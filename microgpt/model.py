@@ -52,13 +52,14 @@ def parameter_shapes(config):
 class GPT:
     """The seed's model over a graph (graphs.py): its parameters, forward and loss."""
 
-    def __init__(self, config, graph, std=0.08):
+    def __init__(self, config, graph, std=0.08, rng=random):
         self.config, self.graph = config, graph
-        # one random.gauss per parameter, state_dict order, row by row, exactly as the seed; drawn
-        # straight into an array of doubles (a list of float objects leaves 4 MB behind at d128)
+        # one rng.gauss per parameter (the seed's random.gauss), state_dict order, row by row,
+        # exactly as the seed; drawn straight into an array of doubles (a list of float objects
+        # leaves 4 MB behind at d128)
         self.state_dict = {}
         for name, (nout, nin) in parameter_shapes(config).items():
-            values = array('d', (random.gauss(0, std) for _ in range(nout * nin)))
+            values = array('d', (rng.gauss(0, std) for _ in range(nout * nin)))
             self.state_dict[name] = graph.layers.matrix(values, nout, nin)
         self.num_params = config.num_params
         graph.finish_params()

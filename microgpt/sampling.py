@@ -8,8 +8,9 @@ import random
 from .training import gc_paused
 
 
-def sample(model, tokenizer, temperature, prefix=""):
-    """One name: from BOS (then the prefix's letters, forced) until BOS or block_size tokens."""
+def sample(model, tokenizer, temperature, prefix="", rng=random):
+    """One name: from BOS (then the prefix's letters, forced) until BOS or block_size tokens; its
+    draws from rng (the seed's: the random module)."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     graph, cfg = model.graph, model.config
@@ -25,7 +26,7 @@ def sample(model, tokenizer, temperature, prefix=""):
                 token_id = forced[pos_id]
             else:
                 probs = next_probs(token_id, pos_id)
-                token_id = random.choices(range(cfg.vocab_size), weights=probs)[0]
+                token_id = rng.choices(range(cfg.vocab_size), weights=probs)[0]
                 if token_id == tokenizer.bos:
                     break
             out.append(token_id)

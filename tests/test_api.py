@@ -177,3 +177,114 @@ def check_threads_take_turns(backend):
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert results == alone
+
+
+def test_random_draws_in_the_middle_of_sampling_change_nothing(backend):
+    """The model draws from a random.Random of its own: the program's own draws (here in a
+    callback; in another thread alike) neither take the model's numbers nor get them."""
+    model = microgpt.Model.new(DOCS, backend=backend, **SMALL).train(3)
+    state = model.random_state
+    alone = model.sample(6)
+    model.random_state = state
+    random.seed(7)
+    drawn = []
+    assert model.sample(6, on_sample=lambda i, name: drawn.append(random.random())) == alone
+    random.seed(7)
+    assert drawn == [random.random() for _ in range(6)]
+
+
+@pytest.mark.parametrize("what", ["int", "bool", "bytes"])
+def test_a_path_that_is_not_a_path_is_refused_not_read(tmp_path, what):
+    """An int would be taken for a file descriptor: read, then closed under its owner."""
+    import os
+    path = tmp_path / "docs.txt"
+    path.write_text("anna\nbob\n")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        value = {"int": fd, "bool": False, "bytes": os.fsencode(path)}[what]
+        with pytest.raises(TypeError, match="path"):
+            microgpt.Model.new(value, steps=1)
+        with pytest.raises(TypeError, match="path"):
+            microgpt.load(value)
+        model = microgpt.Model.new(DOCS, **SMALL)
+        with pytest.raises(TypeError, match="path"):
+            model.save(value)
+        os.fstat(fd)  # still open
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("seed", [None, "42", 4.2, True])
+def test_a_seed_that_is_not_a_whole_number_is_refused(seed):
+    with pytest.raises(ValueError, match="seed must be a whole number"):
+        microgpt.Model.new(DOCS, seed=seed, **SMALL)
+
+
+def test_a_whole_number_learning_rate_saves_a_run_that_loads(tmp_path):
+    microgpt.Model.new(DOCS, lr=1, **SMALL).save(tmp_path / "a.ckpt")
+    assert microgpt.load(tmp_path / "a.ckpt").lr == 1.0
+    with pytest.raises(ValueError, match="lr must be"):
+        microgpt.Model.new(DOCS, lr=True, **SMALL)
+
+
+@pytest.mark.parametrize("limit", [float("nan"), "1G", 0, -5, True])
+def test_a_bad_memory_limit_is_refused(limit):
+    with pytest.raises(ValueError, match="max_memory must be"):
+        microgpt.Model.new(DOCS, max_memory=limit, **SMALL)
+
+
+def test_save_never_replaces_a_device_or_a_pipe(tmp_path):
+    import os
+    import stat
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="not a regular file"):
+        microgpt.Model.new(DOCS, **SMALL).save(fifo)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+
+
+def test_train_from_inside_a_callback_is_refused(backend):
+    model = microgpt.Model.new(DOCS, backend=backend, steps=20, **{k: v for k, v in SMALL.items() if k != "steps"})
+    with pytest.raises(RuntimeError, match="inside train"):
+        model.train(5, on_step=lambda step, loss: model.train(1) if step == 1 else None)
+    assert model.step == 2 and len(model.losses) == 2
+    model.train(3)   # and the model trains on afterwards
+    assert model.step == 5
+
+
+def test_nothing_to_train_reads_no_data(tmp_path):
+    data = tmp_path / "docs.txt"
+    data.write_text("\n".join(DOCS) + "\n")
+    model = microgpt.Model.new(str(data), steps=3, **{k: v for k, v in SMALL.items() if k != "steps"}).train()
+    model.save(tmp_path / "done.ckpt")
+    data.unlink()
+    again = microgpt.load(tmp_path / "done.ckpt")
+    assert again.train() is again and again.train(0) is again and again.step == 3
+
+
+def test_ctrl_c_in_the_middle_of_a_step_ends_train_after_it(backend):
+    """SIGINT that lands inside a step (here: while its backward runs) ends train() with
+    KeyboardInterrupt after that step: the model holds whole steps, and trained on, it gives the
+    uninterrupted run's parameters."""
+    import os
+    import signal
+    settings = dict(SMALL, steps=12)
+    whole = microgpt.Model.new(DOCS, backend=backend, **settings).train()
+    model = microgpt.Model.new(DOCS, backend=backend, **settings)
+    graph, calls = model.gpt.graph, [0]
+    real_backward = graph.backward
+
+    def backward(loss):
+        calls[0] += 1
+        if calls[0] == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_backward(loss)
+
+    graph.backward = backward
+    with pytest.raises(KeyboardInterrupt):
+        model.train()
+    assert 4 <= model.step < 12 and len(model.losses) == model.step
+    del graph.backward
+    assert model.train().params_sha256() == whole.params_sha256()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -121,7 +121,7 @@ def test_huge_models_are_refused_at_once_with_the_estimate(flags):
 
 def test_max_memory_flag(small_data):
     assert_clean_error(run_microgpt("train", "--data", small_data, "--max-memory", "1M"),
-                       "needs an estimated", "--max-memory is 1.0 MiB")
+                       "needs an estimated", "(--max-memory, max_memory) is 1.0 MiB")
     ok = run_microgpt("train", "--data", small_data, "--steps", "1", "--samples", "0", "--max-memory", "1G")
     assert ok.returncode == 0, ok.stderr
     for bad in ("lots", "-1G", "0", "nan"):
