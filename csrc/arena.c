@@ -629,6 +629,30 @@ int mg_v_set_label(mg_arena *a, int64_t x, int64_t id) {
     return rc;
 }
 
+// The label table (Python's: id -> text) is compacted by asking which ids nodes still hold,
+// then renumbering them, so that distinct labels set over time do not accumulate.
+int mg_v_labels_used(mg_arena *a, uint8_t *used, int64_t nids) {
+    mgi_count_call(a);
+    if (!a || !a->owner || nids < 0 || (nids > 0 && !used)) return MG_ERR_ARG;
+    if (mgi_thread_check(a)) return MG_ERR_THREAD;
+    for (int64_t i = 0; i < a->count; i++) {
+        int64_t id = a->node_label[i];
+        if (id < 0 || id >= nids) return MG_ERR_ARG;
+        used[id] = 1;
+    }
+    return 0;
+}
+
+int mg_v_relabel(mg_arena *a, const int64_t *map, int64_t nids) {
+    mgi_count_call(a);
+    if (!a || !a->owner || nids < 0 || (nids > 0 && !map)) return MG_ERR_ARG;
+    if (mgi_thread_check(a)) return MG_ERR_THREAD;
+    for (int64_t i = 0; i < a->count; i++)       // checked whole first: a refusal changes nothing
+        if (a->node_label[i] < 0 || a->node_label[i] >= nids || map[a->node_label[i]] < 0) return MG_ERR_ARG;
+    for (int64_t i = 0; i < a->count; i++) a->node_label[i] = map[a->node_label[i]];
+    return 0;
+}
+
 int64_t mg_v_collect(mg_arena *a) {
     mgi_count_call(a);
     if (!a || !a->owner) return MG_ERR_ARG;

@@ -259,6 +259,9 @@ int64_t mg_v_children(mg_arena *a, int64_t x, int64_t *out, int64_t cap); /* cou
 int mg_v_release(mg_arena *a, const int64_t *slots, int64_t n);   /* slots whose Values died */
 int64_t mg_v_label(mg_arena *a, int64_t x);   /* the node's label id (0: none) */
 int mg_v_set_label(mg_arena *a, int64_t x, int64_t id);
+int mg_v_labels_used(mg_arena *a, uint8_t *used, int64_t nids);   /* used[id] = 1 for each label id a
+                                        node holds (ids 0 .. nids-1; call mg_v_collect first to drop dead nodes) */
+int mg_v_relabel(mg_arena *a, const int64_t *map, int64_t nids);  /* every node's label id: map[id] */
 int64_t mg_v_collect(mg_arena *a);            /* compact now; returns the nodes alive */
 int mg_v_scope_begin(mg_arena *a);            /* returns the depth (at most 64) */
 int mg_v_scope_end(mg_arena *a);

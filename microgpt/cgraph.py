@@ -7,6 +7,7 @@
 In replay mode a Tape (replay.py) records each document length's step once and replays it; in
 dense mode each recording is also compiled into a plan that runs without nodes (dense.py).
 """
+import weakref
 from array import array
 
 from .graphs import Graph, Layers, ScalarLayers
@@ -87,10 +88,14 @@ class CGraph(Graph):
         self.arena = Arena()
         self.lock = self.arena.lock  # one lock for the graph and its arena
         self.nparams = 0
+        # the layers reach the graph through a weak reference: a cycle would keep the arena's C
+        # memory and the executor's threads until Python's cycle collector ran, which counts
+        # objects, not the megabytes behind them
+        graph = weakref.proxy(self)
         if mode == "seed":
-            self.layers = ScalarLayers(self._param_value, fused=False)
+            self.layers = ScalarLayers(lambda x: graph._param_value(x), fused=False)
         else:
-            self.layers = KernelLayers(self, fused=(mode != "kernels"))
+            self.layers = KernelLayers(graph, fused=(mode != "kernels"))
         self.tape = Tape(self.arena, self.layers) if mode in ("replay", "dense") else None
         self.dense = Dense(self.arena, self.tape) if mode == "dense" else None
 

@@ -173,6 +173,7 @@ class ValuesArena(Arena, _values.ValuesCore):
         self.thread = threading.get_ident()
         self.label_ids = {}            # label text -> id (C keeps a node's id)
         self.label_texts = [""]        # id -> text
+        self.label_limit = LABELS_BEFORE_COMPACTING
 
     def close(self):
         pass
@@ -191,6 +192,35 @@ class ValuesArena(Arena, _values.ValuesCore):
         self.release()
         return check(lib.mg_v_collect(self.ptr))
 
+    def label_id(self, text):
+        """The id of a label text, new ones numbered on; when there are many, the texts no node
+        holds any more are dropped (and the ids renumbered), so memory stays flat however many
+        distinct labels a program sets over time."""
+        ident = self.label_ids.get(text)
+        if ident is None:
+            if len(self.label_texts) >= self.label_limit:
+                self._compact_labels()
+            ident = self.label_ids[text] = len(self.label_texts)
+            self.label_texts.append(text)
+        return ident
+
+    def _compact_labels(self):
+        self.collect()
+        n = len(self.label_texts)
+        used = ffi.new("uint8_t[]", n)
+        check(lib.mg_v_labels_used(self.ptr, used, n))
+        used[0] = 1                    # no label
+        kept = [i for i in range(n) if used[i]]
+        renumber = ffi.new("int64_t[]", [-1] * n)
+        for new, old in enumerate(kept):
+            renumber[old] = new
+        check(lib.mg_v_relabel(self.ptr, renumber, n))
+        self.label_texts = [self.label_texts[i] for i in kept]
+        self.label_ids = {text: i for i, text in enumerate(self.label_texts) if i}
+        self.label_limit = max(LABELS_BEFORE_COMPACTING, 2 * len(kept))
+
+
+LABELS_BEFORE_COMPACTING = 4096  # distinct label texts a Values arena holds before it drops unused ones
 
 _local = threading.local()
 
@@ -422,11 +452,8 @@ def _slot_label(self):
 
 
 def _slot_set_label(self, text):
-    a, text = self._a, str(text)
-    ident = a.label_ids.get(text)
-    if ident is None:
-        ident = a.label_ids[text] = len(a.label_texts)
-        a.label_texts.append(text)
+    a = self._a
+    ident = a.label_id(str(text))
     check(lib.mg_v_set_label(a.ptr, self._h, ident))
 
 

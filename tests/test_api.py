@@ -288,3 +288,22 @@ def test_ctrl_c_in_the_middle_of_a_step_ends_train_after_it(backend):
     del graph.backward
     assert model.train().params_sha256() == whole.params_sha256()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize("graph", ["seed", "kernels", "fused", "replay", "dense"])
+def test_a_dropped_model_frees_its_c_memory_at_once(graph):
+    """No reference cycle holds a graph: its arena (C memory Python's cycle collector does not
+    count) and its executor's threads go when the last reference does, collector or not."""
+    import gc
+    import weakref
+    require("c")
+    gc.collect()
+    gc.disable()
+    try:
+        model = microgpt.Model.new(DOCS, backend="c", graph=graph, threads=2, **SMALL).train(3)
+        model.sample(2)
+        arena = weakref.ref(model.gpt.graph.arena)
+        del model
+        assert arena() is None
+    finally:
+        gc.enable()

@@ -75,6 +75,26 @@ def test_labels_follow_their_nodes_through_a_collection():
     assert (a * 1.0)._children[0].label == "a again"
 
 
+def test_distinct_labels_set_over_time_do_not_accumulate():
+    """Each distinct label text takes a place in the arena's table: the texts no node holds any
+    more are dropped as the table grows, and labels still held (also by a child a live Value
+    reaches) keep their texts."""
+    from microgpt.native import LABELS_BEFORE_COMPACTING, CValue, default_arena
+    arena = default_arena()
+    kept = CValue(2.0)
+    kept.label = "kept"
+    parent = kept * 3.0
+    parent.label = "parent"
+    for i in range(5 * LABELS_BEFORE_COMPACTING):
+        v = CValue(1.0)
+        v.label = f"label {i}"
+    assert len(arena.label_texts) <= 2 * LABELS_BEFORE_COMPACTING
+    assert (kept.label, parent.label, v.label) == ("kept", "parent", f"label {5 * LABELS_BEFORE_COMPACTING - 1}")
+    assert parent._children[0].label == "kept"
+    v.label = "kept"   # a text still in the table keeps its place
+    assert v.label == "kept" and len(arena.label_ids) == len(set(arena.label_texts[1:]))
+
+
 def test_scope_frees_at_once_and_refuses_its_values_afterwards():
     import microgpt
     from microgpt.native import CValue, default_arena
