@@ -79,8 +79,11 @@ def check_prefix(prefix, tokenizer, config, name="prefix"):
 
 
 def check_seed(seed, name="seed"):
+    """A whole number a checkpoint can hold (JSON readers refuse integers of thousands of digits)."""
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"{name} must be a whole number, got {seed!r}")
+    if abs(seed) >= 2 ** 64:
+        raise ValueError(f"{name} must be less than 2**64 in size, got one of {seed.bit_length()} bits")
 
 
 def check_max_memory(max_memory):
@@ -220,8 +223,7 @@ class Model:
                                    "its steps would be applied in the middle of another's")
             self._training = True
             try:
-                with InterruptsBetweenSteps() as interrupted:
-                    return self._train(steps, on_step, lambda: interrupted() or bool(should_stop and should_stop()))
+                return self._train(steps, on_step, should_stop)
             finally:
                 self._training = False
 
@@ -237,8 +239,10 @@ class Model:
             self.step = step + 1
 
         try:
-            train_steps(self.gpt, self.tokenizer, self.docs, self.num_steps, self.lr, start=self.step, stop=stop,
-                        on_step=on_step, should_stop=should_stop, on_done=done)
+            with InterruptsBetweenSteps() as interrupted:   # the data is read by now: Ctrl-C there is at once
+                train_steps(self.gpt, self.tokenizer, self.docs, self.num_steps, self.lr, start=self.step, stop=stop,
+                            on_step=on_step, should_stop=lambda: interrupted() or bool(should_stop and should_stop()),
+                            on_done=done)
         except TrainingFailed as failed:  # the model is back in its state before that step
             self.step = failed.step
             raise

@@ -26,7 +26,10 @@ def _folder(path):
 def _target(path):
     """The file a path names: through symbolic links, so that writing a link replaces the file
     it points to, and leaves the link a link."""
-    return os.path.realpath(path)
+    target = os.path.realpath(path)
+    if os.path.islink(target):  # realpath stops at a loop of links
+        raise OutputPathError(f"{os.fspath(path)}: a loop of symbolic links")
+    return target
 
 
 def same_file(a, b):
@@ -96,7 +99,10 @@ class AtomicFile:
     garbage) removes the temporary file. Usable as a context manager that commits on success."""
 
     def __init__(self, path, mode="w"):
-        self.path = _target(os.fspath(path))
+        path = os.fspath(path)
+        if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)):
+            raise OutputPathError(f"{path} ends with {path[-1]}: it names a folder, not a file")
+        self.path = _target(path)
         if os.path.exists(self.path) and not os.path.isfile(self.path):  # a device, a pipe: never replaced
             raise OutputPathError(f"{os.fspath(path)} exists and is not a regular file")
         fd, self.tmp = _mkstemp(dir=_folder(self.path), prefix=f".{os.path.basename(self.path)}.", suffix=".tmp")
@@ -130,9 +136,9 @@ class AtomicFile:
             os.replace(self.tmp, self.path)
             _pending.discard(self)
         except OSError as e:
-            self.discard()
             if e.filename is None:
                 e.filename = self.path
+            self.discard()
             raise
         except BaseException:
             self.discard()
@@ -140,13 +146,17 @@ class AtomicFile:
         _fsync_folder(_folder(self.path))
 
     def discard(self):
+        """Remove the temporary file (never raises: it runs when something else already failed)."""
         _pending.discard(self)
         if self.file is not None:
-            self.file.close()
+            try:
+                self.file.close()   # flushing what is left may fail too (a full disk)
+            except OSError:
+                pass
             self.file = None
         try:
             os.unlink(self.tmp)
-        except FileNotFoundError:
+        except OSError:
             pass
 
     def __enter__(self):

@@ -306,8 +306,9 @@ def _validate(ck):
             or not (data["source"] is None or type(data["source"]) is str)
             or type(data["sha256"]) is not str or not re.fullmatch(r"[0-9a-f]{64}", data["sha256"])):
         raise ValueError("field 'data' must be {\"source\": a path or null, \"sha256\": 64 hex digits}")
-    if data["source"] is not None and ("\0" in data["source"] or not data["source"] or not _encodable(data["source"])):
-        raise ValueError("data.source must be a non-empty path without NUL characters or lone surrogates")
+    # (a source may hold lone surrogates: Python's names for the bytes of a file name that is not UTF-8)
+    if data["source"] is not None and ("\0" in data["source"] or not data["source"]):
+        raise ValueError("data.source must be a non-empty path without NUL characters")
 
     n = limits.num_params(config)
     _floats(ck, "params", n)

@@ -164,7 +164,8 @@ def main(argv=None):
     previous = {}
     try:
         for sig in TERMINATING:
-            previous[sig] = signal.signal(sig, _terminated)
+            if signal.getsignal(sig) is not signal.SIG_IGN:   # ignored (nohup): it stays ignored
+                previous[sig] = signal.signal(sig, _terminated)
     except ValueError:  # not the main thread: leave the signals alone
         pass
     try:
@@ -281,6 +282,9 @@ def cmd_train(args):
     if args.resume:
         ck = checkpoint.load(args.resume)
         resume_settings(args, ck)
+        if args.data is None:   # the run reads the data file the checkpoint names
+            check_outputs({"--save": args.save, "--metrics": args.metrics},
+                          {"the checkpoint's data file": ck["data"]["source"]})
         model = Model.from_checkpoint(ck, **build)
         try:
             model.load_data(args.data, note)
@@ -346,7 +350,10 @@ def cmd_train(args):
             if stops.reason:
                 print(one_line(f"microgpt: {stops.reason} after step {model.step}{save()}"), file=sys.stderr)
                 return 128 + stops.signum
-            save()
+            saved = save()
+            if stops.reason:  # a signal while the checkpoint was written: it is whole, and the run ends
+                print(one_line(f"microgpt: {stops.reason} after step {model.step}{saved}"), file=sys.stderr)
+                return 128 + stops.signum
         sha = model.params_sha256()
         samples = sample_lines(model, args.samples, args.temperature, args.prefix)
         if metrics:
@@ -422,7 +429,8 @@ class StopAfterStep:
     def __enter__(self):
         try:
             for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handler)
+                if signal.getsignal(sig) is not signal.SIG_IGN:   # ignored (nohup): it stays ignored
+                    self._previous[sig] = signal.signal(sig, self._handler)
         except ValueError:  # not the main thread: leave the signals alone
             pass
         return self

@@ -453,6 +453,7 @@ def _slot_label(self):
 
 def _slot_set_label(self, text):
     a = self._a
+    check(lib.mg_v_label(a.ptr, self._h))   # another thread's Value is refused before the table changes
     ident = a.label_id(str(text))
     check(lib.mg_v_set_label(a.ptr, self._h, ident))
 

@@ -24,6 +24,13 @@ def require_matplotlib(flag):
     return plt
 
 
+def _finite(number):
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an int beyond a float's range
+        return False
+
+
 def read_losses(path):
     """(steps, losses) from a --metrics file's step records."""
     steps, losses = [], []
@@ -41,7 +48,7 @@ def read_losses(path):
                     raise PlotError(f"{path} line {number} is not a JSON object: is it a --metrics file?")
                 if "step" in record:
                     step, loss = record.get("step"), record.get("loss")
-                    if type(step) is not int or type(loss) not in (int, float) or not math.isfinite(loss):
+                    if type(step) is not int or type(loss) not in (int, float) or not _finite(loss):
                         raise PlotError(f"{path} line {number}: step and loss must be numbers (the loss finite)")
                     steps.append(step)
                     losses.append(loss)

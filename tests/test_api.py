@@ -307,3 +307,32 @@ def test_a_dropped_model_frees_its_c_memory_at_once(graph):
         assert arena() is None
     finally:
         gc.enable()
+
+
+def test_ctrl_c_while_the_data_is_read_is_not_held(tmp_path, monkeypatch):
+    """Only steps wait for Ctrl-C to land between them: reading the documents (which can take
+    seconds) is interrupted at once."""
+    import os
+    import signal
+    data = tmp_path / "docs.txt"
+    data.write_text("\n".join(DOCS) + "\n")
+    microgpt.Model.new(str(data), **SMALL).save(tmp_path / "ck")
+    model = microgpt.load(tmp_path / "ck")
+    read = []
+
+    def load_data(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        read.append("after the signal")   # not reached: the interrupt is not held
+
+    monkeypatch.setattr(model, "load_data", load_data)
+    with pytest.raises(KeyboardInterrupt):
+        model.train()
+    assert read == [] and model.step == 0
+
+
+def test_checks_that_keep_a_saved_run_loadable(tmp_path):
+    with pytest.raises(ValueError, match="seed must be less than 2\\*\\*64"):
+        microgpt.Model.new(DOCS, seed=10 ** 30, **SMALL)
+    with pytest.raises(ValueError, match="names a folder"):
+        microgpt.Model.new(DOCS, **SMALL).save(f"{tmp_path}/folder/")
+    assert list(tmp_path.iterdir()) == []

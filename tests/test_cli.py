@@ -396,6 +396,8 @@ def test_plot_errors(tmp_path):
     assert_clean_error(microgpt("plot", tmp_path / "deep.jsonl", tmp_path / "o.png"), "not JSON")
     (tmp_path / "nan.jsonl").write_text('{"step": 1, "loss": 3.0}\n{"step": 2, "loss": NaN}\n')
     assert_clean_error(microgpt("plot", tmp_path / "nan.jsonl", tmp_path / "o.png"), "line 2", "finite")
+    (tmp_path / "huge.jsonl").write_text('{"step": 1, "loss": 1' + "0" * 400 + '}\n')
+    assert_clean_error(microgpt("plot", tmp_path / "huge.jsonl", tmp_path / "o.png"), "line 1", "finite")
     assert not (tmp_path / "o.png").exists()
 
 
@@ -506,3 +508,62 @@ def test_an_unknown_prefix_character_names_a_large_vocabulary_in_short(tmp_path)
     result = in_process("train", "--data", data, "--steps", 0, "--samples", 1, "--prefix", "z")
     assert_clean_error(result, "'z'", "(3000 characters)")
     assert len(result.stderr) < 600
+
+
+def test_an_output_may_not_overwrite_the_data_a_resumed_checkpoint_reads(tmp_path, small_data):
+    data = tmp_path / "src.txt"
+    data.write_bytes(pathlib.Path(small_data).read_bytes())
+    in_process("train", "--data", data, "--steps", 20, "--stop-after", 5, "--samples", 0, "--save", tmp_path / "r.ck")
+    before = data.read_bytes()
+    for flag in ("--metrics", "--save"):
+        result = in_process("train", "--resume", tmp_path / "r.ck", "--stop-after", 1, flag, data)
+        assert_clean_error(result, flag, "the checkpoint's data file")
+    assert data.read_bytes() == before
+
+
+def test_a_data_file_whose_name_is_not_utf8_gives_a_checkpoint_that_loads(tmp_path, small_data):
+    name = os.fsdecode(b"\xff-names.txt")   # a lone surrogate in Python's name for it
+    data = tmp_path / name
+    data.write_bytes(pathlib.Path(small_data).read_bytes())
+    result = in_process("train", "--data", data, "--steps", 6, "--stop-after", 3, "--samples", 0, "--save",
+                        tmp_path / "ck")
+    assert result.returncode == 0, result.stderr
+    assert in_process("train", "--resume", tmp_path / "ck", "--samples", 2).returncode == 0
+
+
+def test_an_output_that_is_a_loop_of_links_is_refused_and_kept(tmp_path, small_data):
+    (tmp_path / "l1").symlink_to(tmp_path / "l2")
+    (tmp_path / "l2").symlink_to(tmp_path / "l1")
+    assert_clean_error(in_process("train", "--data", small_data, "--steps", 5, "--save", tmp_path / "l1"), "loop")
+    assert (tmp_path / "l1").is_symlink() and (tmp_path / "l2").is_symlink()
+
+
+def test_a_failed_write_leaves_no_temporary_file_and_names_its_file(tmp_path):
+    """The flush at commit fails (here at the file size limit; a full disk alike): the error
+    names the file, and the temporary file is removed though closing it failed too."""
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (50, 50)); "
+            "from microgpt.atomic import AtomicFile\n"
+            "f = AtomicFile(sys.argv[1])\nf.write('x' * 100)\n"
+            "try:\n    f.commit()\nexcept OSError as e:\n    print('error', e.filename, e.strerror)\n")
+    out = run_microgpt(code=code.replace("sys.argv[1]", repr(str(tmp_path / "out.txt"))))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"error {tmp_path / 'out.txt'} File too large")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_signal_while_the_final_checkpoint_is_written_ends_the_run_after_it(tmp_path, small_data, monkeypatch):
+    """The checkpoint is whole (the signal waits for it), and the run stops there: no sampling."""
+    import signal
+    import microgpt.api
+    real_save = microgpt.api.Model.save
+
+    def save(self, path):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_save(self, path)
+
+    monkeypatch.setattr(microgpt.api.Model, "save", save)
+    result = in_process("train", "--data", small_data, "--steps", 4, "--samples", 5, "--save", tmp_path / "ck")
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr
+    assert "interrupted (SIGTERM) after step 4; saved" in result.stderr and "inference" not in result.stdout
+    from microgpt import checkpoint
+    assert checkpoint.load(tmp_path / "ck")["step"] == 4

@@ -180,3 +180,17 @@ def test_a_metrics_file_that_cannot_grow_keeps_the_steps_done(tmp_path, small_da
     whole = run_microgpt("train", *common, "--stop-after", done, "--save", tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr
     assert checkpoint.load(tmp_path / "whole")["params"] == ck["params"]
+
+
+def test_an_ignored_sighup_stays_ignored(tmp_path, small_data):
+    """Under nohup (SIGHUP ignored before the program started) a closed terminal ends nothing."""
+    import microgpt
+    env = dict(os.environ, PYTHONPATH=str(pathlib.Path(microgpt.__file__).resolve().parents[1]), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "microgpt", "train", "--data", str(small_data), "--steps", "150",
+                             "--backend", "python", "--samples", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    wait_for(proc, "step", count=3)
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "step  150 /  150" in out and "interrupted" not in err
