@@ -663,7 +663,7 @@ int64_t mg_v_collect(mg_arena *a) {
 
 int mg_v_scope_begin(mg_arena *a) {
     mgi_count_call(a);
-    if (!a || !a->owner || a->scope_depth >= 64) return MG_ERR_ARG;
+    if (!a || !a->owner || a->scope_depth >= MG_MAX_SCOPES) return MG_ERR_ARG;
     if (mgi_thread_check(a)) return MG_ERR_THREAD;
     a->scope_start[a->scope_depth++] = a->count;
     return a->scope_depth;

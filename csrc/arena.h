@@ -126,7 +126,7 @@ struct mg_arena {
     int release_asked;      // MG_ERR_RELEASE was returned: the next op compacts
     int64_t *node_label;    // (node_cap) label id of node i (0: none), kept through compaction
     int scope_depth;
-    int64_t scope_start[64];// node count when each open scope began (moved by compaction)
+    int64_t scope_start[MG_MAX_SCOPES];// node count when each open scope began (moved by compaction)
 };
 
 #define MG_SLOT_FREE  (-1)

@@ -263,7 +263,8 @@ int mg_v_labels_used(mg_arena *a, uint8_t *used, int64_t nids);   /* used[id] = 
                                         node holds (ids 0 .. nids-1; call mg_v_collect first to drop dead nodes) */
 int mg_v_relabel(mg_arena *a, const int64_t *map, int64_t nids);  /* every node's label id: map[id] */
 int64_t mg_v_collect(mg_arena *a);            /* compact now; returns the nodes alive */
-int mg_v_scope_begin(mg_arena *a);            /* returns the depth (at most 64) */
+#define MG_MAX_SCOPES 64                      /* scopes open at once in a Values arena */
+int mg_v_scope_begin(mg_arena *a);            /* returns the depth (at most MG_MAX_SCOPES) */
 int mg_v_scope_end(mg_arena *a);
 int64_t mg_v_slots(const mg_arena *a);        /* slots in use */
 

@@ -180,6 +180,9 @@ class Model:
         source = self.data_id["source"] if data is None else data
         docs, _ = read_data(source, note)
         if docs_sha256(docs) != self.data_id["sha256"]:
+            if data is None and source is None:   # no file recorded: a list, or the embedded names
+                raise CheckpointError("this run was trained on documents given as a list (or on the embedded names "
+                                      "of another version): give them with model.load_data(documents)")
             where = source if isinstance(source, str) else "the embedded names" if source is None else "data"
             raise CheckpointError(f"this run was trained on other documents than {where}")
         docs.shuffle(random.Random(self.seed))

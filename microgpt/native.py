@@ -242,7 +242,10 @@ class scope:
 
     def __enter__(self):
         self.arena = default_arena()
-        check(lib.mg_v_scope_begin(self.arena.ptr))
+        depth = lib.mg_v_scope_begin(self.arena.ptr)
+        if depth == lib.MG_ERR_ARG:
+            raise RuntimeError(f"scopes nest at most {lib.MG_MAX_SCOPES} deep")
+        check(depth)
         return self
 
     def __exit__(self, *exc):

@@ -336,3 +336,12 @@ def test_checks_that_keep_a_saved_run_loadable(tmp_path):
     with pytest.raises(ValueError, match="names a folder"):
         microgpt.Model.new(DOCS, **SMALL).save(f"{tmp_path}/folder/")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_trained_on_a_list_says_how_to_give_its_documents_back(tmp_path):
+    microgpt.Model.new(DOCS, **SMALL).train(2).save(tmp_path / "ck")
+    model = microgpt.load(tmp_path / "ck")
+    with pytest.raises(microgpt.checkpoint.CheckpointError, match="given as a list"):
+        model.train(1)
+    model.load_data(DOCS)
+    assert model.train(1).step == 3

@@ -162,3 +162,17 @@ def test_issue_loop_peak_rss_within_5mb_of_python():
         out[backend] = (int(peak), w3)
     assert out["c"][1] == out["python"][1]
     assert out["c"][0] - out["python"][0] <= 5 * 1024, out  # KiB
+
+
+def test_scopes_nested_too_deep_are_a_clear_error():
+    import microgpt
+    from microgpt.native import lib
+    opened = []
+    try:
+        with pytest.raises(RuntimeError, match=f"scopes nest at most {lib.MG_MAX_SCOPES} deep"):
+            for _ in range(lib.MG_MAX_SCOPES + 1):
+                opened.append(microgpt.scope().__enter__())
+        assert len(opened) == lib.MG_MAX_SCOPES
+    finally:
+        for s in reversed(opened):
+            s.__exit__(None, None, None)
