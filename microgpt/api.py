@@ -118,8 +118,6 @@ def read_data(data, note=None):
         if not docs:
             raise ValueError("data has no documents (every string is empty or blank)")
         return Documents.of(docs), None
-    if not isinstance(data, (str, os.PathLike)):
-        raise TypeError(f"data must be a path, a list of strings, or None, got {type(data).__name__}")
     path = check_path(data, "data")
     return load_documents(path, note), path
 
@@ -370,5 +368,5 @@ def train(data=None, steps=1000, seed=42, n_layer=1, n_embd=16, n_head=4, block_
 def load(path, backend=None, graph="auto", max_memory=None, threads=None):
     """The run a checkpoint holds (`microgpt train --save`, or Model.save): ready to sample, and
     to train the rest of its schedule (its documents are read when it first trains)."""
-    return Model.from_checkpoint(checkpoint.load(check_path(path, "path")), backend=backend, graph=graph, max_memory=max_memory,
-                                 threads=threads)
+    return Model.from_checkpoint(checkpoint.load(check_path(path, "path")), backend=backend, graph=graph,
+                                 max_memory=max_memory, threads=threads)

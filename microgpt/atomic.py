@@ -40,21 +40,28 @@ def same_file(a, b):
         return _target(a) == _target(b)
 
 
+def _writable_target(path, name):
+    """The file an output path names (_target), or OutputPathError where it is no file to write:
+    an empty path, one ending with a separator, a folder, a device or a pipe (never replaced)."""
+    path = os.fspath(path)
+    if not path:
+        raise OutputPathError(f"{name}: the path is empty")
+    if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)):
+        raise OutputPathError(f"{name} {path} ends with {path[-1]}: it names a folder, not a file")
+    target = _target(path)
+    if os.path.isdir(target):
+        raise OutputPathError(f"{name} {path} is a directory, not a file")
+    if os.path.exists(target) and not os.path.isfile(target):
+        raise OutputPathError(f"{name} {path} exists and is not a regular file")
+    return target
+
+
 def check_output_path(path, flag):
     """Refuse now a path that could not be written later: a folder, a missing or read-only
     folder, a device. Creating (and removing) a temporary file is the honest test: permission
     bits say nothing for root, and nothing about read-only mounts."""
     path = os.fspath(path)
-    if not path:
-        raise OutputPathError(f"{flag}: the path is empty")
-    if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)):
-        raise OutputPathError(f"{flag} {path} ends with {path[-1]}: it names a folder, not a file")
-    target = _target(path)
-    if os.path.isdir(target):
-        raise OutputPathError(f"{flag} {path} is a directory, not a file")
-    if os.path.exists(target) and not os.path.isfile(target):
-        raise OutputPathError(f"{flag} {path} exists and is not a regular file")
-    folder = _folder(target)
+    folder = _folder(_writable_target(path, flag))
     if not os.path.isdir(folder):
         raise OutputPathError(f"{flag} {path}: the folder {folder} does not exist")
     try:
@@ -99,12 +106,7 @@ class AtomicFile:
     garbage) removes the temporary file. Usable as a context manager that commits on success."""
 
     def __init__(self, path, mode="w"):
-        path = os.fspath(path)
-        if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)):
-            raise OutputPathError(f"{path} ends with {path[-1]}: it names a folder, not a file")
-        self.path = _target(path)
-        if os.path.exists(self.path) and not os.path.isfile(self.path):  # a device, a pipe: never replaced
-            raise OutputPathError(f"{os.fspath(path)} exists and is not a regular file")
+        self.path = _writable_target(path, "output")
         fd, self.tmp = _mkstemp(dir=_folder(self.path), prefix=f".{os.path.basename(self.path)}.", suffix=".tmp")
         os.chmod(self.tmp, 0o666 & ~_umask())  # as open() would create it, not mkstemp's 0600
         self.file = os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
@@ -114,10 +116,9 @@ class AtomicFile:
     def write(self, data):
         try:
             return self.file.write(data)
-        except OSError as e:  # a full disk, a file size limit: name the file the error is about
+        except OSError as e:  # a full disk, a file size limit
             self.failed = True
-            if e.filename is None:
-                e.filename = self.path
+            self._name_in(e)
             raise
 
     def commit(self):
@@ -135,15 +136,16 @@ class AtomicFile:
             self.file = None
             os.replace(self.tmp, self.path)
             _pending.discard(self)
-        except OSError as e:
-            if e.filename is None:
-                e.filename = self.path
-            self.discard()
-            raise
-        except BaseException:
+        except BaseException as e:
+            self._name_in(e)
             self.discard()
             raise
         _fsync_folder(_folder(self.path))
+
+    def _name_in(self, e):
+        """Name this file in an OSError that names none (a failed write or flush)."""
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = self.path
 
     def discard(self):
         """Remove the temporary file (never raises: it runs when something else already failed)."""

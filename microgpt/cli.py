@@ -410,7 +410,8 @@ def clock(seconds):
 class StopAfterStep:
     """SIGINT (Ctrl-C), SIGTERM (kill, docker stop, schedulers) and SIGHUP (a closed terminal)
     during training end the run after the current step, so a checkpoint saved then holds whole
-    steps, never half an Adam update. A second signal exits at once, saving nothing. `reason` says why training stopped."""
+    steps, never half an Adam update. A second signal exits at once, saving nothing. `reason`
+    says why training stopped."""
 
     SIGNALS = (signal.SIGINT,) + TERMINATING
 

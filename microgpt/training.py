@@ -79,13 +79,11 @@ def train(model, tokenizer, docs, num_steps, lr, start=0, stop=None, on_step=Non
             break
         last_good.before(step)
         losses, failure = batches.run(step, end)
-        if on_done:
-            for i, loss in enumerate(losses):
-                on_done(step + i, loss)
-        step += len(losses)
-        if on_step:
-            for i, loss in enumerate(losses):
-                on_step(step - len(losses) + i, loss)
+        first, step = step, step + len(losses)
+        for callback in (on_done, on_step):   # every step counted before any callback of the user's
+            if callback:
+                for i, loss in enumerate(losses):
+                    callback(first + i, loss)
         if failure:
             what = f"the loss is {failure[1]}" if failure[0] == "nonfinite" else describe(failure[1])
             raise TrainingFailed(step, what, likely_cause(step, lr))  # the state is the one before it

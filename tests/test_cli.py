@@ -428,7 +428,8 @@ def test_an_empty_path_is_an_error_not_the_default(args):
 
 
 def test_an_empty_resume_leaves_the_checkpoint_alone(tmp_path, small_data):
-    in_process("train", "--data", small_data, "--steps", 50, "--stop-after", 7, "--samples", 0, "--save", tmp_path / "ck")
+    in_process("train", "--data", small_data, "--steps", 50, "--stop-after", 7, "--samples", 0,
+               "--save", tmp_path / "ck")
     before = (tmp_path / "ck").read_bytes()
     assert_clean_error(in_process("train", "--data", small_data, "--resume", "", "--steps", 50, "--stop-after", 1,
                                   "--save", tmp_path / "ck"), "--resume")
@@ -439,7 +440,8 @@ def test_an_output_may_not_overwrite_an_input(tmp_path, small_data):
     """Each output against the inputs the same command reads (and against the other outputs):
     refused before anything runs, the input untouched. --save onto --resume's file is a run going
     on where it left off, and stays allowed."""
-    in_process("train", "--data", small_data, "--steps", 50, "--stop-after", 2, "--samples", 0, "--save", tmp_path / "ck")
+    in_process("train", "--data", small_data, "--steps", 50, "--stop-after", 2, "--samples", 0,
+               "--save", tmp_path / "ck")
     data_copy = tmp_path / "data.txt"
     data_copy.write_bytes(pathlib.Path(small_data).read_bytes())
     (tmp_path / "m.jsonl").write_text('{"step": 1, "loss": 3.0}\n')
@@ -459,7 +461,8 @@ def test_an_output_may_not_overwrite_an_input(tmp_path, small_data):
         assert_clean_error(result, "name the same file", name)
         assert "step" not in result.stdout
     assert {p: p.read_bytes() for p in before} == before
-    result = in_process("train", "--resume", tmp_path / "ck", "--stop-after", 1, "--samples", 0, "--save", tmp_path / "ck")
+    result = in_process("train", "--resume", tmp_path / "ck", "--stop-after", 1, "--samples", 0,
+                        "--save", tmp_path / "ck")
     assert result.returncode == 0, result.stderr
 
 

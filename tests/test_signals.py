@@ -187,7 +187,8 @@ def test_an_ignored_sighup_stays_ignored(tmp_path, small_data):
     import microgpt
     env = dict(os.environ, PYTHONPATH=str(pathlib.Path(microgpt.__file__).resolve().parents[1]), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "microgpt", "train", "--data", str(small_data), "--steps", "150",
-                             "--backend", "python", "--samples", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+                             "--backend", "python", "--samples", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
     wait_for(proc, "step", count=3)
     proc.send_signal(signal.SIGHUP)
